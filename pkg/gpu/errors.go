@@ -15,7 +15,7 @@ var (
 	// ErrLibraryNotFound means libnvidia-ml could not be loaded.
 	ErrLibraryNotFound = errors.New("libnvidia-ml.so.1 not found (is the NVIDIA driver installed and the library mounted into the container?)")
 	// ErrDriverNotLoaded means libnvidia-ml loaded but the kernel driver is not running.
-	ErrDriverNotLoaded = errors.New("nvidia kernel driver is not loaded")
+	ErrDriverNotLoaded = errors.New("the NVIDIA kernel driver is not loaded")
 	// ErrNoPermission means the caller lacks the privilege for the operation.
 	ErrNoPermission = errors.New("insufficient permissions")
 	// ErrInvalidArgument means the request named something that does not exist or is malformed.

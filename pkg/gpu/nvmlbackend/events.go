@@ -34,6 +34,7 @@ func (b *Backend) WatchEvents(ctx context.Context, handle func(gpu.Event)) error
 	}
 	uuids := make(map[string]int, count)
 	handles := make([]nvml.Device, count)
+	byIndex := make([]string, count)
 	registered := 0
 	for i := range count {
 		d, err := b.device(i)
@@ -48,6 +49,7 @@ func (b *Backend) WatchEvents(ctx context.Context, handle func(gpu.Event)) error
 		}
 		uuids[uuid] = i
 		handles[i] = d
+		byIndex[i] = uuid
 		supported, ret := d.GetSupportedEventTypes()
 		if ret != nvml.SUCCESS {
 			logger.Error(toError(ret), "Not watching gpu events: reading supported event types failed", "gpu", i, "uuid", uuid)
@@ -82,7 +84,7 @@ func (b *Backend) WatchEvents(ctx context.Context, handle func(gpu.Event)) error
 			if idx >= 0 {
 				lost[idx] = false
 			}
-			handle(b.convertEvent(ed, idx))
+			handle(b.convertEvent(ed, idx, uuidAt(byIndex, idx)))
 		case nvml.ERROR_TIMEOUT:
 			failures = 0
 		case nvml.ERROR_GPU_IS_LOST:
@@ -90,7 +92,7 @@ func (b *Backend) WatchEvents(ctx context.Context, handle func(gpu.Event)) error
 			idx := eventDevice(ed.Device, handles, uuids)
 			if !lost[idx] {
 				lost[idx] = true
-				handle(gpu.Event{Kind: gpu.EventGPULost, Time: b.clock.Now(), Index: idx, UUID: uuidOf(uuids, idx), GPUInstanceID: -1, ComputeInstanceID: -1})
+				handle(gpu.Event{Kind: gpu.EventGPULost, Time: b.clock.Now(), Index: idx, UUID: uuidAt(byIndex, idx), GPUInstanceID: -1, ComputeInstanceID: -1})
 			}
 		default:
 			failures++
@@ -102,11 +104,8 @@ func (b *Backend) WatchEvents(ctx context.Context, handle func(gpu.Event)) error
 	return nil
 }
 
-func (b *Backend) convertEvent(ed nvml.EventData, idx int) gpu.Event {
-	e := gpu.Event{Time: b.clock.Now(), Index: idx, GPUInstanceID: -1, ComputeInstanceID: -1}
-	if ed.Device != nil {
-		e.UUID, _ = ed.Device.GetUUID()
-	}
+func (b *Backend) convertEvent(ed nvml.EventData, idx int, uuid string) gpu.Event {
+	e := gpu.Event{Time: b.clock.Now(), Index: idx, UUID: uuid, GPUInstanceID: -1, ComputeInstanceID: -1}
 	switch {
 	case ed.EventType&nvml.EventTypeXidCriticalError != 0:
 		e.Kind = gpu.EventXID
@@ -147,11 +146,10 @@ func eventDevice(d nvml.Device, handles []nvml.Device, uuids map[string]int) int
 	return -1
 }
 
-func uuidOf(uuids map[string]int, idx int) string {
-	for u, i := range uuids {
-		if i == idx {
-			return u
-		}
+// uuidAt returns the UUID recorded at registration; a lost GPU no longer answers GetUUID.
+func uuidAt(byIndex []string, idx int) string {
+	if idx < 0 || idx >= len(byIndex) {
+		return ""
 	}
-	return ""
+	return byIndex[idx]
 }

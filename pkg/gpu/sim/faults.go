@@ -1,0 +1,126 @@
+package sim
+
+import (
+	"reflect"
+	"strings"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// Fault makes NVML calls fail.
+type Fault struct {
+	// GPU is the physical GPU index whose calls fail (including calls on its
+	// MIG devices, GPU and compute instances); -1 matches system-level calls
+	// and calls on any GPU.
+	GPU int
+	// Call is the method name as Calls counts it ("GetTemperature", "Init",
+	// "GpuInstanceDestroy"); "" matches every call.
+	Call string
+	// Return is what the failing call returns.
+	Return nvml.Return
+	// Times is how many calls fail before the fault clears itself; 0 means
+	// until ClearFaults.
+	Times int
+}
+
+// InjectFault adds a fault rule. Rules are checked in the order they were
+// added; the first that matches a call decides its result.
+func (m *Machine) InjectFault(f Fault) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.faults = append(m.faults, f)
+}
+
+// ClearFaults removes every fault rule. Lost GPUs stay lost.
+func (m *Machine) ClearFaults() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.faults = nil
+}
+
+// enter is the single check at the top of every simulated call: it counts the
+// call, then returns ERROR_UNINITIALIZED before Init, ERROR_GPU_IS_LOST for a
+// lost GPU, or the first matching injected fault; SUCCESS lets the call
+// proceed. gpu is the physical GPU index or -1 for system-level calls. The
+// caller holds m.mu.
+func (m *Machine) enter(gpu int, call string) nvml.Return {
+	m.calls[call]++
+	if m.initCount == 0 && call != "Init" && call != "InitWithFlags" {
+		return nvml.ERROR_UNINITIALIZED
+	}
+	if gpu >= 0 && gpu < len(m.devs) && m.devs[gpu].lost {
+		return nvml.ERROR_GPU_IS_LOST
+	}
+	for i := range m.faults {
+		f := &m.faults[i]
+		if (f.GPU != -1 && f.GPU != gpu) || (f.Call != "" && f.Call != call) {
+			continue
+		}
+		ret := f.Return
+		if f.Times > 0 {
+			f.Times--
+			if f.Times == 0 {
+				m.faults = append(m.faults[:i], m.faults[i+1:]...)
+			}
+		}
+		return ret
+	}
+	return nvml.SUCCESS
+}
+
+// lockedEnter locks m.mu around enter.
+func (m *Machine) lockedEnter(gpu int, call string) nvml.Return {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.enter(gpu, call)
+}
+
+var returnType = reflect.TypeFor[nvml.Return]()
+
+// stubMock replaces every ...Func field of a go-nvml mock (a pointer to a
+// mock struct) with a function that goes through enter and then answers
+// ERROR_NOT_SUPPORTED with zero values. The simulation's own methods shadow
+// the mock's for every call it models, so the stubs answer only calls the
+// simulation does not model; without them the mock would panic ("method is
+// nil") or, for the calls go-nvml's server fills in, give answers that
+// contradict the simulation. Calls are counted as prefix + method name.
+//
+// delegate, when not nil, may answer a call instead (the library uses it to
+// forward DeviceXxx(device, ...) to device.Xxx(...) as go-nvml does).
+func stubMock(m *Machine, mockPtr any, gpu int, prefix string, delegate func(name string, ft reflect.Type, args []reflect.Value) ([]reflect.Value, bool)) {
+	v := reflect.ValueOf(mockPtr).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() || f.Type.Kind() != reflect.Func || !strings.HasSuffix(f.Name, "Func") {
+			continue
+		}
+		name := strings.TrimSuffix(f.Name, "Func")
+		ft := f.Type
+		v.Field(i).Set(reflect.MakeFunc(ft, func(args []reflect.Value) []reflect.Value {
+			if delegate != nil {
+				if out, ok := delegate(name, ft, args); ok {
+					return out
+				}
+			}
+			ret := m.lockedEnter(gpu, prefix+name)
+			if ret == nvml.SUCCESS {
+				ret = nvml.ERROR_NOT_SUPPORTED
+			}
+			return zeroResults(ft, ret)
+		}))
+	}
+}
+
+// zeroResults returns zero values for ft's results, with ret in the last
+// result when it is an nvml.Return.
+func zeroResults(ft reflect.Type, ret nvml.Return) []reflect.Value {
+	out := make([]reflect.Value, ft.NumOut())
+	for j := range out {
+		out[j] = reflect.Zero(ft.Out(j))
+	}
+	if n := ft.NumOut(); n > 0 && ft.Out(n-1) == returnType {
+		out[n-1] = reflect.ValueOf(ret)
+	}
+	return out
+}
