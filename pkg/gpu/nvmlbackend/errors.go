@@ -1,7 +1,6 @@
 package nvmlbackend
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -82,6 +81,3 @@ func toError(ret nvml.Return) error {
 	}
 	return &returnError{ret: ret, sentinel: sentinels[ret]}
 }
-
-// isNotSupported reports whether err means "this GPU lacks the feature".
-func isNotSupported(err error) bool { return errors.Is(err, gpu.ErrNotSupported) }

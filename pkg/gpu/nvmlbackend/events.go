@@ -26,7 +26,11 @@ func (b *Backend) WatchEvents(ctx context.Context, handle func(gpu.Event)) error
 	if ret != nvml.SUCCESS {
 		return fmt.Errorf("creating nvml event set: %w", toError(ret))
 	}
-	defer set.Free()
+	defer func() {
+		if ret := set.Free(); ret != nvml.SUCCESS {
+			logger.Error(toError(ret), "Freeing nvml event set")
+		}
+	}()
 
 	count, ret := b.lib.DeviceGetCount()
 	if ret != nvml.SUCCESS {

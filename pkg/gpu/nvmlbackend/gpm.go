@@ -78,7 +78,7 @@ func (g *gpmState) free() {
 func (s *gpmStream) release() {
 	for _, x := range []nvml.GpmSample{s.prev, s.cur} {
 		if x != nil {
-			x.Free()
+			_ = x.Free() // nothing to do if the driver cannot free a sample
 		}
 	}
 	s.prev, s.cur = nil, nil

@@ -49,7 +49,7 @@ func TestEvents(t *testing.T) {
 			m, lib, _ := newMachine(t, tt.machine)
 			d := handle(t, lib, tt.gpu)
 			s := createEventSet(t, lib)
-			defer s.Free()
+			defer func() { wantRet(t, "EventSetFree", s.Free(), nvml.SUCCESS) }()
 			wantRet(t, "RegisterEvents", d.RegisterEvents(tt.register, s), nvml.SUCCESS)
 			if err := tt.inject(m); err != nil {
 				t.Fatal(err)

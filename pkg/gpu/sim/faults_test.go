@@ -21,7 +21,7 @@ func TestInitFault(t *testing.T) {
 	}
 	m.ClearFaults()
 	wantRet(t, "Init", lib.Init(), nvml.SUCCESS)
-	defer lib.Shutdown()
+	defer func() { wantRet(t, "Shutdown", lib.Shutdown(), nvml.SUCCESS) }()
 	if got := m.Calls("Init"); got != 3 {
 		t.Errorf("Calls(Init) = %d, want 3", got)
 	}
@@ -102,7 +102,7 @@ func TestFaults(t *testing.T) {
 			probes: []probe{
 				{"Wait", func(lib nvml.Interface) nvml.Return {
 					s, _ := lib.EventSetCreate()
-					defer s.Free()
+					defer func() { _ = s.Free() }()
 					_, r := s.Wait(1000)
 					return r
 				}, nvml.ERROR_GPU_IS_LOST},
@@ -214,19 +214,20 @@ func TestConcurrentUse(t *testing.T) {
 			defer wg.Done()
 			d, _ := lib.DeviceGetHandleByIndex(g)
 			sample, _ := lib.GpmSampleAlloc()
-			defer sample.Free()
+			defer func() { _ = sample.Free() }()
+			// Results are ignored: this test is about data races, not values.
 			for i := range 50 {
 				_ = m.SetLoad(g, Load{SMActive: float64(i%10) / 10})
-				d.GetPowerUsage()
-				d.GetMemoryInfo_v2()
-				d.GetTotalEnergyConsumption()
-				d.GpmSampleGet(sample)
+				_, _ = d.GetPowerUsage()
+				_, _ = d.GetMemoryInfo_v2()
+				_, _ = d.GetTotalEnergyConsumption()
+				_ = d.GpmSampleGet(sample)
 				_ = m.InjectXID(g, uint64(i))
 				if g%2 == 0 {
-					d.SetMigMode(i % 2)
+					_, _ = d.SetMigMode(i % 2)
 					info, _ := d.GetGpuInstanceProfileInfo(nvml.GPU_INSTANCE_PROFILE_1_SLICE)
 					if gi, r := d.CreateGpuInstance(&info); r == nvml.SUCCESS {
-						gi.Destroy()
+						_ = gi.Destroy()
 					}
 				}
 				m.Calls("GetPowerUsage")

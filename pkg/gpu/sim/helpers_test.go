@@ -22,7 +22,7 @@ func newMachine(t *testing.T, spec string) (*Machine, nvml.Interface, *clocktest
 	if r := lib.Init(); r != nvml.SUCCESS {
 		t.Fatalf("Init: %v", r)
 	}
-	t.Cleanup(func() { lib.Shutdown() })
+	t.Cleanup(func() { wantRet(t, "Shutdown", lib.Shutdown(), nvml.SUCCESS) })
 	return m, lib, clk
 }
 

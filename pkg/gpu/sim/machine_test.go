@@ -250,8 +250,8 @@ func TestUnbridgedNVLinkIsDisabled(t *testing.T) {
 		t.Fatal(err)
 	}
 	lib := m.NVML()
-	lib.Init()
-	defer lib.Shutdown()
+	wantRet(t, "Init", lib.Init(), nvml.SUCCESS)
+	defer func() { wantRet(t, "Shutdown", lib.Shutdown(), nvml.SUCCESS) }()
 	d := handle(t, lib, 0)
 	if st, r := d.GetNvLinkState(0); r != nvml.SUCCESS || st != nvml.FEATURE_DISABLED {
 		t.Errorf("GetNvLinkState = %v %v, want FEATURE_DISABLED", st, r)
@@ -301,9 +301,11 @@ func TestCallsAndInit(t *testing.T) {
 	wantRet(t, "Init", lib.Init(), nvml.SUCCESS)
 	d := handle(t, lib, 1)
 	for range 3 {
-		d.GetTemperature(nvml.TEMPERATURE_GPU)
+		_, r := d.GetTemperature(nvml.TEMPERATURE_GPU)
+		wantRet(t, "GetTemperature", r, nvml.SUCCESS)
 	}
-	lib.DeviceGetTemperature(d, nvml.TEMPERATURE_GPU) // library form forwards to the device
+	_, r := lib.DeviceGetTemperature(d, nvml.TEMPERATURE_GPU) // library form forwards to the device
+	wantRet(t, "DeviceGetTemperature", r, nvml.SUCCESS)
 	if name, r := lib.DeviceGetName(d); r != nvml.SUCCESS || name != "NVIDIA GeForce RTX 4090" {
 		t.Errorf("DeviceGetName = %q %v", name, r)
 	}

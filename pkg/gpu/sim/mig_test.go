@@ -21,7 +21,7 @@ func singleGPU(t *testing.T, modelKey string, enableMIG bool) (*Machine, nvml.In
 	}
 	lib := m.NVML()
 	wantRet(t, "Init", lib.Init(), nvml.SUCCESS)
-	t.Cleanup(func() { lib.Shutdown() })
+	t.Cleanup(func() { wantRet(t, "Shutdown", lib.Shutdown(), nvml.SUCCESS) })
 	d := handle(t, lib, 0)
 	if enableMIG {
 		act, r := d.SetMigMode(nvml.DEVICE_MIG_ENABLE)

@@ -284,7 +284,7 @@ func TestFieldValues(t *testing.T) {
 		})
 	}
 	vs := []nvml.FieldValue{{FieldId: nvml.FI_DEV_MEMORY_TEMP}}
-	d.GetFieldValues(vs)
+	wantRet(t, "GetFieldValues", d.GetFieldValues(vs), nvml.SUCCESS)
 	if vs[0].Timestamp != epoch.Add(2*time.Second).UnixMicro() {
 		t.Errorf("timestamp %d", vs[0].Timestamp)
 	}
