@@ -128,18 +128,29 @@ func (b *Backend) migProfiles(d nvml.Device, index int) ([]migProfile, error) {
 	return out, nil
 }
 
+// lockForMIG takes the machine's MIG lock and returns GPU index's handle; the
+// caller runs unlock when its change is done.
+func (b *Backend) lockForMIG(ctx context.Context, index int) (nvml.Device, func(), error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, nil, err
+	}
+	b.migMu.Lock()
+	d, err := b.device(index)
+	if err != nil {
+		b.migMu.Unlock()
+		return nil, nil, err
+	}
+	return d, b.migMu.Unlock, nil
+}
+
 // SetMIGMode enables or disables MIG on GPU index. When the driver accepts the
 // change but it waits for a GPU reset, the error wraps gpu.ErrResetRequired.
 func (b *Backend) SetMIGMode(ctx context.Context, index int, enabled bool) error {
-	if err := ctxErr(ctx); err != nil {
-		return err
-	}
-	b.migMu.Lock()
-	defer b.migMu.Unlock()
-	d, err := b.device(index)
+	d, unlock, err := b.lockForMIG(ctx, index)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	mode := nvml.DEVICE_MIG_DISABLE
 	if enabled {
 		mode = nvml.DEVICE_MIG_ENABLE
@@ -165,15 +176,11 @@ func (b *Backend) SetMIGMode(ctx context.Context, index int, enabled bool) error
 // start on GPU index, with one compute instance spanning it. If the compute
 // instance cannot be created the GPU instance is destroyed again.
 func (b *Backend) CreateMIGDevice(ctx context.Context, index int, profile string, start int) (gpu.MIGDevice, error) {
-	if err := ctxErr(ctx); err != nil {
-		return gpu.MIGDevice{}, err
-	}
-	b.migMu.Lock()
-	defer b.migMu.Unlock()
-	d, err := b.device(index)
+	d, unlock, err := b.lockForMIG(ctx, index)
 	if err != nil {
 		return gpu.MIGDevice{}, err
 	}
+	defer unlock()
 	profiles, err := b.migProfiles(d, index)
 	if err != nil {
 		return gpu.MIGDevice{}, err
@@ -282,15 +289,11 @@ func destroyComputeInstances(gi nvml.GpuInstance) error {
 
 // DestroyMIGDevice destroys GPU instance gpuInstanceID on GPU index, with its compute instances.
 func (b *Backend) DestroyMIGDevice(ctx context.Context, index int, gpuInstanceID int) error {
-	if err := ctxErr(ctx); err != nil {
-		return err
-	}
-	b.migMu.Lock()
-	defer b.migMu.Unlock()
-	d, err := b.device(index)
+	d, unlock, err := b.lockForMIG(ctx, index)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	gi, ret := d.GetGpuInstanceById(gpuInstanceID)
 	if ret != nvml.SUCCESS {
 		err := toError(ret)
