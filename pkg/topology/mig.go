@@ -1,0 +1,217 @@
+package topology
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math/bits"
+	"slices"
+	"strings"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+)
+
+// MIGGPU is one GPU's MIG geometry and its slices, as seen by a request for
+// one slice of a profile.
+type MIGGPU struct {
+	// Profiles is the GPU's geometry: every GPU-instance profile it offers with
+	// its legal placements (gpu.MIGManager.MIGProfiles).
+	Profiles []gpu.MIGProfileInfo
+	// Used are the placements of the slices handed out, of any profile. Every
+	// memory slice they do not cover counts as free, whether or not an idle
+	// MIG device sits on it, since a layout change could reuse it.
+	Used []gpu.Placement
+	// Free are the placements of the existing, unallocated slices of the
+	// requested profile: the candidates. Leave it empty for an unhealthy GPU.
+	Free []gpu.Placement
+}
+
+// PickMIGSlice returns the free slice of g whose use least fragments what
+// remains: after taking it, the GPU's profiles, largest first (by slice count,
+// then name), can still be placed as many times as possible in the free
+// memory slices (compared profile by profile); ties go to the lowest start.
+//
+// It fails when g's geometry or placements are inconsistent (a placement
+// outside the GPU's memory slices, a free slice overlapping a used one or
+// another free one), and with an error wrapping ErrInsufficient when g has no
+// free slice.
+func PickMIGSlice(g MIGGPU) (gpu.Placement, error) {
+	c, err := g.choose()
+	if err != nil {
+		return gpu.Placement{}, err
+	}
+	if c.free == -1 {
+		return gpu.Placement{}, fmt.Errorf("no free mig slice of the requested profile: %w", ErrInsufficient)
+	}
+	return g.Free[c.free], nil
+}
+
+// PickMIGDevice returns the GPU (its position in gpus) and the free slice to
+// serve a request for one slice of a profile, packing: the GPU with the fewest
+// free memory slices first, so that emptier GPUs stay whole; then the slice
+// PickMIGSlice would choose, by what it leaves of that GPU; then the lowest
+// GPU position.
+//
+// It fails as PickMIGSlice does, naming the GPU, and with an error wrapping
+// ErrInsufficient when no GPU has a free slice.
+func PickMIGDevice(gpus []MIGGPU) (int, gpu.Placement, error) {
+	best, bestGPU := migChoice{free: -1}, -1
+	for i, g := range gpus {
+		c, err := g.choose()
+		if err != nil {
+			return 0, gpu.Placement{}, fmt.Errorf("gpu %d: %w", i, err)
+		}
+		if c.free == -1 {
+			continue
+		}
+		if bestGPU < 0 || c.betterAcrossGPUs(best) {
+			best, bestGPU = c, i
+		}
+	}
+	if bestGPU < 0 {
+		return 0, gpu.Placement{}, fmt.Errorf("no free mig slice of the requested profile on any of %d gpus: %w", len(gpus), ErrInsufficient)
+	}
+	return bestGPU, gpus[bestGPU].Free[best.free], nil
+}
+
+// migChoice is the best free slice of one GPU.
+type migChoice struct {
+	free      int   // index into Free; -1 when there is none
+	freeCount int   // free memory slices before the choice
+	capacity  []int // instances placeable afterwards, per profile, largest profile first
+}
+
+func (c migChoice) betterAcrossGPUs(o migChoice) bool {
+	if c.freeCount != o.freeCount {
+		return c.freeCount < o.freeCount
+	}
+	return slices.Compare(c.capacity, o.capacity) > 0
+}
+
+// choose validates g and finds its best free slice.
+func (g MIGGPU) choose() (migChoice, error) {
+	if len(g.Profiles) == 0 {
+		return migChoice{}, errors.New("gpu has no mig profiles")
+	}
+	total := 0
+	for _, p := range g.Profiles {
+		for _, pl := range p.Placements {
+			if pl.Start < 0 || pl.Size < 1 {
+				return migChoice{}, fmt.Errorf("mig profile %s has placement %s, want start >= 0 and size >= 1", p.Name, pl)
+			}
+			total = max(total, pl.Start+pl.Size)
+		}
+	}
+	if total > 64 {
+		return migChoice{}, fmt.Errorf("mig geometry spans %d memory slices, at most 64 are supported", total)
+	}
+	span := func(pl gpu.Placement, what string) (uint64, error) {
+		if pl.Start < 0 || pl.Size < 1 || pl.Start+pl.Size > total {
+			return 0, fmt.Errorf("%s slice %s is outside the gpu's memory slices 0 to %d", what, pl, total-1)
+		}
+		return (uint64(1)<<pl.Size - 1) << pl.Start, nil
+	}
+	var used uint64
+	for _, pl := range g.Used {
+		m, err := span(pl, "used")
+		if err != nil {
+			return migChoice{}, err
+		}
+		used |= m
+	}
+	masks := make([]uint64, len(g.Free))
+	for i, pl := range g.Free {
+		m, err := span(pl, "free")
+		if err != nil {
+			return migChoice{}, err
+		}
+		if m&used != 0 {
+			return migChoice{}, fmt.Errorf("free slice %s overlaps a used slice (used: %s)", pl, placementList(g.Used))
+		}
+		for j := range i {
+			if m&masks[j] != 0 {
+				return migChoice{}, fmt.Errorf("free slices %s and %s overlap", g.Free[j], pl)
+			}
+		}
+		masks[i] = m
+	}
+	all := uint64(1)<<total - 1
+	geometry := newMIGGeometry(g.Profiles)
+	best := migChoice{free: -1, freeCount: bits.OnesCount64(all &^ used)}
+	var scratch []int
+	for i, m := range masks {
+		scratch = geometry.capacity(all&^used&^m, scratch[:0])
+		c := 0
+		if best.free >= 0 {
+			c = slices.Compare(scratch, best.capacity)
+		}
+		if best.free < 0 || c > 0 || (c == 0 && g.Free[i].Start < g.Free[best.free].Start) {
+			best.free = i
+			best.capacity, scratch = scratch, best.capacity
+		}
+	}
+	return best, nil
+}
+
+// migGeometry is a GPU's profiles, largest first (by slice count, then name),
+// each with its placements as memory-slice masks, earliest-ending first.
+type migGeometry struct {
+	masks [][]uint64
+	max   []int
+}
+
+func newMIGGeometry(profiles []gpu.MIGProfileInfo) migGeometry {
+	order := make([]int, len(profiles))
+	count := 0
+	for i, p := range profiles {
+		order[i] = i
+		count += len(p.Placements)
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		if c := cmp.Compare(profiles[y].SliceCount, profiles[x].SliceCount); c != 0 {
+			return c
+		}
+		return strings.Compare(profiles[x].Name, profiles[y].Name)
+	})
+	g := migGeometry{masks: make([][]uint64, len(profiles)), max: make([]int, len(profiles))}
+	flat := make([]uint64, 0, count)
+	for i, pi := range order {
+		p := &profiles[pi]
+		start := len(flat)
+		for _, pl := range p.Placements {
+			flat = append(flat, (uint64(1)<<pl.Size-1)<<pl.Start)
+		}
+		g.masks[i] = flat[start:len(flat):len(flat)]
+		slices.SortFunc(g.masks[i], func(x, y uint64) int { return cmp.Compare(bits.Len64(x), bits.Len64(y)) })
+		g.max[i] = p.MaxInstances
+	}
+	return g
+}
+
+// capacity appends to out, per profile, how many instances fit at once in the
+// free memory slices: earliest-ending placements first, which is optimal for
+// intervals, capped at the profile's MaxInstances.
+func (g migGeometry) capacity(free uint64, out []int) []int {
+	for i, masks := range g.masks {
+		count, left := 0, free
+		for _, m := range masks {
+			if g.max[i] > 0 && count >= g.max[i] {
+				break
+			}
+			if left&m == m {
+				count++
+				left &^= m
+			}
+		}
+		out = append(out, count)
+	}
+	return out
+}
+
+func placementList(ps []gpu.Placement) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
