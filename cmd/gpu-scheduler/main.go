@@ -1,7 +1,8 @@
 // Command gpu-scheduler is kube-scheduler built with Tessera's framework
 // plugins. Until the placement plugins land it is the upstream scheduler,
 // built from the pinned k8s.io/kubernetes module, so deployments and the
-// scheduler configuration can already be wired against it.
+// scheduler configuration can already be wired against it. Its `simulate`
+// subcommand replays GPU-cluster traces offline (package sim).
 package main
 
 import (
@@ -14,5 +15,6 @@ import (
 func main() {
 	cmd := app.NewSchedulerCommand()
 	cmd.Use = "gpu-scheduler"
+	cmd.AddCommand(newSimulateCommand())
 	os.Exit(cli.Run(cmd))
 }
