@@ -61,6 +61,17 @@ verify: ## Check formatting, go.mod tidiness and that generated files are curren
 bench: ## Run the Go benchmarks (discovery + telemetry of a simulated DGX H100 with MIG).
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/... | tee $(BIN)/bench.txt
 
+TRACES ?= ../shared/traces
+ANCHOR ?= ../shared/benchmarks/fgd-anchor.csv
+
+.PHONY: bench-placement
+bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under the six FGD baselines, seeds 42-51; compare with ANCHOR; write _output/placement.
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
+	$(BIN)/gpu-scheduler simulate --nodes $(TRACES)/openb_node_list_gpu_node.csv \
+		--pods "$$(ls $(TRACES)/openb_pod_list_*.csv | paste -sd, -)" \
+		--policy random,dotprod,gpuclustering,gpupacking,bestfit,fgd --seeds 42-51 --tune 1.3 \
+		--anchor $(ANCHOR) --tolerance 0.5 --out _output/placement
+
 .PHONY: gpu-smoke
 gpu-smoke: ## On a machine with an NVIDIA GPU: compare NVML discovery and telemetry with nvidia-smi.
 	hack/gpu-smoke.sh

@@ -177,6 +177,9 @@ func fmtNum(v float64, digits int) string {
 	if math.IsNaN(v) {
 		return ""
 	}
+	if v = RoundHalfEven(v, digits); v == 0 {
+		v = 0 // no "-0.00"
+	}
 	return strconv.FormatFloat(v, 'f', digits, 64)
 }
 
@@ -338,18 +341,11 @@ func WriteTable(w io.Writer, sums []Summary) error {
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range sums {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Trace, s.Policy,
-			fmtNum(s.At100, 2), fmtPtr(s.Anchor100, 2), signed(s.Diff100),
-			fmtNum(s.At130, 2), fmtPtr(s.Anchor130, 2), signed(s.Diff130))
+			fmtNum(s.At100, 2), fmtPtr(s.Anchor100, 2), fmtPtr(s.Diff100, 2),
+			fmtNum(s.At130, 2), fmtPtr(s.Anchor130, 2), fmtPtr(s.Diff130, 2))
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("writing summary table: %w", err)
 	}
 	return nil
-}
-
-func signed(v *float64) string {
-	if v == nil {
-		return ""
-	}
-	return strconv.FormatFloat(*v, 'f', 2, 64)
 }
