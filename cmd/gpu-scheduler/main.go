@@ -16,5 +16,6 @@ func main() {
 	cmd := app.NewSchedulerCommand()
 	cmd.Use = "gpu-scheduler"
 	cmd.AddCommand(newSimulateCommand())
+	cmd.Long += "\n\nSubcommands:\n  simulate   replay GPU-cluster traces under placement policies offline (gpu-scheduler simulate --help)"
 	os.Exit(cli.Run(cmd))
 }
