@@ -237,6 +237,7 @@ func TestSimulate(t *testing.T) {
 		pods + `:32: pod w: gpu_spec "H100": unknown gpu model "H100" (the nodes have G2, T4)`,
 		"run 4/4 trace=tiny",
 		"4 replays in",
+		"input rows skipped: 1; kept with a warning: 2",
 		"largest |ours - anchor| at 130%",
 	} {
 		if !strings.Contains(stderr.String(), want) {

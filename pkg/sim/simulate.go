@@ -149,6 +149,14 @@ func Simulate(ctx context.Context, cfg SimulateConfig, stdout, stderr io.Writer)
 		len(results), wall.Round(time.Millisecond), replayWall.Seconds()/float64(len(results)), failed, SummaryCSVFile); err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
+	skipped, warned := cluster.Issues.Skipped(), cluster.Issues.Warned()
+	for _, t := range traces {
+		skipped += t.Issues.Skipped()
+		warned += t.Issues.Warned()
+	}
+	if _, err := fmt.Fprintf(stderr, "input rows skipped: %d; kept with a warning: %d\n", skipped, warned); err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
 	if haveDiff {
 		if _, err := fmt.Fprintf(stderr, "largest |ours - anchor| at 130%%: %.3f percentage points\n", maxDiff); err != nil {
 			return fmt.Errorf("writing report: %w", err)
