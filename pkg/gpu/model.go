@@ -78,6 +78,9 @@ type Device struct {
 	// MIGPendingEnabled differs from MIGEnabled when a mode change waits for a reset.
 	MIGPendingEnabled bool
 	MIGDevices        []MIGDevice
+	// MIGProfiles is the GPU's MIG geometry (every GPU-instance profile with
+	// its legal placements); empty for GPUs that are not MIG capable.
+	MIGProfiles []MIGProfileInfo
 }
 
 // MIGDevice is one MIG slice: a GPU instance with a compute instance inside it.

@@ -404,10 +404,15 @@ func (p *parser) validate() {
 		path := resources.Index(i)
 		valid[i] = p.validateName(r.Name, path.Child("name"))
 		if valid[i] {
-			if j, dup := names[r.Name]; dup {
-				p.errs = append(p.errs, field.Invalid(path.Child("name"), r.Name, fmt.Sprintf("duplicate: resources[%d] has this name", j)))
+			// Tessera honours devices, so one resource may appear in several
+			// entries with different replica counts, as long as each entry
+			// selects its devices; overlaps are found when the devices are
+			// resolved on the node.
+			if j, dup := names[r.Name]; dup && (r.Devices.All || c.Sharing.TimeSlicing.Resources[j].Devices.All) {
+				p.errs = append(p.errs, field.Invalid(path.Child("name"), r.Name,
+					fmt.Sprintf("duplicate: resources[%d] has this name and one of the two shares all devices; give each entry a devices list", j)))
 				valid[i] = false
-			} else {
+			} else if !dup {
 				names[r.Name] = i
 			}
 		}
@@ -439,11 +444,13 @@ func (p *parser) validate() {
 			p.errs = append(p.errs, field.Invalid(path, r.Rename, fmt.Sprintf("is the name of resources[%d]", j)))
 			continue
 		}
-		if j, ok := advertised[r.Rename]; ok {
+		if j, ok := advertised[r.Rename]; ok && c.Sharing.TimeSlicing.Resources[j].Name != r.Name {
 			p.errs = append(p.errs, field.Invalid(path, r.Rename, fmt.Sprintf("duplicate: resources[%d] is renamed to this name too", j)))
 			continue
 		}
-		advertised[r.Rename] = i
+		if _, ok := advertised[r.Rename]; !ok {
+			advertised[r.Rename] = i
+		}
 	}
 }
 

@@ -87,6 +87,12 @@ func TestParseNVIDIAExamples(t *testing.T) {
 				{Name: "nvidia.com/mig-1g.10gb", Devices: ReplicatedDevices{List: []string{"0"}}, Replicas: 2},
 			}
 		})},
+		{"tessera-replicas-per-gpu.yaml", want(func(c *Config) {
+			c.Sharing.TimeSlicing.Resources = []ReplicatedResource{
+				{Name: ResourceGPU, Rename: "nvidia.com/gpu.shared", Devices: ReplicatedDevices{List: []string{"0", "1"}}, Replicas: 2},
+				{Name: ResourceGPU, Rename: "nvidia.com/gpu.shared", Devices: ReplicatedDevices{List: []string{"2", "3"}}, Replicas: 4},
+			}
+		})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -239,7 +245,7 @@ func TestParseErrors(t *testing.T) {
 		{"mig name without a profile", ts("    - name: nvidia.com/mig-big\n      replicas: 2\n"),
 			[]string{`sharing.timeSlicing.resources[0].name: Invalid value: "nvidia.com/mig-big"`}},
 		{"duplicate names", ts("    - name: nvidia.com/gpu\n      replicas: 2\n    - name: gpu\n      replicas: 4\n"),
-			[]string{`sharing.timeSlicing.resources[1].name: Invalid value: "nvidia.com/gpu": duplicate: resources[0] has this name`}},
+			[]string{`sharing.timeSlicing.resources[1].name: Invalid value: "nvidia.com/gpu": duplicate: resources[0] has this name and one of the two shares all devices`}},
 		{"duplicate names after canonicalising", ts("    - name: nvidia.com/mig-1g.10gb.me\n      replicas: 2\n    - name: nvidia.com/mig-1g.10gb+me\n      replicas: 4\n"),
 			[]string{`sharing.timeSlicing.resources[1].name: Invalid value: "nvidia.com/mig-1g.10gb.me": duplicate`}},
 		{"rename not a resource name", ts("    - name: nvidia.com/gpu\n      rename: nvidia.com/GPU shared!\n      replicas: 2\n"),

@@ -135,6 +135,16 @@ func (b *Backend) readDevice(index int) (nvml.Device, gpu.Device, error) {
 	default:
 		return nil, dev, fail("mig mode", ret)
 	}
+	if dev.MIGCapable {
+		ps, err := b.migProfiles(d, index)
+		if err != nil {
+			return nil, dev, fmt.Errorf("reading mig profiles of gpu %d (%s): %w", index, dev.UUID, err)
+		}
+		dev.MIGProfiles = make([]gpu.MIGProfileInfo, len(ps))
+		for i, p := range ps {
+			dev.MIGProfiles[i] = p.MIGProfileInfo
+		}
+	}
 	if dev.MIGEnabled {
 		migs, err := b.readMIGDevices(d, index, mem.Total)
 		if err != nil {

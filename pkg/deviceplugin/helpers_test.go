@@ -1,0 +1,102 @@
+package deviceplugin_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
+	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
+)
+
+// machine discovers a built-in simulated machine after applying layout, a map
+// from GPU index to the MIG profiles to create on it (first free placements).
+func machine(t testing.TB, name string, layout map[int][]string) *gpu.Machine {
+	t.Helper()
+	m, err := sim.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := nvmlbackend.New(m.NVML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	for idx, profiles := range layout {
+		if err := b.SetMIGMode(ctx, idx, true); err != nil {
+			t.Fatal(err)
+		}
+		ps, err := b.MIGProfiles(ctx, idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var used []gpu.Placement
+	next:
+		for _, want := range profiles {
+			for _, p := range ps {
+				if p.Name != want {
+					continue
+				}
+				for _, pl := range p.Placements {
+					free := true
+					for _, u := range used {
+						free = free && !pl.Overlaps(u)
+					}
+					if free {
+						if _, err := b.CreateMIGDevice(ctx, idx, want, pl.Start); err != nil {
+							t.Fatal(err)
+						}
+						used = append(used, pl)
+						continue next
+					}
+				}
+			}
+			t.Fatalf("no room for %s on gpu %d", want, idx)
+		}
+	}
+	mach, err := b.Discover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mach
+}
+
+// sameLayout gives every listed GPU the same MIG profiles.
+func sameLayout(gpus []int, profiles ...string) map[int][]string {
+	out := map[int][]string{}
+	for _, g := range gpus {
+		out[g] = profiles
+	}
+	return out
+}
+
+func upTo(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// fakeHealth is a settable HealthSource.
+type fakeHealth struct {
+	mu        sync.Mutex
+	unhealthy map[string]bool
+}
+
+func (h *fakeHealth) Healthy(uuid string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.unhealthy[uuid]
+}
+
+func (h *fakeHealth) set(uuid string, healthy bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.unhealthy == nil {
+		h.unhealthy = map[string]bool{}
+	}
+	h.unhealthy[uuid] = !healthy
+}
