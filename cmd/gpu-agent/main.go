@@ -16,10 +16,20 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/topology"
 	"github.com/tessera-gpu/tessera/pkg/version"
 )
 
@@ -37,13 +47,22 @@ type options struct {
 	backend string
 	output  string
 	gpmWait time.Duration
+
+	nodeName       string
+	kubeconfig     string
+	pluginDir      string
+	configDir      string
+	configDefault  string
+	sharePolicy    string
+	healthXIDs     string
+	healthRecovery string
 }
 
 func newRootCommand() *cobra.Command {
 	o := &options{}
 	root := &cobra.Command{
 		Use:           "gpu-agent",
-		Short:         "Tessera's GPU node agent: discovers GPUs and watches their health",
+		Short:         "Tessera's GPU node agent: advertises GPUs, MIG devices and shares to the kubelet and keeps their health",
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -52,6 +71,15 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&o.backend, "backend", "auto", backend.Usage())
+	f := root.Flags()
+	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, for its device-plugin config label and Events (default $NODE_NAME)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster config, or runs standalone (no label watch) outside a cluster")
+	f.StringVar(&o.pluginDir, "device-plugin-dir", "/var/lib/kubelet/device-plugins/", "the kubelet's device-plugin directory")
+	f.StringVar(&o.configDir, "device-plugin-config-dir", "", "directory of named device-plugin configs (a mounted ConfigMap), chosen by the node label "+config.NodeLabel)
+	f.StringVar(&o.configDefault, "device-plugin-config-default", "", "config used while the node has no "+config.NodeLabel+" label")
+	f.StringVar(&o.sharePolicy, "share-policy", "packed", "which GPU serves a time-sliced request: packed or distributed")
+	f.StringVar(&o.healthXIDs, "health-xid-policy", "", `XID policy: "ignore=default,63;critical=all" style clauses (default: application XIDs 13,31,43,45,68,94,109 ignored, the rest fatal)`)
+	f.StringVar(&o.healthRecovery, "health-recovery-period", "5m", "a GPU with no new fatal event for this long is healthy again")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	root.PersistentFlags().AddGoFlagSet(klogFlags)
@@ -146,6 +174,14 @@ func snapshotView(s *gpu.Snapshot) any {
 
 func runAgent(ctx context.Context, o *options) error {
 	logger := klog.FromContext(ctx)
+	policy, err := health.ParsePolicy(o.healthXIDs, o.healthRecovery)
+	if err != nil {
+		return fmt.Errorf("invalid --health-xid-policy/--health-recovery-period: %w", err)
+	}
+	share, err := topology.ParseSharePolicy(o.sharePolicy)
+	if err != nil {
+		return fmt.Errorf("invalid --share-policy: %w", err)
+	}
 	b, err := open(ctx, o)
 	if err != nil {
 		return err
@@ -163,17 +199,73 @@ func runAgent(ctx context.Context, o *options) error {
 			"migEnabled", d.MIGEnabled, "migDevices", len(d.MIGDevices))
 	}
 	for _, f := range m.Failed {
-		logger.Error(f.Err, "GPU cannot be read", "gpu", f.Index, "uuid", f.UUID)
+		logger.Error(f.Err, "GPU cannot be read; not advertising it", "gpu", f.Index, "uuid", f.UUID)
 	}
-	err = b.WatchEvents(ctx, func(e gpu.Event) {
-		logger.Info("GPU event", "kind", e.Kind.String(), "gpu", e.Index, "uuid", e.UUID, "xid", e.XID,
-			"gpuInstance", e.GPUInstanceID, "computeInstance", e.ComputeInstanceID)
+
+	clk := clock.RealClock{}
+	tracker := health.NewTracker(policy, clk, deviceplugin.TrackedGPUs(m))
+	mgr := deviceplugin.NewManager(deviceplugin.Config{PluginDir: o.pluginDir}, tracker)
+	cfgr := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: o.configDir, Default: o.configDefault,
+		SharePolicy: deviceplugin.SharePolicy(share)}, mgr, m)
+
+	client, err := kubeClient(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	label := ""
+	if client != nil {
+		if o.nodeName == "" {
+			return errors.New("--node-name (or $NODE_NAME) is required when running in a cluster")
+		}
+		node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("reading node %s: %w", o.nodeName, err)
+		}
+		label = node.Labels[config.NodeLabel]
+	} else {
+		logger.Info("No Kubernetes API configured; running standalone with the default device-plugin config")
+	}
+	// A bad config at start refuses to start: nothing would be advertised correctly.
+	name, err := cfgr.Apply(ctx, label)
+	if err != nil {
+		return fmt.Errorf("applying the device plugin config: %w", err)
+	}
+	logger.Info("Device plugin config applied", "config", name)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mgr.Run(ctx) })
+	g.Go(func() error {
+		return deviceplugin.HealthLoop{Events: b, Tracker: tracker, Manager: mgr, Clock: clk}.Run(ctx)
 	})
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("watching gpu events: %w", err)
+	if client != nil {
+		g.Go(func() error { return cfgr.Run(ctx, client, o.nodeName) })
 	}
+	err = g.Wait()
 	logger.Info("Shutting down")
-	return nil
+	return err
+}
+
+// kubeClient returns a client from --kubeconfig or the in-cluster config, or
+// nil outside a cluster with no kubeconfig.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	switch {
+	case kubeconfig != "":
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		cfg, err = rest.InClusterConfig()
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading kubernetes client config: %w", err)
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating kubernetes client: %w", err)
+	}
+	return c, nil
 }
 
 func noGPUReason(m *gpu.Machine) string {

@@ -57,6 +57,10 @@ func (h HealthLoop) Run(ctx context.Context) error {
 			if timer != nil {
 				timer.Stop()
 			}
+			// Wait for the watcher so it releases NVML before the backend closes.
+			if err := <-watchErr; err != nil {
+				return fmt.Errorf("watching gpu events for health: %w", err)
+			}
 			return nil
 		case e := <-events:
 			apply(h.Tracker.Observe(e))
