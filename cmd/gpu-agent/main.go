@@ -10,11 +10,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,6 +60,7 @@ type options struct {
 	sharePolicy    string
 	healthXIDs     string
 	healthRecovery string
+	metricsAddress string
 }
 
 func newRootCommand() *cobra.Command {
@@ -79,6 +84,7 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&o.configDefault, "device-plugin-config-default", "", "config used while the node has no "+config.NodeLabel+" label")
 	f.StringVar(&o.sharePolicy, "share-policy", "packed", "which GPU serves a time-sliced request: packed or distributed")
 	f.StringVar(&o.healthXIDs, "health-xid-policy", "", `XID policy: "ignore=default,63;critical=all" style clauses (default: application XIDs 13,31,43,45,68,94,109 ignored, the rest fatal)`)
+	f.StringVar(&o.metricsAddress, "metrics-address", ":9400", "address of the Prometheus /metrics endpoint; empty disables it")
 	f.StringVar(&o.healthRecovery, "health-recovery-period", "5m", "a GPU with no new fatal event for this long is healthy again")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -208,6 +214,14 @@ func runAgent(ctx context.Context, o *options) error {
 	cfgr := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: o.configDir, Default: o.configDefault,
 		SharePolicy: deviceplugin.SharePolicy(share)}, mgr, m)
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := deviceplugin.NewMetrics(reg, mgr)
+	if err != nil {
+		return fmt.Errorf("registering device plugin metrics: %w", err)
+	}
+	cfgr.SetMetrics(metrics)
+
 	client, err := kubeClient(o.kubeconfig)
 	if err != nil {
 		return err
@@ -240,9 +254,30 @@ func runAgent(ctx context.Context, o *options) error {
 	if client != nil {
 		g.Go(func() error { return cfgr.Run(ctx, client, o.nodeName) })
 	}
+	if o.metricsAddress != "" {
+		g.Go(func() error { return serveMetrics(ctx, o.metricsAddress, reg) })
+	}
 	err = g.Wait()
 	logger.Info("Shutting down")
 	return err
+}
+
+// serveMetrics serves /metrics until ctx is done.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	klog.FromContext(ctx).Info("Serving metrics", "address", addr)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving metrics on %s: %w", addr, err)
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	}
 }
 
 // kubeClient returns a client from --kubeconfig or the in-cluster config, or

@@ -46,6 +46,7 @@ type Configurator struct {
 	src     ConfigSource
 	mgr     *Manager
 	machine *gpu.Machine
+	metrics *Metrics
 
 	mu      sync.Mutex
 	label   string
@@ -57,9 +58,22 @@ func NewConfigurator(src ConfigSource, mgr *Manager, machine *gpu.Machine) *Conf
 	return &Configurator{src: src, mgr: mgr, machine: machine}
 }
 
+// SetMetrics makes the configurator count its outcomes in m.
+func (c *Configurator) SetMetrics(m *Metrics) { c.metrics = m }
+
 // Apply loads the config the label value selects and hands it to the manager.
 // On error nothing changes.
 func (c *Configurator) Apply(ctx context.Context, label string) (string, error) {
+	name, err := c.apply(ctx, label)
+	if err != nil {
+		c.metrics.failed()
+		return "", err
+	}
+	c.metrics.applied(name)
+	return name, nil
+}
+
+func (c *Configurator) apply(ctx context.Context, label string) (string, error) {
 	cfg, name, err := config.Load(c.src.Dir, label, c.src.Default)
 	if err != nil {
 		return "", err

@@ -13,6 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
 )
@@ -55,6 +58,12 @@ func TestConfigFollowsNodeLabel(t *testing.T) {
 	mach := machine(t, "pcie-4xl40s", nil)
 	mgr := deviceplugin.NewManager(pluginConfig(), nil)
 	c := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: dir}, mgr, mach)
+	reg := prometheus.NewPedanticRegistry()
+	metrics, err := deviceplugin.NewMetrics(reg, mgr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetMetrics(metrics)
 	// With several configs and no default, the agent refuses to start without a label.
 	if _, err := c.Apply(ctx, ""); err == nil {
 		t.Fatal("Apply with no label, no default and several configs succeeded")
@@ -142,4 +151,33 @@ func TestConfigFollowsNodeLabel(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCounts(map[string]int{"nvidia.com/gpu": 16})
+
+	// Outcomes are metrics too.
+	want := `
+# HELP tessera_device_plugin_config_active 1 for the device-plugin configuration serving now.
+# TYPE tessera_device_plugin_config_active gauge
+tessera_device_plugin_config_active{config="broken"} 1
+# HELP tessera_device_plugin_devices Device IDs advertised to the kubelet, per resource and health.
+# TYPE tessera_device_plugin_devices gauge
+tessera_device_plugin_devices{health="Healthy",resource="nvidia.com/gpu"} 16
+tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tessera_device_plugin_config_active", "tessera_device_plugin_devices"); err != nil {
+		t.Error(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "tessera_device_plugin_config_reloads_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			result, n := m.GetLabel()[0].GetValue(), m.GetCounter().GetValue()
+			if (result == "failure" && n < 4) || (result == "success" && n < 3) {
+				t.Errorf("config reloads %s = %v, want at least 4 failures (first Apply, no label, missing, broken) and 3 successes", result, n)
+			}
+		}
+	}
 }

@@ -1,0 +1,73 @@
+package deviceplugin
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	api "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+)
+
+// Metrics are the device plugin's Prometheus metrics: config outcomes and
+// the devices advertised per resource and health.
+type Metrics struct {
+	configApplied *prometheus.CounterVec
+	configActive  *prometheus.GaugeVec
+}
+
+// NewMetrics registers the device plugin's metrics with reg, including a
+// collector of the devices mgr advertises.
+func NewMetrics(reg prometheus.Registerer, mgr *Manager) (*Metrics, error) {
+	m := &Metrics{
+		configApplied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tessera_device_plugin_config_reloads_total",
+			Help: "Device-plugin configurations applied (result=success) or refused (result=failure, the last good one keeps serving).",
+		}, []string{"result"}),
+		configActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tessera_device_plugin_config_active",
+			Help: "1 for the device-plugin configuration serving now.",
+		}, []string{"config"}),
+	}
+	for _, c := range []prometheus.Collector{m.configApplied, m.configActive, &deviceCollector{mgr: mgr}} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.configApplied.WithLabelValues("success")
+	m.configApplied.WithLabelValues("failure")
+	return m, nil
+}
+
+func (m *Metrics) applied(name string) {
+	if m == nil {
+		return
+	}
+	m.configApplied.WithLabelValues("success").Inc()
+	m.configActive.Reset()
+	m.configActive.WithLabelValues(displayName(name)).Set(1)
+}
+
+func (m *Metrics) failed() {
+	if m == nil {
+		return
+	}
+	m.configApplied.WithLabelValues("failure").Inc()
+}
+
+var devicesDesc = prometheus.NewDesc("tessera_device_plugin_devices",
+	"Device IDs advertised to the kubelet, per resource and health.", []string{"resource", "health"}, nil)
+
+// deviceCollector reports the manager's in-memory resources; it does no I/O.
+type deviceCollector struct{ mgr *Manager }
+
+func (c *deviceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- devicesDesc }
+
+func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.mgr.Resources() {
+		healthy := 0
+		for _, d := range r.Devices {
+			if c.mgr.healthy(d.UUID) {
+				healthy++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(devicesDesc, prometheus.GaugeValue, float64(healthy), r.Name, api.Healthy)
+		ch <- prometheus.MustNewConstMetric(devicesDesc, prometheus.GaugeValue, float64(len(r.Devices)-healthy), r.Name, api.Unhealthy)
+	}
+}
