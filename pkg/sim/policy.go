@@ -72,20 +72,25 @@ func Baselines() []Policy {
 	return []Policy{Random{}, DotProd{}, GpuClustering{}, GpuPacking{}, BestFit{}, FGD{}}
 }
 
+// Policies returns every policy ParsePolicies knows: the baselines, then
+// Tessera's own.
+func Policies() []Policy { return append(Baselines(), Tessera{}) }
+
 // PolicyNames lists the names ParsePolicies accepts.
 func PolicyNames() []string {
 	var names []string
-	for _, p := range Baselines() {
+	for _, p := range Policies() {
 		names = append(names, strings.ToLower(p.Name()))
 	}
 	return names
 }
 
 // ParsePolicies turns a comma-separated list of policy names (any case, or
-// "all") into policies, keeping the order given and dropping repeats.
+// "all" for the six baselines) into policies, keeping the order given and
+// dropping repeats.
 func ParsePolicies(list string) ([]Policy, error) {
 	byName := map[string]Policy{}
-	for _, p := range Baselines() {
+	for _, p := range Policies() {
 		byName[strings.ToLower(p.Name())] = p
 	}
 	var out []Policy

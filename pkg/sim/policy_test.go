@@ -154,7 +154,8 @@ func TestParsePolicies(t *testing.T) {
 		{"fgd,BestFit", []string{"FGD", "BestFit"}, ""},
 		{"all", []string{"Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit", "FGD"}, ""},
 		{"fgd, fgd ,all", []string{"FGD", "Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit"}, ""},
-		{"tessera", nil, `unknown policy "tessera": allowed values are random, dotprod, gpuclustering, gpupacking, bestfit, fgd or all`},
+		{"tessera,fgd", []string{"Tessera", "FGD"}, ""},
+		{"nope", nil, `unknown policy "nope": allowed values are random, dotprod, gpuclustering, gpupacking, bestfit, fgd, tessera or all`},
 		{" , ", nil, "no policy given"},
 	}
 	for _, tt := range tests {

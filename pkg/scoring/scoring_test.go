@@ -1,0 +1,151 @@
+package scoring
+
+import (
+	"math"
+	"testing"
+)
+
+func newNode(cpu int64, free ...int64) *Node {
+	return &Node{ModelID: 0, CPUFree: cpu, GPUFree: free}
+}
+
+func TestFragmentation(t *testing.T) {
+	half := Shape{CPU: 1000, K: 1, G: 500, P: 0.5}
+	whole := Shape{CPU: 1000, K: 1, G: 1000, P: 0.5}
+	tests := []struct {
+		name   string
+		node   *Node
+		shapes []Shape
+		want   float64
+	}{
+		{"no shapes", newNode(8000, 1000, 300), nil, 0},
+		// Both shapes fit on GPU 0; GPU 1's 300 milli is too small for
+		// either: 0.5·300 + 0.5·300.
+		{"fits, small gpu is fragment", newNode(8000, 1000, 300), []Shape{half, whole}, 300},
+		// CPU lacks: every free milli is stranded for both shapes.
+		{"cpu bottleneck strands all", newNode(500, 1000, 300), []Shape{half, whole}, 1300},
+		{"two whole gpus do not fit", newNode(8000, 1000, 300), []Shape{{CPU: 1000, K: 2, G: 1000, P: 1}}, 1300},
+		{"two whole gpus fit", newNode(8000, 1000, 1000, 200), []Shape{{CPU: 1000, K: 2, G: 1000, P: 1}}, 200},
+		{"cpu-only shape", newNode(8000, 1000, 300), []Shape{{CPU: 1000, P: 1}}, 1300},
+		{"model not allowed", newNode(8000, 1000, 300), []Shape{{CPU: 1000, K: 1, G: 100, P: 1, Allowed: []bool{false, true}}}, 1300},
+		{"model allowed", newNode(8000, 1000, 50), []Shape{{CPU: 1000, K: 1, G: 100, P: 1, Allowed: []bool{true}}}, 50},
+		{"full node", newNode(8000, 0, 0), []Shape{half, whole}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Fragmentation(tt.node, tt.shapes); math.Abs(got-tt.want) > 1e-9 {
+				t.Errorf("Fragmentation() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestScore(t *testing.T) {
+	tests := []struct {
+		name          string
+		before, after float64
+		freeAfter     int64
+		wholeAfter    int
+		w             Weights
+		want          float64
+		wantQuantized int64
+	}{
+		{"fragmentation only", 300, 100, 2000, 1, Weights{}, 200, 200000},
+		// 200 − 0.001·2000 + 5·1.
+		{"with packing terms", 300, 100, 2000, 1, Weights{BestFit: 0.001, WholeGPU: 5}, 203, 203000},
+		{"placement adds fragmentation", 100, 100.5, 0, 0, Weights{}, -0.5, -500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Score(tt.before, tt.after, tt.freeAfter, tt.wholeAfter, tt.w)
+			if math.Abs(got-tt.want) > 1e-9 {
+				t.Errorf("Score() = %v, want %v", got, tt.want)
+			}
+			if q := Quantize(got); q != tt.wantQuantized {
+				t.Errorf("Quantize(%v) = %d, want %d", got, q, tt.wantQuantized)
+			}
+		})
+	}
+}
+
+func TestWorkload(t *testing.T) {
+	a := Shape{CPU: 1000, K: 1, G: 500}
+	b := Shape{CPU: 2000, K: 1, G: 1000}
+	tests := []struct {
+		name     string
+		decay    float64
+		coverage float64
+		observe  []Shape
+		want     []float64 // P of the returned shapes, in order
+		wantG    []int64
+	}{
+		// Without decay, counts: a twice, b once.
+		{"counts", 1, 1, []Shape{a, b, a}, []float64{2.0 / 3, 1.0 / 3}, []int64{500, 1000}},
+		// Decay 0.5: a weighs 1, then b weighs 2 (older weight halved,
+		// relatively): P(b) = 2/3.
+		{"decay favours recent", 0.5, 1, []Shape{a, b}, []float64{2.0 / 3, 1.0 / 3}, []int64{1000, 500}},
+		// Coverage 0.5 keeps b alone (2 of 3 ≥ 1.5) and renormalises.
+		{"coverage cut", 0.5, 0.5, []Shape{a, b}, []float64{1}, []int64{1000}},
+		{"empty", 1, 1, nil, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wl := NewWorkload(tt.decay, tt.coverage)
+			for _, s := range tt.observe {
+				wl.Observe(s, "", 1)
+			}
+			got := wl.Shapes()
+			if len(got) != len(tt.want) {
+				t.Fatalf("Shapes() has %d shapes, want %d", len(got), len(tt.want))
+			}
+			for i := range got {
+				if math.Abs(got[i].P-tt.want[i]) > 1e-9 || got[i].G != tt.wantG[i] {
+					t.Errorf("shape %d = (G %d, P %v), want (G %d, P %v)", i, got[i].G, got[i].P, tt.wantG[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+// benchShapes is a target workload of the size openb traces give (about
+// 20 shapes covering 95 % of pods).
+func benchShapes() []Shape {
+	var s []Shape
+	for i := range 20 {
+		g := int64(50 * (i%10 + 1))
+		k := 1
+		if i >= 16 {
+			g, k = 1000, 1<<(i-16)
+		}
+		s = append(s, Shape{CPU: int64(1000 * (i%8 + 1)), K: k, G: g, P: 1.0 / 20})
+	}
+	return s
+}
+
+// BenchmarkNodeScore measures one node Score as the tessera policy computes
+// it: the node's fragmentation before the placement is cached per node (it
+// only changes when the node or the target does), so a Score is one
+// fragmentation of the node after the placement plus the packing terms.
+func BenchmarkNodeScore(b *testing.B) {
+	shapes := benchShapes()
+	node := newNode(64000, 1000, 1000, 700, 1000, 250, 1000, 0, 1000)
+	before := Fragmentation(node, shapes)
+	after := &Node{ModelID: 0, CPUFree: node.CPUFree - 4000, GPUFree: make([]int64, len(node.GPUFree))}
+	w := Weights{BestFit: 0.001}
+	var sink int64
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(after.GPUFree, node.GPUFree)
+		after.GPUFree[2] -= 500
+		var total int64
+		whole := 0
+		for _, f := range after.GPUFree {
+			total += f
+			if f == MilliPerGPU {
+				whole++
+			}
+		}
+		sink += Quantize(Score(before, Fragmentation(after, shapes), total, whole, w))
+	}
+	_ = sink
+}
