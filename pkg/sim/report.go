@@ -303,7 +303,8 @@ const (
 	SummaryJSONFile = "summary.json"
 )
 
-// WriteOutputs writes runs.csv, summary.csv and summary.json into dir,
+// WriteOutputs writes runs.csv, summary.csv, summary.json and one chart per
+// trace (ChartFile) into dir,
 // creating it if needed.
 func WriteOutputs(dir string, results []*Result, doc SummaryDoc) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -330,7 +331,10 @@ func WriteOutputs(dir string, results []*Result, doc SummaryDoc) error {
 	if err := write(SummaryCSVFile, func(w io.Writer) error { return WriteSummaryCSV(w, doc.Results) }); err != nil {
 		return err
 	}
-	return write(SummaryJSONFile, func(w io.Writer) error { return WriteSummaryJSON(w, doc) })
+	if err := write(SummaryJSONFile, func(w io.Writer) error { return WriteSummaryJSON(w, doc) }); err != nil {
+		return err
+	}
+	return WriteCharts(dir, results)
 }
 
 // WriteTable writes the summaries as an aligned text table (for terminals
