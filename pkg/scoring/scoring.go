@@ -71,6 +71,30 @@ func Fragmentation(n *Node, shapes []Shape) float64 {
 	return out
 }
 
+// CPUStranded is the free GPU milli of n that CPU will run out before: the
+// part of it beyond what the node's free CPU can feed at gpuPerCPU milli-GPU
+// per milli-CPU (the target workload's ratio, see GPUPerCPU).
+func CPUStranded(n *Node, gpuPerCPU float64) float64 {
+	var total int64
+	for _, f := range n.GPUFree {
+		total += f
+	}
+	return max(0, float64(total)-float64(n.CPUFree)*gpuPerCPU)
+}
+
+// GPUPerCPU is the target workload's expected milli-GPU per milli-CPU.
+func GPUPerCPU(shapes []Shape) float64 {
+	var g, c float64
+	for i := range shapes {
+		g += shapes[i].P * float64(shapes[i].K) * float64(shapes[i].G)
+		c += shapes[i].P * float64(shapes[i].CPU)
+	}
+	if c == 0 {
+		return 0
+	}
+	return g / c
+}
+
 // Weights tune Score. The zero value scores by fragmentation alone.
 type Weights struct {
 	// BestFit rewards, per milli-GPU, nodes with less GPU capacity left

@@ -149,3 +149,45 @@ func BenchmarkNodeScore(b *testing.B) {
 	}
 	_ = sink
 }
+
+func TestCPUStranded(t *testing.T) {
+	tests := []struct {
+		name  string
+		node  *Node
+		ratio float64
+		want  float64
+	}{
+		// 1300 free milli-GPU, CPU feeds 1000·0.5 = 500 of them.
+		{"cpu short", newNode(1000, 1000, 300), 0.5, 800},
+		{"cpu enough", newNode(4000, 1000, 300), 0.5, 0},
+		{"no cpu", newNode(0, 1000, 300), 0.5, 1300},
+		{"no ratio", newNode(1000, 1000, 300), 0, 1300},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := CPUStranded(tt.node, tt.ratio); math.Abs(got-tt.want) > 1e-9 {
+				t.Errorf("CPUStranded() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGPUPerCPU(t *testing.T) {
+	tests := []struct {
+		name   string
+		shapes []Shape
+		want   float64
+	}{
+		// (0.5·500 + 0.5·2·1000) / (0.5·1000 + 0.5·3000) = 1250/2000.
+		{"mix", []Shape{{CPU: 1000, K: 1, G: 500, P: 0.5}, {CPU: 3000, K: 2, G: 1000, P: 0.5}}, 0.625},
+		{"cpu only", []Shape{{CPU: 1000, P: 1}}, 0},
+		{"empty", nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := GPUPerCPU(tt.shapes); math.Abs(got-tt.want) > 1e-9 {
+				t.Errorf("GPUPerCPU() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

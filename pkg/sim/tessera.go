@@ -5,8 +5,10 @@ import "github.com/tessera-gpu/tessera/pkg/scoring"
 // Tessera scores a placement by the drop in the node's expected GPU
 // fragmentation (pkg/scoring) against a target workload learned online: an
 // exponentially decayed histogram of the pods that arrived, seeded with the
-// trace's shape distribution. The primary key is FGD's coarse integer score,
-// broken first by a small best-fit term, then by the node rank.
+// trace's shape distribution. To FGD's fragmentation it adds the GPU milli
+// that the node's free CPU cannot feed at the target's CPU/GPU ratio
+// (CPU-stranded GPUs). The primary key is FGD's coarse integer score of the
+// drop, whose ties a small best-fit term breaks, then the node rank.
 type Tessera struct {
 	// Weights of the packing terms; nil uses DefaultTesseraWeights.
 	Weights *scoring.Weights
@@ -17,6 +19,10 @@ type Tessera struct {
 	// packing terms breaking its ties; 0 uses 1000 (FGD's), < 0 ranks by the
 	// exact Δ (which replays worse than the coarse key on openb).
 	Scale float64
+	// CPUWeight weighs GPU milli that the node's CPU cannot feed at the
+	// target workload's CPU/GPU ratio as extra fragmentation; 0 uses 1,
+	// < 0 turns the term off.
+	CPUWeight float64
 }
 
 // DefaultTesseraWeights are the packing weights of the tessera policy.
@@ -27,6 +33,8 @@ const (
 	tesseraPrior    = 1000  // weight, in pods, of the trace's distribution
 	tesseraEpoch    = 128   // arrivals between refreshes of the target
 	tesseraCoverage = 0.95
+	// tesseraCPUWeight weighs CPU-stranded GPU milli like fragmentation.
+	tesseraCPUWeight = 1
 )
 
 func (Tessera) Name() string { return "Tessera" }
@@ -39,6 +47,13 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 	decay, prior, epoch, scale := tesseraDecay, float64(tesseraPrior), tesseraEpoch, t.Scale
 	if scale == 0 {
 		scale = 1000
+	}
+	cpuW := t.CPUWeight
+	switch {
+	case cpuW == 0:
+		cpuW = tesseraCPUWeight
+	case cpuW < 0:
+		cpuW = 0
 	}
 	if t.Decay > 0 {
 		decay = t.Decay
@@ -53,6 +68,7 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 	s := &tesseraScorer{
 		every:   epoch,
 		coarse:  scale > 0,
+		cpuW:    cpuW,
 		scale:   scale,
 		st:      run.State,
 		w:       w,
@@ -72,6 +88,7 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 		}
 	}
 	s.shapes = s.wl.Shapes()
+	s.ratio = scoring.GPUPerCPU(s.shapes)
 	return s
 }
 
@@ -79,6 +96,8 @@ type tesseraScorer struct {
 	st      *State
 	every   int
 	coarse  bool
+	cpuW    float64
+	ratio   float64
 	scale   float64
 	w       scoring.Weights
 	wl      *scoring.Workload
@@ -111,6 +130,7 @@ func (s *tesseraScorer) observe(p *Pod) {
 	s.seen++
 	if s.seen%s.every == 0 {
 		s.shapes = s.wl.Shapes()
+		s.ratio = scoring.GPUPerCPU(s.shapes)
 		s.epoch++
 	}
 }
@@ -165,6 +185,10 @@ func (s *tesseraScorer) scoreOn(p *Pod, n, gpu int) float64 {
 	}
 	nd := s.node(n, s.free, ns.CPUFree-p.CPU)
 	after := scoring.Fragmentation(&nd, s.shapes)
+	if s.cpuW != 0 {
+		cur := s.node(n, ns.GPUFree, ns.CPUFree)
+		after += s.cpuW * (scoring.CPUStranded(&nd, s.ratio) - scoring.CPUStranded(&cur, s.ratio))
+	}
 	return s.key(scoring.Score(s.fragBefore(n), after, total, whole, s.w), s.fragBefore(n)-after)
 }
 
