@@ -12,9 +12,10 @@ import "github.com/tessera-gpu/tessera/pkg/scoring"
 type Tessera struct {
 	// Weights of the packing terms; nil uses DefaultTesseraWeights.
 	Weights *scoring.Weights
-	// Decay, Prior and Epoch override the learning constants when > 0.
-	Decay, Prior float64
-	Epoch        int
+	// Decay, Prior, Epoch and Coverage override the learning constants
+	// when > 0.
+	Decay, Prior, Coverage float64
+	Epoch                  int
 	// Scale sets the primary key trunc(100·σ(Δ/Scale)) as in FGD, the
 	// packing terms breaking its ties; 0 uses 1000 (FGD's), < 0 ranks by the
 	// exact Δ (which replays worse than the coarse key on openb).
@@ -48,6 +49,10 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 	if scale == 0 {
 		scale = 1000
 	}
+	coverage := tesseraCoverage
+	if t.Coverage > 0 {
+		coverage = t.Coverage
+	}
 	cpuW := t.CPUWeight
 	switch {
 	case cpuW == 0:
@@ -72,7 +77,7 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 		scale:   scale,
 		st:      run.State,
 		w:       w,
-		wl:      scoring.NewWorkload(decay, tesseraCoverage),
+		wl:      scoring.NewWorkload(decay, coverage),
 		classes: run.Trace.Classes,
 		before:  make([]float64, n),
 		bVer:    make([]uint32, n),
