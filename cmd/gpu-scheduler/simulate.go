@@ -29,7 +29,10 @@ For each pod CSV, policy and seed the replay:
   - samples the allocated GPU capacity after every pod and averages it at each
     whole percent X = 0..130 of arrived demand.
 
-Policies: random, dotprod, gpuclustering, gpupacking, bestfit, fgd (or all).
+Policies: random, dotprod, gpuclustering, gpupacking, bestfit, fgd (all means
+these six baselines), and tessera: Tessera's scoring (pkg/scoring), FGD's
+fragmentation against a target workload learned online from arriving pods,
+plus GPU capacity stranded by the node's CPU.
 
 Outputs in --out:
   runs.csv      one row per replay: trace, policy, seed, pods, placed, failed and
@@ -38,6 +41,8 @@ Outputs in --out:
                 over the seeds, seed count, failed pods, wall time and, with
                 --anchor, the published value and the difference
   summary.json  the same, with the settings used
+  curve_<trace>.svg  allocation % against arrived demand, one line per policy
+                (mean over seeds)
 The summary table is also printed on stdout. Rows that cannot be read are
 reported as file:line on stderr and skipped; the counts are printed at the end.
 Progress goes to stderr: a bar on a terminal, one line per replay otherwise.`
