@@ -21,7 +21,7 @@ type Tessera struct {
 	// exact Δ (which replays worse than the coarse key on openb).
 	Scale float64
 	// CPUWeight weighs GPU milli that the node's CPU cannot feed at the
-	// target workload's CPU/GPU ratio as extra fragmentation; 0 uses 1,
+	// target workload's CPU/GPU ratio as extra fragmentation; 0 uses 0.3,
 	// < 0 turns the term off.
 	CPUWeight float64
 }
@@ -35,7 +35,7 @@ const (
 	tesseraEpoch    = 128   // arrivals between refreshes of the target
 	tesseraCoverage = 0.95
 	// tesseraCPUWeight weighs CPU-stranded GPU milli like fragmentation.
-	tesseraCPUWeight = 1
+	tesseraCPUWeight = 0.3
 )
 
 func (Tessera) Name() string { return "Tessera" }
