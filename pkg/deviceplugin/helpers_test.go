@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpu/gputest"
 	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
 )
@@ -23,39 +24,10 @@ func machine(t testing.TB, name string, layout map[int][]string) *gpu.Machine {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	ctx := context.Background()
 	for idx, profiles := range layout {
-		if err := b.SetMIGMode(ctx, idx, true); err != nil {
-			t.Fatal(err)
-		}
-		ps, err := b.MIGProfiles(ctx, idx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var used []gpu.Placement
-	next:
-		for _, want := range profiles {
-			for _, p := range ps {
-				if p.Name != want {
-					continue
-				}
-				for _, pl := range p.Placements {
-					free := true
-					for _, u := range used {
-						free = free && !pl.Overlaps(u)
-					}
-					if free {
-						if _, err := b.CreateMIGDevice(ctx, idx, want, pl.Start); err != nil {
-							t.Fatal(err)
-						}
-						used = append(used, pl)
-						continue next
-					}
-				}
-			}
-			t.Fatalf("no room for %s on gpu %d", want, idx)
-		}
+		gputest.FillMIG(t, b, idx, profiles...)
 	}
+	ctx := context.Background()
 	mach, err := b.Discover(ctx)
 	if err != nil {
 		t.Fatal(err)

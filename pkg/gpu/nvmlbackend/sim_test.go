@@ -37,50 +37,10 @@ func newSim(t testing.TB, name string, opts ...sim.Option) (*sim.Machine, *nvmlb
 	return m, b
 }
 
-// enableMIG turns MIG on for gpu and fills it with the given profiles at the
-// first free legal placements (a test helper, not the layout planner).
+// enableMIG turns MIG on for gpu and fills it with the given profiles.
 func enableMIG(t testing.TB, b *nvmlbackend.Backend, index int, profiles ...string) {
 	t.Helper()
-	ctx := context.Background()
-	if err := b.SetMIGMode(ctx, index, true); err != nil {
-		t.Fatalf("enabling MIG on gpu %d: %v", index, err)
-	}
-	ps, err := b.MIGProfiles(ctx, index)
-	if err != nil {
-		t.Fatalf("MIGProfiles(%d): %v", index, err)
-	}
-	var used []gpu.Placement
-	for _, name := range profiles {
-		created := false
-		for _, p := range ps {
-			if p.Name != name {
-				continue
-			}
-			for _, pl := range p.Placements {
-				if overlapsAny(pl, used) {
-					continue
-				}
-				if _, err := b.CreateMIGDevice(ctx, index, name, pl.Start); err != nil {
-					t.Fatalf("creating %s at %d on gpu %d: %v", name, pl.Start, index, err)
-				}
-				used = append(used, pl)
-				created = true
-				break
-			}
-		}
-		if !created {
-			t.Fatalf("no free placement for %s on gpu %d", name, index)
-		}
-	}
-}
-
-func overlapsAny(p gpu.Placement, used []gpu.Placement) bool {
-	for _, u := range used {
-		if p.Overlaps(u) {
-			return true
-		}
-	}
-	return false
+	gputest.FillMIG(t, b, index, profiles...)
 }
 
 func TestSuiteOnEverySimulatedMachine(t *testing.T) {
