@@ -71,6 +71,10 @@ type Device struct {
 	Architecture      Architecture
 	// PCIBusID in the canonical lower-case domain form "0000:1b:00.0".
 	PCIBusID string
+	// PCIDeviceID is the PCI device and vendor ID as NVML reports it
+	// (device<<16 | vendor): 0x233010DE for an H100 SXM5 80GB. MIG configs
+	// select GPUs by it (mig-parted's device-filter).
+	PCIDeviceID uint32
 	// NUMANode is the host NUMA node the GPU is attached to; -1 when unknown.
 	NUMANode   int
 	MIGCapable bool

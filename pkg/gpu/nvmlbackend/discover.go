@@ -114,6 +114,7 @@ func (b *Backend) readDevice(index int) (nvml.Device, gpu.Device, error) {
 		return nil, dev, fail("pci info", ret)
 	}
 	dev.PCIBusID = normalizeBusID(cString(pci.BusId[:]))
+	dev.PCIDeviceID = pci.PciDeviceId
 	numa, ret := d.GetNumaNodeId()
 	switch ret {
 	case nvml.SUCCESS:
