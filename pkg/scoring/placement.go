@@ -1,0 +1,520 @@
+package scoring
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/topology"
+)
+
+// ErrInfeasible means a pod does not fit a node; the wrapping error says why.
+var ErrInfeasible = errors.New("pod does not fit the node")
+
+// PlacementWeights weigh the terms of Scorer.Score. Each term is in [0, 1];
+// the score is their weighted mean, times 100.
+type PlacementWeights struct {
+	// Product: the cost-aware product score (ProductConfig.ProductScore).
+	Product float64 `json:"product"`
+	// Topology: for whole GPUs, the interconnect of the set and how much
+	// well-connected capacity the node keeps (TopologyScore).
+	Topology float64 `json:"topology"`
+	// Fragmentation: the drop of the node's expected fragmentation against
+	// the target workload (through a logistic curve; 0.5 is no change).
+	Fragmentation float64 `json:"fragmentation"`
+	// Packing: the share of the node's GPU capacity in use after placement.
+	Packing float64 `json:"packing"`
+}
+
+// Config configures a Scorer.
+type Config struct {
+	Weights  PlacementWeights `json:"weights"`
+	Products ProductConfig    `json:"products"`
+	// SharePolicy chooses the GPU of a share request (topology.PickShareGPU).
+	SharePolicy topology.SharePolicy `json:"sharePolicy"`
+	// Lookahead are the whole-GPU set sizes whose best interconnect the
+	// topology score tries to keep available (default 8, 4, 2).
+	Lookahead []int `json:"lookahead"`
+	// TargetDecay is the per-pod decay of the learned target workload, in
+	// (0, 1]; TargetEpoch is how many observed pods pass between refreshes
+	// of the target (which invalidate cached scores); TargetShapes caps the
+	// number of shapes in it.
+	TargetDecay  float64 `json:"targetDecay"`
+	TargetEpoch  int     `json:"targetEpoch"`
+	TargetShapes int     `json:"targetShapes"`
+}
+
+// DefaultConfig returns the default weights and the default product classes.
+func DefaultConfig() Config {
+	return Config{
+		Weights:      PlacementWeights{Product: 4, Topology: 2, Fragmentation: 2, Packing: 1},
+		Products:     DefaultProductConfig(),
+		SharePolicy:  topology.SharePacked,
+		Lookahead:    []int{8, 4, 2},
+		TargetDecay:  0.995,
+		TargetEpoch:  32,
+		TargetShapes: 16,
+	}
+}
+
+// Validate checks the configuration; errors name the field and value.
+func (c *Config) Validate() field.ErrorList {
+	var errs field.ErrorList
+	w := field.NewPath("weights")
+	sum := 0.0
+	for _, t := range []struct {
+		name string
+		v    float64
+	}{{"product", c.Weights.Product}, {"topology", c.Weights.Topology}, {"fragmentation", c.Weights.Fragmentation}, {"packing", c.Weights.Packing}} {
+		if t.v < 0 || math.IsNaN(t.v) || math.IsInf(t.v, 0) {
+			errs = append(errs, field.Invalid(w.Child(t.name), t.v, "must be a non-negative finite number"))
+		}
+		sum += t.v
+	}
+	if sum <= 0 && len(errs) == 0 {
+		errs = append(errs, field.Invalid(w, c.Weights, "at least one weight must be positive"))
+	}
+	errs = append(errs, c.Products.Validate(field.NewPath("products"))...)
+	if _, err := topology.ParseSharePolicy(string(c.SharePolicy)); err != nil {
+		errs = append(errs, field.NotSupported(field.NewPath("sharePolicy"), c.SharePolicy, []topology.SharePolicy{topology.SharePacked, topology.ShareDistributed}))
+	}
+	for i, m := range c.Lookahead {
+		if m < 2 || m > topology.MaxDevices {
+			errs = append(errs, field.Invalid(field.NewPath("lookahead").Index(i), m, fmt.Sprintf("must be 2 to %d", topology.MaxDevices)))
+		}
+	}
+	if c.TargetDecay <= 0 || c.TargetDecay > 1 || math.IsNaN(c.TargetDecay) {
+		errs = append(errs, field.Invalid(field.NewPath("targetDecay"), c.TargetDecay, "must be in (0, 1]"))
+	}
+	if c.TargetEpoch < 1 {
+		errs = append(errs, field.Invalid(field.NewPath("targetEpoch"), c.TargetEpoch, "must be at least 1"))
+	}
+	if c.TargetShapes < 1 {
+		errs = append(errs, field.Invalid(field.NewPath("targetShapes"), c.TargetShapes, "must be at least 1"))
+	}
+	return errs
+}
+
+// Scorer scores placements of pods on nodes. It interns product and MIG
+// profile names, holds the target workload learned from observed pods, and
+// is the factory of the cached Nodes it scores. It is not safe for
+// concurrent use: callers serialise (the scheduler's cycle does).
+type Scorer struct {
+	cfg      Config
+	products map[string]int // product -> id
+	cost     []float64      // by product id
+	profiles map[string]int // mig profile -> id
+	sets     map[string]int // allowed/preferred list -> id
+	target   *demandWorkload
+	shapes   []targetShape
+	epoch    uint64
+	seen     int
+}
+
+// NewScorer validates cfg and returns a scorer.
+func NewScorer(cfg Config) (*Scorer, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("invalid scoring config: %w", errs.ToAggregate())
+	}
+	cfg.Lookahead = slices.Clone(cfg.Lookahead)
+	slices.SortFunc(cfg.Lookahead, func(a, b int) int { return b - a })
+	cfg.Lookahead = slices.Compact(cfg.Lookahead)
+	return &Scorer{
+		cfg:      cfg,
+		products: map[string]int{},
+		profiles: map[string]int{},
+		sets:     map[string]int{},
+		target:   newDemandWorkload(cfg.TargetDecay),
+		epoch:    1,
+	}, nil
+}
+
+// Config returns the scorer's configuration.
+func (s *Scorer) Config() Config { return s.cfg }
+
+func (s *Scorer) productID(p string) int {
+	id, ok := s.products[p]
+	if !ok {
+		id = len(s.cost)
+		s.products[p] = id
+		c, _ := s.cfg.Products.Cost(p)
+		s.cost = append(s.cost, c)
+	}
+	return id
+}
+
+func (s *Scorer) profileID(p string) int {
+	id, ok := s.profiles[p]
+	if !ok {
+		id = len(s.profiles)
+		s.profiles[p] = id
+	}
+	return id
+}
+
+func (s *Scorer) setID(ps []string) int {
+	if len(ps) == 0 {
+		return 0
+	}
+	k := strings.Join(slices.Sorted(slices.Values(ps)), "\x00")
+	id, ok := s.sets[k]
+	if !ok {
+		id = len(s.sets) + 1
+		s.sets[k] = id
+	}
+	return id
+}
+
+// Request is a validated Demand prepared for scoring (Scorer.Compile).
+type Request struct {
+	Demand    Demand
+	kind      Kind
+	profile   int   // mig profile id; -1 when none
+	allowed   []int // product ids; nil allows every product
+	preferred []int
+	minCost   float64
+	key       reqKey
+}
+
+// reqKey identifies requests that score the same on every node.
+type reqKey struct {
+	kind               Kind
+	n, profile         int
+	allowed, preferred int
+	cpu, mem           int64
+}
+
+// Compile validates d and prepares it for scoring.
+func (s *Scorer) Compile(d Demand) (*Request, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Request{Demand: d, kind: d.Kind(), profile: -1}
+	r.Demand.Allowed, r.Demand.Preferred = slices.Clone(d.Allowed), slices.Clone(d.Preferred)
+	for _, p := range d.Allowed {
+		r.allowed = append(r.allowed, s.productID(p))
+	}
+	for _, p := range d.Preferred {
+		r.preferred = append(r.preferred, s.productID(p))
+	}
+	if r.kind == KindMIG {
+		r.profile = s.profileID(d.MIGProfile)
+	}
+	r.minCost = s.cfg.Products.minCost(d.Allowed)
+	n := d.GPUs + d.ShareUnits
+	r.key = reqKey{kind: r.kind, n: n, profile: r.profile, allowed: s.setID(d.Allowed), preferred: s.setID(d.Preferred), cpu: d.CPU, mem: d.Memory}
+	return r, nil
+}
+
+// Kind returns what the request asks for.
+func (r *Request) Kind() Kind { return r.kind }
+
+func (r *Request) allows(product int) bool {
+	return r.allowed == nil || slices.Contains(r.allowed, product)
+}
+
+// Assignment is the device set a pod gets on a node.
+type Assignment struct {
+	// GPUs are positions on the node: the k whole GPUs, ascending, or the one
+	// GPU of a MIG slice or of share units. Empty for a CPU-only pod.
+	GPUs []int
+	// Slice is the MIG slice's index in the GPU's MIGSlices (MIG requests).
+	Slice int
+	// Placement is the MIG slice's placement (MIG requests).
+	Placement gpu.Placement
+}
+
+// Result is the outcome of scoring one request on one node.
+type Result struct {
+	// Err is nil when the pod fits; otherwise it wraps ErrInfeasible and
+	// says why, and the other fields are zero.
+	Err error
+	// Score is the weighted mean of the terms, times 100.
+	Score                                     float64
+	Product, Topology, Fragmentation, Packing float64
+	// Quality is the interconnect of a whole-GPU set.
+	Quality    topology.Quality
+	Assignment Assignment
+}
+
+// Feasible reports whether Err is nil.
+func (r *Result) Feasible() bool { return r.Err == nil }
+
+// Observe adds a pod to the learned target workload. Every TargetEpoch
+// observations the target is refreshed and cached scores are recomputed.
+func (s *Scorer) Observe(r *Request) {
+	s.target.observe(r)
+	s.seen++
+	if s.seen%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 {
+		s.shapes = s.target.shapes(s.cfg.TargetShapes, s.shapes[:0])
+		s.epoch++
+	}
+}
+
+// SetTarget replaces the target workload with the given requests and
+// weights (which need not sum to 1), as if each had been observed with that
+// weight; it invalidates cached scores.
+func (s *Scorer) SetTarget(reqs []*Request, weights []float64) error {
+	if len(reqs) != len(weights) {
+		return fmt.Errorf("target has %d requests and %d weights", len(reqs), len(weights))
+	}
+	s.target = newDemandWorkload(s.cfg.TargetDecay)
+	for i, r := range reqs {
+		if weights[i] < 0 || math.IsNaN(weights[i]) || math.IsInf(weights[i], 0) {
+			return fmt.Errorf("target request %d has weight %v, want a non-negative number", i, weights[i])
+		}
+		s.target.add(r, weights[i])
+	}
+	s.shapes = s.target.shapes(s.cfg.TargetShapes, s.shapes[:0])
+	s.epoch++
+	return nil
+}
+
+// Score scores r on n: feasibility, the device set the pod gets and the
+// weighted score. Results are cached per node until the node changes
+// (Assume, Forget) or the target workload is refreshed; the returned
+// Assignment must not be modified.
+func (s *Scorer) Score(n *NodeCache, r *Request) Result {
+	if e, ok := n.memo[r.key]; ok && e.version == n.version && e.epoch == s.epoch {
+		return e.res
+	}
+	res := s.score(n, r)
+	if n.memo == nil {
+		n.memo = map[reqKey]memoEntry{}
+	}
+	n.memo[r.key] = memoEntry{version: n.version, epoch: s.epoch, res: res}
+	return res
+}
+
+// Feasible returns nil when r fits n, else an error wrapping ErrInfeasible.
+func (s *Scorer) Feasible(n *NodeCache, r *Request) error {
+	res := s.Score(n, r)
+	return res.Err
+}
+
+func (s *Scorer) score(n *NodeCache, r *Request) Result {
+	st := &n.st
+	d := &r.Demand
+	if st.CPUFree < d.CPU {
+		return Result{Err: fmt.Errorf("node %q has %d milli-cpu free, the pod asks for %d: %w", st.Name, st.CPUFree, d.CPU, ErrInfeasible)}
+	}
+	if st.MemFree < d.Memory {
+		return Result{Err: fmt.Errorf("node %q has %d MiB memory free, the pod asks for %d: %w", st.Name, st.MemFree, d.Memory, ErrInfeasible)}
+	}
+	res := Result{Topology: 1, Product: 1}
+	var err error
+	switch r.kind {
+	case KindWhole:
+		err = s.scoreWhole(n, r, &res)
+	case KindMIG:
+		err = s.scoreMIG(n, r, &res)
+	case KindShare:
+		err = s.scoreShare(n, r, &res)
+	}
+	if err != nil {
+		return Result{Err: err}
+	}
+	if len(res.Assignment.GPUs) > 0 {
+		sum := 0.0
+		for _, g := range res.Assignment.GPUs {
+			sum += s.productScore(n.prod[g], r)
+		}
+		res.Product = sum / float64(len(res.Assignment.GPUs))
+	}
+	before := n.fragBefore(s)
+	dl := delta{cpu: d.CPU, mem: d.Memory, kind: r.kind, a: &res.Assignment, units: d.ShareUnits}
+	after := n.frag(s.shapes, &dl)
+	res.Fragmentation = 1 / (1 + math.Exp(-(before - after)))
+	if n.capacity > 0 {
+		res.Packing = 1 - (n.freeCapacity()-n.demandCapacity(r, &res.Assignment))/n.capacity
+	}
+	w := s.cfg.Weights
+	res.Score = 100 * (w.Product*res.Product + w.Topology*res.Topology + w.Fragmentation*res.Fragmentation + w.Packing*res.Packing) /
+		(w.Product + w.Topology + w.Fragmentation + w.Packing)
+	return res
+}
+
+func (s *Scorer) productScore(product int, r *Request) float64 {
+	if !r.allows(product) {
+		return 0
+	}
+	if slices.Contains(r.preferred, product) {
+		return 1
+	}
+	v := min(1, r.minCost/s.cost[product])
+	if len(r.preferred) > 0 {
+		v /= 2
+	}
+	return v
+}
+
+// wholeFree appends the positions of healthy, free whole GPUs that r may
+// use (all products when r is nil).
+func (n *NodeCache) wholeFree(dst []int, r *Request) []int {
+	for i := range n.st.GPUs {
+		g := &n.st.GPUs[i]
+		if g.Mode == ModeWhole && g.Healthy && !g.Used && (r == nil || r.allows(n.prod[i])) {
+			dst = append(dst, i)
+		}
+	}
+	return dst
+}
+
+func (s *Scorer) scoreWhole(n *NodeCache, r *Request, res *Result) error {
+	k := r.Demand.GPUs
+	free := n.wholeFree(nil, r)
+	if len(free) < k {
+		return fmt.Errorf("node %q has %d free healthy whole gpus of an allowed product, the pod asks for %d: %w", n.st.Name, len(free), k, ErrInfeasible)
+	}
+	set, err := n.alloc.Allocate(free, nil, k)
+	if err != nil {
+		return fmt.Errorf("node %q: allocating %d gpus: %w", n.st.Name, k, err)
+	}
+	q, err := n.alloc.Quality(set)
+	if err != nil {
+		return fmt.Errorf("node %q: %w", n.st.Name, err)
+	}
+	res.Assignment.GPUs = set
+	res.Quality = q
+	res.Topology = s.topologyScore(n, set, q)
+	return nil
+}
+
+// InterconnectScore maps a set's quality to [0, 1]: sets whose every pair is
+// NVLinked score 0.75 to 1 by their weakest pair's NVLink count (18, an
+// NVSwitch H100/H200/B200, is 1); PCIe-only sets score by their worst path:
+// PIX 0.6, PXB 0.5, PHB 0.4, NODE 0.3, SYS 0.1, unknown 0. A single GPU
+// scores 1.
+func InterconnectScore(q topology.Quality) float64 {
+	if q.Size <= 1 {
+		return 1
+	}
+	if q.MinNVLinks > 0 {
+		return 0.75 + 0.25*min(1, float64(q.MinNVLinks)/18)
+	}
+	switch q.PCIe {
+	case gpu.PathSame, gpu.PathSingleSwitch:
+		return 0.6
+	case gpu.PathMultiSwitch:
+		return 0.5
+	case gpu.PathHostBridge:
+		return 0.4
+	case gpu.PathSameCPU:
+		return 0.3
+	case gpu.PathCrossCPU:
+		return 0.1
+	}
+	return 0
+}
+
+// topologyScore is, for a set of k >= 2, the mean of its InterconnectScore
+// and the keep score; for one GPU the keep score alone. The keep score is
+// the share of look-ahead sizes whose best set quality, among the node's
+// free whole GPUs, the placement leaves intact (1 when none was available).
+func (s *Scorer) topologyScore(n *NodeCache, set []int, q topology.Quality) float64 {
+	keep := n.keepScore(s, set)
+	if len(set) < 2 {
+		return keep
+	}
+	return (InterconnectScore(q) + keep) / 2
+}
+
+func (n *NodeCache) keepScore(s *Scorer, set []int) float64 {
+	before := n.bestBefore(s)
+	if len(before) == 0 {
+		return 1
+	}
+	free := n.wholeFree(n.scratch[:0], nil)
+	rest := free[:0]
+	for _, g := range free {
+		if !slices.Contains(set, g) {
+			rest = append(rest, g)
+		}
+	}
+	n.scratch = rest
+	kept, avail := 0, 0
+	for i, m := range s.cfg.Lookahead {
+		if !before[i].ok {
+			continue
+		}
+		avail++
+		if len(rest) < m {
+			continue
+		}
+		q, err := n.alloc.BestQuality(rest, nil, m)
+		if err == nil && q.Compare(before[i].q) >= 0 {
+			kept++
+		}
+	}
+	if avail == 0 {
+		return 1
+	}
+	return float64(kept) / float64(avail)
+}
+
+func (s *Scorer) scoreMIG(n *NodeCache, r *Request, res *Result) error {
+	n.migGPUs = n.migGPUs[:0]
+	n.migIdx = n.migIdx[:0]
+	for i := range n.st.GPUs {
+		g := &n.st.GPUs[i]
+		if g.Mode != ModeMIG || !g.Healthy || !r.allows(n.prod[i]) {
+			continue
+		}
+		mg := topology.MIGGPU{Profiles: g.MIGProfiles}
+		for j, sl := range g.MIGSlices {
+			switch {
+			case sl.Used:
+				mg.Used = append(mg.Used, sl.Placement)
+			case n.sliceProfile[i][j] == r.profile:
+				mg.Free = append(mg.Free, sl.Placement)
+			}
+		}
+		if len(mg.Free) == 0 {
+			continue
+		}
+		n.migGPUs = append(n.migGPUs, mg)
+		n.migIdx = append(n.migIdx, i)
+	}
+	if len(n.migGPUs) == 0 {
+		return fmt.Errorf("node %q has no free mig slice %s on a healthy gpu of an allowed product: %w", n.st.Name, r.Demand.MIGProfile, ErrInfeasible)
+	}
+	at, pl, err := topology.PickMIGDevice(n.migGPUs)
+	if err != nil {
+		return fmt.Errorf("node %q: picking a %s slice: %w", n.st.Name, r.Demand.MIGProfile, err)
+	}
+	g := n.migIdx[at]
+	slice := -1
+	for j, sl := range n.st.GPUs[g].MIGSlices {
+		if !sl.Used && sl.Placement == pl && n.sliceProfile[g][j] == r.profile {
+			slice = j
+		}
+	}
+	res.Assignment = Assignment{GPUs: []int{g}, Slice: slice, Placement: pl}
+	return nil
+}
+
+func (s *Scorer) scoreShare(n *NodeCache, r *Request, res *Result) error {
+	n.shareGPUs = n.shareGPUs[:0]
+	for i := range n.st.GPUs {
+		g := &n.st.GPUs[i]
+		sg := topology.ShareGPU{}
+		if g.Mode == ModeShared && r.allows(n.prod[i]) {
+			sg = topology.ShareGPU{Free: g.ShareFree, Total: g.ShareTotal, Healthy: g.Healthy}
+		}
+		n.shareGPUs = append(n.shareGPUs, sg)
+	}
+	g, err := topology.PickShareGPU(n.shareGPUs, r.Demand.ShareUnits, s.cfg.SharePolicy)
+	if err != nil {
+		if errors.Is(err, topology.ErrInsufficient) {
+			return fmt.Errorf("node %q: %w: %w", n.st.Name, ErrInfeasible, err)
+		}
+		return fmt.Errorf("node %q: %w", n.st.Name, err)
+	}
+	res.Assignment = Assignment{GPUs: []int{g}}
+	return nil
+}
