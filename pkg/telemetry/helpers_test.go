@@ -1,0 +1,122 @@
+package telemetry
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	testclock "k8s.io/utils/clock/testing"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
+	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
+	"github.com/tessera-gpu/tessera/pkg/podresources"
+)
+
+var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// simNode is a simulated machine behind the real NVML backend, on a fake clock.
+type simNode struct {
+	sim     *sim.Machine
+	backend *nvmlbackend.Backend
+	clock   *testclock.FakeClock
+}
+
+// newSimNode opens built-in machine name as backend.Open("sim:<name>")
+// does, but on a fake clock so that energy and GPM readings are
+// deterministic.
+func newSimNode(t testing.TB, name string) *simNode {
+	t.Helper()
+	clk := testclock.NewFakeClock(epoch)
+	m, err := sim.Open(name, sim.WithClock(clk))
+	if err != nil {
+		t.Fatalf("opening simulated machine %s: %v", name, err)
+	}
+	b, err := nvmlbackend.New(m.NVML(), nvmlbackend.WithName("sim:"+name), nvmlbackend.WithClock(clk))
+	if err != nil {
+		t.Fatalf("opening nvml backend over %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return &simNode{sim: m, backend: b, clock: clk}
+}
+
+func (n *simNode) discover(t testing.TB) *gpu.Machine {
+	t.Helper()
+	m, err := n.backend.Discover(context.Background())
+	if err != nil {
+		t.Fatalf("discovering: %v", err)
+	}
+	return m
+}
+
+func (n *simNode) setLoad(t testing.TB, index int, l sim.Load) {
+	t.Helper()
+	if err := n.sim.SetLoad(index, l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *simNode) setMIGLoad(t testing.TB, index, gi int, l sim.Load) {
+	t.Helper()
+	if err := n.sim.SetMIGLoad(index, gi, l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakePods is a PodLookup over a fixed list of holders, with the lookup
+// semantics of podresources.Cache: exact ID or "ID::n" replicas.
+type fakePods struct {
+	holders []podresources.Holder
+	status  podresources.Status
+	calls   int
+}
+
+func (f *fakePods) Holders(id string) []podresources.Holder {
+	f.calls++
+	var out []podresources.Holder
+	for _, h := range f.holders {
+		if h.DeviceID == id || strings.HasPrefix(h.DeviceID, id+podresources.ReplicaSeparator) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func (f *fakePods) All() []podresources.Holder { f.calls++; return slices.Clone(f.holders) }
+
+func (f *fakePods) Status() podresources.Status { return f.status }
+
+func holder(ns, pod, ctr, resource, id string) podresources.Holder {
+	return podresources.Holder{Namespace: ns, Pod: pod, Container: ctr, Resource: resource, DeviceID: id}
+}
+
+// scrape GETs /metrics from h (without gzip) and returns the body.
+func scrape(t testing.TB, h http.Handler) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /metrics: status %d", rec.Code)
+	}
+	body, err := io.ReadAll(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// seriesOf returns the sample lines of family name.
+func seriesOf(body, name string) []string {
+	var out []string
+	for line := range strings.Lines(body) {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			out = append(out, strings.TrimRight(line, "\n"))
+		}
+	}
+	return out
+}
