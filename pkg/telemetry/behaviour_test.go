@@ -256,6 +256,7 @@ func TestHandlerGzipAndExtras(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	zr.Multistream(false) // the whole body must be one gzip member
 	unzipped, err := io.ReadAll(zr)
 	if err != nil {
 		t.Fatal(err)
@@ -420,5 +421,21 @@ func TestKubeletPodResources(t *testing.T) {
 	}
 	if len(seriesOf(body, "DCGM_FI_DEV_GPU_TEMP")) != 8 {
 		t.Error("metrics must keep flowing without the kubelet")
+	}
+}
+
+func TestScrapeCallsNeitherBackendNorKubelet(t *testing.T) {
+	s := newDGXScenario(t)
+	pods, nvml := s.pods.calls, s.node.sim.Calls("GetTemperature")
+	if pods == 0 || nvml == 0 {
+		t.Fatalf("collection made no calls (pods %d, GetTemperature %d); the test cannot tell scrapes from passes", pods, nvml)
+	}
+	h := s.exporter.Handler()
+	for range 5 {
+		scrape(t, h)
+	}
+	if s.pods.calls != pods || s.node.sim.Calls("GetTemperature") != nvml {
+		t.Errorf("scrapes called the pod view %d times and NVML GetTemperature %d times; want none",
+			s.pods.calls-pods, s.node.sim.Calls("GetTemperature")-nvml)
 	}
 }

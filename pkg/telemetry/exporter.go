@@ -38,12 +38,11 @@ type Source interface {
 
 // PodLookup is the cached view of which container holds which device, as
 // *podresources.Cache provides it. Holders returns the holders of exactly
-// deviceID and of its "deviceID::n" time-slicing replicas; All every holder;
-// Status whether the view is current and, if not, why. The exporter calls
-// them once per collection pass, never on the scrape path.
+// deviceID and of its "deviceID::n" time-slicing replicas; Status whether
+// the view is current and, if not, why. The exporter calls them once per
+// device and collection pass, never on the scrape path.
 type PodLookup interface {
 	Holders(deviceID string) []podresources.Holder
-	All() []podresources.Holder
 	Status() podresources.Status
 }
 
@@ -126,6 +125,7 @@ type Exporter struct {
 	lastSample   *gpu.Snapshot
 	lastSampleAt time.Time
 	sampling     chan sampleResult // set while a Sample call is in flight
+	sampleFailed bool              // the last pass's sample failed (logged once per failure run)
 
 	events eventState
 }
@@ -226,16 +226,25 @@ func (e *Exporter) Refresh(ctx context.Context) {
 		start := e.opts.Clock.Now()
 		s, err := e.sample(ctx)
 		stages = append(stages, stageResult{name: "sample", duration: e.opts.Clock.Since(start), err: err})
+		// Log the first failure of a run at error level, repeats quietly.
+		failLog := logger
+		if e.sampleFailed {
+			failLog = logger.V(4)
+		}
 		switch {
 		case err == nil:
+			if e.sampleFailed {
+				logger.Info("Sampling GPU telemetry works again")
+			}
 			e.lastSample, e.lastSampleAt = s, e.opts.Clock.Now()
 			sample = s
 		case e.lastSample != nil && now.Sub(e.lastSampleAt) <= e.opts.MaxSampleAge:
-			logger.Error(err, "Sampling GPU telemetry failed; reusing the last sample", "age", now.Sub(e.lastSampleAt))
+			failLog.Error(err, "Sampling GPU telemetry failed; reusing the last sample", "age", now.Sub(e.lastSampleAt))
 			sample = e.lastSample
 		default:
-			logger.Error(err, "Sampling GPU telemetry failed; device readings are absent this pass")
+			failLog.Error(err, "Sampling GPU telemetry failed; device readings are absent")
 		}
+		e.sampleFailed = err != nil
 	}
 
 	p := e.newPass(now, m, sample)

@@ -2,7 +2,9 @@ package telemetry
 
 import (
 	"bytes"
-	"compress/gzip"
+	"compress/flate"
+	"encoding/binary"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"strings"
@@ -20,8 +22,7 @@ var textContentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 // and Go metrics, device-plugin and PodResources metrics), which are gathered
 // per scrape and must be cheap. A family of extra whose name the snapshot
 // already has is left out. When the client accepts gzip the snapshot is sent
-// pre-compressed, followed by a second gzip member with the extras; gzip
-// readers (Go's, Prometheus') read such multi-member streams as one.
+// pre-compressed and only the extras are compressed per scrape.
 //
 // A scrape never calls the backend or the kubelet.
 func (e *Exporter) Handler(extra ...prometheus.Gatherer) http.Handler {
@@ -34,9 +35,9 @@ type handler struct {
 }
 
 var (
-	bufPool  = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-	gzipPool = sync.Pool{New: func() any {
-		w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // the level is valid
+	bufPool   = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	flatePool = sync.Pool{New: func() any {
+		w, _ := flate.NewWriter(io.Discard, flate.BestSpeed) // the level is valid
 		return w
 	}}
 )
@@ -69,17 +70,26 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Encoding", "gzip")
 	w.Header().Add("Vary", "Accept-Encoding")
+	// One gzip member: the snapshot's pre-compressed blocks, the extras'
+	// blocks with the final-block bit, and a trailer over both. (Tools
+	// that read only the first member of a multi-member stream would miss
+	// the extras otherwise.)
 	if _, err := w.Write(snap.gz); err != nil {
 		return
 	}
-	if extra.Len() == 0 {
+	fw := flatePool.Get().(*flate.Writer)
+	defer flatePool.Put(fw)
+	fw.Reset(w)
+	if _, err := fw.Write(extra.Bytes()); err != nil {
 		return
 	}
-	zw := gzipPool.Get().(*gzip.Writer)
-	defer gzipPool.Put(zw)
-	zw.Reset(w)
-	_, _ = zw.Write(extra.Bytes())
-	_ = zw.Close()
+	if err := fw.Close(); err != nil {
+		return
+	}
+	var trailer [8]byte
+	binary.LittleEndian.PutUint32(trailer[:4], crc32.Update(snap.crc, crc32.IEEETable, extra.Bytes()))
+	binary.LittleEndian.PutUint32(trailer[4:], uint32(len(snap.text)+extra.Len())) //nolint:gosec // ISIZE is the size modulo 2^32
+	_, _ = w.Write(trailer[:])
 }
 
 // acceptsGzip reports whether an Accept-Encoding header allows gzip.

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,8 +85,6 @@ func (f *fakePods) Holders(id string) []podresources.Holder {
 	}
 	return out
 }
-
-func (f *fakePods) All() []podresources.Holder { f.calls++; return slices.Clone(f.holders) }
 
 func (f *fakePods) Status() podresources.Status { return f.status }
 

@@ -2,8 +2,9 @@ package telemetry
 
 import (
 	"bytes"
-	"compress/gzip"
+	"compress/flate"
 	"fmt"
+	"hash/crc32"
 	"slices"
 	"strings"
 	"time"
@@ -115,8 +116,14 @@ type snapshot struct {
 	families []*dto.MetricFamily // sorted by name
 	names    map[string]bool
 	text     []byte
-	gz       []byte
+	// gz is a gzip header and the deflate blocks of text, without a final
+	// block or trailer (see handler.go); crc is text's CRC-32.
+	gz  []byte
+	crc uint32
 }
+
+// gzipHeader is a gzip member header: deflate, no flags, no time, unknown OS.
+var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
 
 func emptySnapshot() *snapshot {
 	s, err := newBuilder().encode(time.Time{})
@@ -143,16 +150,20 @@ func (b *builder) encode(now time.Time) (*snapshot, error) {
 	}
 	s.text = buf.Bytes()
 	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	gz.Write(gzipHeader)
+	fw, err := flate.NewWriter(&gz, flate.BestSpeed)
 	if err != nil {
 		return nil, fmt.Errorf("compressing metrics: %w", err)
 	}
-	if _, err := zw.Write(s.text); err != nil {
+	if _, err := fw.Write(s.text); err != nil {
 		return nil, fmt.Errorf("compressing metrics: %w", err)
 	}
-	if err := zw.Close(); err != nil {
+	// A sync flush ends the blocks on a byte boundary without a final
+	// block, so that a scrape can append more blocks and the trailer.
+	if err := fw.Flush(); err != nil {
 		return nil, fmt.Errorf("compressing metrics: %w", err)
 	}
+	s.crc = crc32.ChecksumIEEE(s.text)
 	s.gz = gz.Bytes()
 	return s, nil
 }
