@@ -149,10 +149,15 @@ func TestSlowOrFailingCollector(t *testing.T) {
 	e := newTestExporter(t, n, Options{Timeout: time.Second})
 	stuck := stuckCollector{entered: make(chan struct{}, 1)}
 	e.collectors = append(e.collectors, stuck, failingCollector{})
-	// The sample stage waits on the clock too; step once for each wait.
+	recorded := make(chan string, len(e.collectors))
+	e.collectorDone = func(name string) { recorded <- name }
 	done := make(chan struct{})
 	go func() { e.Refresh(context.Background()); close(done) }()
 	<-stuck.entered
+	// Step past the deadline only once every other collector is recorded.
+	for range len(e.collectors) - 1 {
+		<-recorded
+	}
 	waitForWaiters(t, n)
 	n.clock.Step(time.Second)
 	<-done
@@ -437,5 +442,42 @@ func TestScrapeCallsNeitherBackendNorKubelet(t *testing.T) {
 	if s.pods.calls != pods || s.node.sim.Calls("GetTemperature") != nvml {
 		t.Errorf("scrapes called the pod view %d times and NVML GetTemperature %d times; want none",
 			s.pods.calls-pods, s.node.sim.Calls("GetTemperature")-nvml)
+	}
+}
+
+// failingDiscovery fails Discover until fail is cleared.
+type failingDiscovery struct {
+	Source
+	fail bool
+}
+
+func (f *failingDiscovery) Discover(ctx context.Context) (*gpu.Machine, error) {
+	if f.fail {
+		return nil, errors.New("nvml: driver not loaded")
+	}
+	return f.Source.Discover(ctx)
+}
+
+func TestDiscoveryRetriedEachPass(t *testing.T) {
+	n := newSimNode(t, "pcie-4xl40s")
+	src := &failingDiscovery{Source: n.backend, fail: true}
+	e, err := New(Options{Backend: src, Clock: n.clock, NodeName: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Refresh(context.Background())
+	body := scrape(t, e.Handler())
+	if !strings.Contains(body, `tessera_collector_success{collector="discover"} 0`+"\n") || len(seriesOf(body, "DCGM_FI_DEV_GPU_TEMP")) != 0 {
+		t.Error("failed discovery: want discover success 0 and no GPU series")
+	}
+	src.fail = false
+	e.Refresh(context.Background())
+	body = scrape(t, e.Handler())
+	if !strings.Contains(body, `tessera_collector_success{collector="discover"} 1`+"\n") || len(seriesOf(body, "DCGM_FI_DEV_GPU_TEMP")) != 4 {
+		t.Error("discovery that works again: want discover success 1 and 4 GPU temperature series")
+	}
+	e.Refresh(context.Background())
+	if strings.Contains(scrape(t, e.Handler()), `collector="discover"`) {
+		t.Error("discovery must run only until it succeeds")
 	}
 }

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -56,34 +57,45 @@ var (
 func (e *Exporter) runCollectors(ctx context.Context, p *pass, b *builder) []stageResult {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	type done struct {
-		i   int
-		res stageResult
-		out *builder
-	}
-	ch := make(chan done, len(e.collectors))
+	n := len(e.collectors)
+	var (
+		mu       sync.Mutex
+		results  = make([]stageResult, n)
+		outs     = make([]*builder, n)
+		finished = make([]bool, n)
+		closed   bool // set at the deadline: later results are dropped
+	)
+	allDone := make(chan struct{})
+	remaining := n
 	for i, c := range e.collectors {
 		go func() {
 			out := newBuilder()
 			start := e.opts.Clock.Now()
 			err := safeUpdate(ctx, c, p, out)
-			ch <- done{i: i, res: stageResult{name: c.Name(), duration: e.opts.Clock.Since(start), err: err}, out: out}
+			res := stageResult{name: c.Name(), duration: e.opts.Clock.Since(start), err: err}
+			mu.Lock()
+			if !closed {
+				results[i], outs[i], finished[i] = res, out, true
+				remaining--
+				if remaining == 0 {
+					close(allDone)
+				}
+			}
+			mu.Unlock()
+			if e.collectorDone != nil {
+				e.collectorDone(c.Name())
+			}
 		}()
 	}
-	results := make([]stageResult, len(e.collectors))
-	outs := make([]*builder, len(e.collectors))
-	finished := make([]bool, len(e.collectors))
 	timer := e.opts.Clock.NewTimer(e.opts.Timeout)
 	defer timer.Stop()
-wait:
-	for n := 0; n < len(e.collectors); n++ {
-		select {
-		case d := <-ch:
-			results[d.i], outs[d.i], finished[d.i] = d.res, d.out, true
-		case <-timer.C():
-			break wait
-		}
+	select {
+	case <-allDone:
+	case <-timer.C():
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	closed = true
 	for i, c := range e.collectors {
 		if !finished[i] {
 			results[i] = stageResult{name: c.Name(), duration: e.opts.Timeout,

@@ -124,10 +124,15 @@ type Exporter struct {
 	refreshMu    sync.Mutex
 	lastSample   *gpu.Snapshot
 	lastSampleAt time.Time
-	sampling     chan sampleResult // set while a Sample call is in flight
-	sampleFailed bool              // the last pass's sample failed (logged once per failure run)
+	sampling     chan result[*gpu.Snapshot] // set while a Sample call is in flight
+	discovering  chan result[*gpu.Machine]  // set while a Discover call is in flight
+	sampleFailed bool                       // the last pass's sample failed (logged once per failure run)
 
 	events eventState
+
+	// collectorDone, when set (tests), is called after a collector's result
+	// is recorded (or dropped, past the deadline).
+	collectorDone func(name string)
 }
 
 // New returns an Exporter for o with defaults applied. It does no I/O: call
@@ -198,8 +203,9 @@ func (e *Exporter) Run(ctx context.Context) error {
 }
 
 // Refresh runs one collection pass and publishes its snapshot. It returns
-// within about twice Timeout even if the backend hangs: the stages that did
-// not finish are reported failed (tessera_collector_success 0).
+// within about three times Timeout (discovery, sample, collectors) even if
+// the backend hangs: the stages that did not finish are reported failed
+// (tessera_collector_success 0) and /metrics keeps serving meanwhile.
 func (e *Exporter) Refresh(ctx context.Context) {
 	e.refreshMu.Lock()
 	defer e.refreshMu.Unlock()
@@ -210,7 +216,7 @@ func (e *Exporter) Refresh(ctx context.Context) {
 	m := e.machine.Load()
 	if m == nil {
 		start := e.opts.Clock.Now()
-		d, err := e.opts.Backend.Discover(ctx)
+		d, err := await(ctx, e, &e.discovering, "discovering gpus", e.opts.Backend.Discover)
 		stages = append(stages, stageResult{name: "discover", duration: e.opts.Clock.Since(start), err: err})
 		if err != nil {
 			logger.Error(err, "Discovering GPUs for telemetry failed; retrying next pass")
@@ -224,7 +230,7 @@ func (e *Exporter) Refresh(ctx context.Context) {
 	var sample *gpu.Snapshot
 	if m != nil {
 		start := e.opts.Clock.Now()
-		s, err := e.sample(ctx)
+		s, err := await(ctx, e, &e.sampling, "sampling gpu telemetry", e.opts.Backend.Sample)
 		stages = append(stages, stageResult{name: "sample", duration: e.opts.Clock.Since(start), err: err})
 		// Log the first failure of a run at error level, repeats quietly.
 		failLog := logger
@@ -266,42 +272,43 @@ func (e *Exporter) Refresh(ctx context.Context) {
 	e.snap.Store(snap)
 }
 
-type sampleResult struct {
-	snap *gpu.Snapshot
-	err  error
+type result[T any] struct {
+	val T
+	err error
 }
 
 // errStillRunning says a stage did not finish within Timeout.
 var errStillRunning = errors.New("still running after the collection timeout")
 
-// sample returns the backend's next sample, waiting at most Timeout. A Sample
-// call that takes longer keeps running; the next pass collects its result
-// instead of starting another, so a hung backend holds one goroutine, not one
-// per pass.
-func (e *Exporter) sample(ctx context.Context) (*gpu.Snapshot, error) {
-	if e.sampling == nil {
-		ch := make(chan sampleResult, 1)
-		e.sampling = ch
+// await returns the result of call, waiting at most Timeout. A call that
+// takes longer keeps running in its goroutine and *pending remembers it: the
+// next pass collects its result instead of starting another, so a hung
+// backend holds one goroutine, not one per pass. The caller holds refreshMu.
+func await[T comparable](ctx context.Context, e *Exporter, pending *chan result[T], what string, call func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if *pending == nil {
+		ch := make(chan result[T], 1)
+		*pending = ch
 		go func() {
-			s, err := e.opts.Backend.Sample(ctx)
-			ch <- sampleResult{snap: s, err: err}
+			v, err := call(ctx)
+			ch <- result[T]{val: v, err: err}
 		}()
 	}
 	timer := e.opts.Clock.NewTimer(e.opts.Timeout)
 	defer timer.Stop()
 	select {
-	case r := <-e.sampling:
-		e.sampling = nil
+	case r := <-*pending:
+		*pending = nil
 		if r.err != nil {
-			return nil, fmt.Errorf("sampling gpu telemetry: %w", r.err)
+			return zero, fmt.Errorf("%s: %w", what, r.err)
 		}
-		if r.snap == nil {
-			return nil, errors.New("sampling gpu telemetry: backend returned no snapshot")
+		if r.val == zero {
+			return zero, fmt.Errorf("%s: the backend returned nothing", what)
 		}
-		return r.snap, nil
+		return r.val, nil
 	case <-timer.C():
-		return nil, fmt.Errorf("sampling gpu telemetry: %w (%s)", errStillRunning, e.opts.Timeout)
+		return zero, fmt.Errorf("%s: %w (%s)", what, errStillRunning, e.opts.Timeout)
 	case <-ctx.Done():
-		return nil, fmt.Errorf("sampling gpu telemetry: %w", ctx.Err())
+		return zero, fmt.Errorf("%s: %w", what, ctx.Err())
 	}
 }
