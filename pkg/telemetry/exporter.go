@@ -232,10 +232,14 @@ func (e *Exporter) Refresh(ctx context.Context) {
 		start := e.opts.Clock.Now()
 		s, err := await(ctx, e, &e.sampling, "sampling gpu telemetry", e.opts.Backend.Sample)
 		stages = append(stages, stageResult{name: "sample", duration: e.opts.Clock.Since(start), err: err})
-		// Log the first failure of a run at error level, repeats quietly.
-		failLog := logger
-		if e.sampleFailed {
-			failLog = logger.V(4)
+		// Log the first failure of a run as an error, repeats at V(4)
+		// (logr writes Error whatever the verbosity).
+		failLog := func(msg string, kv ...any) {
+			if e.sampleFailed {
+				logger.V(4).Info(msg, append(kv, "err", err)...)
+				return
+			}
+			logger.Error(err, msg, kv...)
 		}
 		switch {
 		case err == nil:
@@ -245,10 +249,10 @@ func (e *Exporter) Refresh(ctx context.Context) {
 			e.lastSample, e.lastSampleAt = s, e.opts.Clock.Now()
 			sample = s
 		case e.lastSample != nil && now.Sub(e.lastSampleAt) <= e.opts.MaxSampleAge:
-			failLog.Error(err, "Sampling GPU telemetry failed; reusing the last sample", "age", now.Sub(e.lastSampleAt))
+			failLog("Sampling GPU telemetry failed; reusing the last sample", "age", now.Sub(e.lastSampleAt))
 			sample = e.lastSample
 		default:
-			failLog.Error(err, "Sampling GPU telemetry failed; device readings are absent")
+			failLog("Sampling GPU telemetry failed; device readings are absent")
 		}
 		e.sampleFailed = err != nil
 	}
