@@ -110,7 +110,7 @@ func newRootCommand() *cobra.Command {
 	}
 	sample.Flags().DurationVar(&o.gpmWait, "gpm-interval", time.Second,
 		"time between the two passes that GPM profiling rates need (0 takes one pass and omits them)")
-	root.AddCommand(discover, sample)
+	root.AddCommand(discover, sample, newLayoutCommand(o))
 	return root
 }
 

@@ -575,11 +575,62 @@ func (e *PlanError) Error() string {
 	} else {
 		fmt.Fprintf(&b, "mig config %q in %s cannot be applied", e.Config, e.Source)
 	}
-	for _, p := range e.Problems {
+	for _, l := range e.Lines() {
 		b.WriteString("; ")
-		b.WriteString(p.String())
+		b.WriteString(l)
 	}
 	return b.String()
+}
+
+// Lines describes the problems, one line each, with the problems that differ
+// only in the GPU merged into one: "gpus 0-7: 1g.5gb: this ... does not offer
+// the profile ...".
+func (e *PlanError) Lines() []string {
+	type key struct{ profile, reason string }
+	var order []key
+	gpus := map[key][]int{}
+	for _, p := range e.Problems {
+		k := key{p.Profile, p.Reason}
+		if _, ok := gpus[k]; !ok {
+			order = append(order, k)
+		}
+		gpus[k] = append(gpus[k], p.GPU)
+	}
+	out := make([]string, 0, len(order))
+	for _, k := range order {
+		var b strings.Builder
+		switch idx := gpus[k]; {
+		case len(idx) == 1 && idx[0] < 0:
+		case len(idx) == 1:
+			fmt.Fprintf(&b, "gpu %d: ", idx[0])
+		default:
+			fmt.Fprintf(&b, "gpus %s: ", indexRanges(idx))
+		}
+		if k.profile != "" {
+			fmt.Fprintf(&b, "%s: ", k.profile)
+		}
+		b.WriteString(k.reason)
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// indexRanges writes ascending indices as "0-3, 5, 7-8".
+func indexRanges(idx []int) string {
+	var parts []string
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && idx[j+1] == idx[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", idx[i], idx[j]))
+		} else {
+			parts = append(parts, fmt.Sprint(idx[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Unwrap returns ErrUnknownConfig or ErrInvalidLayout.

@@ -134,7 +134,7 @@ func TestPlanErrors(t *testing.T) {
 			if d := cmp.Diff(tt.want, got); d != "" {
 				t.Errorf("problems (-want +got):\n%s", d)
 			}
-			if !strings.HasPrefix(err.Error(), `mig config "c" in test.yaml cannot be applied; gpu `) {
+			if !strings.HasPrefix(err.Error(), `mig config "c" in test.yaml cannot be applied; gpu`) {
 				t.Errorf("error %q does not name the config and file", err)
 			}
 		})
@@ -288,3 +288,24 @@ func profile(name string, slices, max int, placements ...gpu.Placement) gpu.MIGP
 }
 
 func place(start, size int) gpu.Placement { return gpu.Placement{Start: start, Size: size} }
+
+func TestPlanErrorLines(t *testing.T) {
+	e := &mig.PlanError{Config: "c", Source: "f.yaml", Problems: []mig.Problem{
+		{GPU: 0, Profile: "1g.5gb", Reason: "not offered"},
+		{GPU: 1, Profile: "1g.5gb", Reason: "not offered"},
+		{GPU: 2, Profile: "1g.5gb", Reason: "not offered"},
+		{GPU: 2, Reason: "selected twice"},
+		{GPU: 4, Profile: "1g.5gb", Reason: "not offered"},
+		{GPU: 6, Profile: "1g.5gb", Reason: "not offered"},
+		{GPU: 7, Profile: "1g.5gb", Reason: "not offered"},
+		{GPU: -1, Reason: "about no gpu"},
+	}}
+	want := []string{"gpus 0-2, 4, 6-7: 1g.5gb: not offered", "gpu 2: selected twice", "about no gpu"}
+	if d := cmp.Diff(want, e.Lines()); d != "" {
+		t.Errorf("Lines (-want +got):\n%s", d)
+	}
+	wantErr := `mig config "c" in f.yaml cannot be applied; ` + strings.Join(want, "; ")
+	if e.Error() != wantErr {
+		t.Errorf("Error() = %q, want %q", e.Error(), wantErr)
+	}
+}
