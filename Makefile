@@ -72,6 +72,11 @@ bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under 
 		--policy random,dotprod,gpuclustering,gpupacking,bestfit,fgd,tessera --seeds 42-51 --tune 1.3 \
 		--anchor $(ANCHOR) --tolerance 0.5 --out _output/placement
 
+.PHONY: bench-scenarios
+bench-scenarios: ## Run the synthetic scenarios (MIG, NVLink islands, time-shared GPUs, product constraints) under tessera and the baselines, seeds 42-51; write _output/scenarios.
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
+	$(BIN)/gpu-scheduler simulate scenarios --scenario all --policy all --seeds 42-51 --out _output/scenarios
+
 .PHONY: gpu-smoke
 gpu-smoke: ## On a machine with an NVIDIA GPU: compare NVML discovery and telemetry with nvidia-smi.
 	hack/gpu-smoke.sh

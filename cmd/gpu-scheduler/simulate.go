@@ -45,7 +45,12 @@ Outputs in --out:
                 (mean over seeds)
 The summary table is also printed on stdout. Rows that cannot be read are
 reported as file:line on stderr and skipped; the counts are printed at the end.
-Progress goes to stderr: a bar on a terminal, one line per replay otherwise.`
+Progress goes to stderr: a bar on a terminal, one line per replay otherwise.
+
+Subcommands:
+  scenarios  synthetic clusters the traces cannot express (MIG layouts, NVLink
+             islands, time-shared GPUs, product constraints): gpu-scheduler
+             simulate scenarios --help`
 
 const simulateExample = `  # The FGD paper's matrix on one trace, compared with the published numbers:
   gpu-scheduler simulate --nodes traces/openb_node_list_gpu_node.csv \
@@ -95,6 +100,8 @@ func newSimulateCommand() *cobra.Command {
 	// command uses cobra's defaults.
 	cmd.SetHelpFunc((&cobra.Command{}).HelpFunc())
 	cmd.SetUsageFunc((&cobra.Command{}).UsageFunc())
+
+	cmd.AddCommand(newScenariosCommand())
 
 	f := cmd.Flags()
 	f.StringVar(&o.nodes, "nodes", "", "node CSV (columns sn, cpu_milli, memory_mib, gpu, model)")

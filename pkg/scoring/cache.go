@@ -88,11 +88,32 @@ func (s *Scorer) NewNode(st NodeState) (*NodeCache, error) {
 		n.sliceProfile = append(n.sliceProfile, ids)
 		n.sliceFrac = append(n.sliceFrac, fr)
 	}
+	s.addPresent(n, 1)
 	for i := range n.st.GPUs {
 		n.capacity += n.gpuCapacity(i, false)
 		n.free += n.gpuCapacity(i, true)
 	}
 	return n, nil
+}
+
+// RemoveNode tells the scorer that n left the cluster: its products no
+// longer count as present for the product score.
+func (s *Scorer) RemoveNode(n *NodeCache) { s.addPresent(n, -1) }
+
+// addPresent counts n's GPUs in (or out of) the present products; when a
+// product appears or disappears, cached scores are recomputed.
+func (s *Scorer) addPresent(n *NodeCache, sign int) {
+	for _, id := range n.prod {
+		for len(s.present) <= id {
+			s.present = append(s.present, 0)
+		}
+		before := s.present[id]
+		s.present[id] += sign
+		if (before > 0) != (s.present[id] > 0) {
+			s.presentGen++
+			s.epoch++
+		}
+	}
 }
 
 func cloneState(st NodeState) NodeState {

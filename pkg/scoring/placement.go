@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -17,13 +18,19 @@ import (
 var ErrInfeasible = errors.New("pod does not fit the node")
 
 // PlacementWeights weigh the terms of Scorer.Score. Each term is in [0, 1];
-// the score is their weighted mean, times 100.
+// the score is their weighted mean, times 100. The topology score is two
+// terms, Interconnect and Keep, weighed apart.
 type PlacementWeights struct {
 	// Product: the cost-aware product score (ProductConfig.ProductScore).
 	Product float64 `json:"product"`
-	// Topology: for whole GPUs, the interconnect of the set and how much
-	// well-connected capacity the node keeps (TopologyScore).
-	Topology float64 `json:"topology"`
+	// Interconnect: for two or more whole GPUs, how well the set the node
+	// can give is connected (InterconnectScore); 1 for other pods.
+	Interconnect float64 `json:"interconnect"`
+	// Keep: for whole GPUs, the share of look-ahead set sizes whose best
+	// interconnect the node still offers after the placement (an NVLink
+	// island is not broken when the node has a set that does not break
+	// one); 1 for other pods.
+	Keep float64 `json:"keep"`
 	// Fragmentation: the drop of the node's expected fragmentation against
 	// the target workload (through a logistic curve; 0.5 is no change).
 	Fragmentation float64 `json:"fragmentation"`
@@ -47,18 +54,28 @@ type Config struct {
 	TargetDecay  float64 `json:"targetDecay"`
 	TargetEpoch  int     `json:"targetEpoch"`
 	TargetShapes int     `json:"targetShapes"`
+	// CPUStranded weighs, as extra fragmentation, the free GPU capacity
+	// that the node's free CPU cannot feed at the target workload's
+	// GPU-per-CPU ratio (0 turns it off).
+	CPUStranded float64 `json:"cpuStranded"`
 }
 
-// DefaultConfig returns the default weights and the default product classes.
+// DefaultConfig returns the default weights and the default product
+// classes. The weights were chosen on the "mixed" scenario of pkg/scenario
+// (docs/benchmarks.md, "Scenarios beyond the trace"): an all-NVLink set
+// for multi-GPU pods first, the drop in fragmentation (CPU-stranded GPUs
+// counted twice) and the product's cost next, keeping NVLink islands and
+// packing as tie-breakers.
 func DefaultConfig() Config {
 	return Config{
-		Weights:      PlacementWeights{Product: 4, Topology: 2, Fragmentation: 2, Packing: 1},
+		Weights:      PlacementWeights{Product: 5, Interconnect: 10, Keep: 1.5, Fragmentation: 10, Packing: 1},
 		Products:     DefaultProductConfig(),
 		SharePolicy:  topology.SharePacked,
 		Lookahead:    []int{8, 4, 2},
 		TargetDecay:  0.995,
 		TargetEpoch:  32,
 		TargetShapes: 16,
+		CPUStranded:  2,
 	}
 }
 
@@ -70,7 +87,7 @@ func (c *Config) Validate() field.ErrorList {
 	for _, t := range []struct {
 		name string
 		v    float64
-	}{{"product", c.Weights.Product}, {"topology", c.Weights.Topology}, {"fragmentation", c.Weights.Fragmentation}, {"packing", c.Weights.Packing}} {
+	}{{"product", c.Weights.Product}, {"interconnect", c.Weights.Interconnect}, {"keep", c.Weights.Keep}, {"fragmentation", c.Weights.Fragmentation}, {"packing", c.Weights.Packing}} {
 		if t.v < 0 || math.IsNaN(t.v) || math.IsInf(t.v, 0) {
 			errs = append(errs, field.Invalid(w.Child(t.name), t.v, "must be a non-negative finite number"))
 		}
@@ -94,6 +111,9 @@ func (c *Config) Validate() field.ErrorList {
 	if c.TargetEpoch < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("targetEpoch"), c.TargetEpoch, "must be at least 1"))
 	}
+	if c.CPUStranded < 0 || math.IsNaN(c.CPUStranded) || math.IsInf(c.CPUStranded, 0) {
+		errs = append(errs, field.Invalid(field.NewPath("cpuStranded"), c.CPUStranded, "must be a non-negative finite number"))
+	}
 	if c.TargetShapes < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("targetShapes"), c.TargetShapes, "must be at least 1"))
 	}
@@ -105,15 +125,18 @@ func (c *Config) Validate() field.ErrorList {
 // is the factory of the cached Nodes it scores. It is not safe for
 // concurrent use: callers serialise (the scheduler's cycle does).
 type Scorer struct {
-	cfg      Config
-	products map[string]int // product -> id
-	cost     []float64      // by product id
-	profiles map[string]int // mig profile -> id
-	sets     map[string]int // allowed/preferred list -> id
-	target   *demandWorkload
-	shapes   []targetShape
-	epoch    uint64
-	seen     int
+	cfg        Config
+	products   map[string]int // product -> id
+	cost       []float64      // by product id
+	profiles   map[string]int // mig profile -> id
+	sets       map[string]int // allowed/preferred list -> id
+	present    []int          // nodes' GPUs per product id
+	presentGen uint64
+	target     *demandWorkload
+	shapes     []targetShape
+	ratio      float64 // target GPUs per milli-CPU
+	epoch      uint64
+	seen       int
 }
 
 // NewScorer validates cfg and returns a scorer.
@@ -125,12 +148,13 @@ func NewScorer(cfg Config) (*Scorer, error) {
 	slices.SortFunc(cfg.Lookahead, func(a, b int) int { return b - a })
 	cfg.Lookahead = slices.Compact(cfg.Lookahead)
 	return &Scorer{
-		cfg:      cfg,
-		products: map[string]int{},
-		profiles: map[string]int{},
-		sets:     map[string]int{},
-		target:   newDemandWorkload(cfg.TargetDecay),
-		epoch:    1,
+		cfg:        cfg,
+		products:   map[string]int{},
+		profiles:   map[string]int{},
+		sets:       map[string]int{},
+		target:     newDemandWorkload(cfg.TargetDecay),
+		epoch:      1,
+		presentGen: 1,
 	}, nil
 }
 
@@ -177,8 +201,14 @@ type Request struct {
 	profile   int   // mig profile id; -1 when none
 	allowed   []int // product ids; nil allows every product
 	preferred []int
-	minCost   float64
-	key       reqKey
+	// lo and hi are the cheapest and dearest allowed products present, as
+	// of present generation costGen.
+	lo, hi  float64
+	costGen uint64
+	// gpus is the request's GPU capacity (MIG: compute slices over 7;
+	// shares: units over 4 when the GPU is unknown) for the target ratio.
+	gpus float64
+	key  reqKey
 }
 
 // reqKey identifies requests that score the same on every node.
@@ -205,10 +235,29 @@ func (s *Scorer) Compile(d Demand) (*Request, error) {
 	if r.kind == KindMIG {
 		r.profile = s.profileID(d.MIGProfile)
 	}
-	r.minCost = s.cfg.Products.minCost(d.Allowed)
 	n := d.GPUs + d.ShareUnits
+	switch r.kind {
+	case KindWhole:
+		r.gpus = float64(d.GPUs)
+	case KindMIG:
+		r.gpus = migGPUs(d.MIGProfile)
+	case KindShare:
+		r.gpus = float64(d.ShareUnits) / 4
+	}
 	r.key = reqKey{kind: r.kind, n: n, profile: r.profile, allowed: s.setID(d.Allowed), preferred: s.setID(d.Preferred), cpu: d.CPU, mem: d.Memory}
 	return r, nil
+}
+
+// migGPUs reads the compute slices of a MIG profile name ("3g.40gb": 3)
+// over the 7 of a full GPU; 1/7 when the name does not say.
+func migGPUs(profile string) float64 {
+	p := strings.TrimPrefix(profile, "1c.")
+	if i := strings.IndexByte(p, 'g'); i > 0 {
+		if n, err := strconv.Atoi(p[:i]); err == nil && n > 0 {
+			return float64(min(n, 7)) / 7
+		}
+	}
+	return 1.0 / 7
 }
 
 // Kind returns what the request asks for.
@@ -235,8 +284,12 @@ type Result struct {
 	// says why, and the other fields are zero.
 	Err error
 	// Score is the weighted mean of the terms, times 100.
-	Score                                     float64
-	Product, Topology, Fragmentation, Packing float64
+	Score                                               float64
+	Product, Interconnect, Keep, Fragmentation, Packing float64
+	// FragmentationDrop is the drop of the node's expected fragmentation
+	// (FGD's measure generalised to MIG slices and shares, in GPUs) without
+	// the CPU-stranded part; the Fragmentation term is σ of the drop with it.
+	FragmentationDrop float64
 	// Quality is the interconnect of a whole-GPU set.
 	Quality    topology.Quality
 	Assignment Assignment
@@ -251,9 +304,23 @@ func (s *Scorer) Observe(r *Request) {
 	s.target.observe(r)
 	s.seen++
 	if s.seen%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 {
-		s.shapes = s.target.shapes(s.cfg.TargetShapes, s.shapes[:0])
-		s.epoch++
+		s.refresh()
 	}
+}
+
+// refresh recomputes the target shapes and their GPU-per-CPU ratio.
+func (s *Scorer) refresh() {
+	s.shapes = s.target.shapes(s.cfg.TargetShapes, s.shapes[:0])
+	var g, c float64
+	for _, sh := range s.shapes {
+		g += sh.p * sh.r.gpus
+		c += sh.p * float64(sh.r.Demand.CPU)
+	}
+	s.ratio = 0
+	if c > 0 {
+		s.ratio = g / c
+	}
+	s.epoch++
 }
 
 // SetTarget replaces the target workload with the given requests and
@@ -270,8 +337,7 @@ func (s *Scorer) SetTarget(reqs []*Request, weights []float64) error {
 		}
 		s.target.add(r, weights[i])
 	}
-	s.shapes = s.target.shapes(s.cfg.TargetShapes, s.shapes[:0])
-	s.epoch++
+	s.refresh()
 	return nil
 }
 
@@ -306,7 +372,7 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 	if st.MemFree < d.Memory {
 		return Result{Err: fmt.Errorf("node %q has %d MiB memory free, the pod asks for %d: %w", st.Name, st.MemFree, d.Memory, ErrInfeasible)}
 	}
-	res := Result{Topology: 1, Product: 1}
+	res := Result{Interconnect: 1, Keep: 1, Product: 1}
 	var err error
 	switch r.kind {
 	case KindWhole:
@@ -329,13 +395,19 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 	before := n.fragBefore(s)
 	dl := delta{cpu: d.CPU, mem: d.Memory, kind: r.kind, a: &res.Assignment, units: d.ShareUnits}
 	after := n.frag(s.shapes, &dl)
+	res.FragmentationDrop = before - after
+	if s.cfg.CPUStranded > 0 && s.ratio > 0 {
+		before += s.cfg.CPUStranded * max(0, n.free-float64(n.st.CPUFree)*s.ratio)
+		after += s.cfg.CPUStranded * max(0, n.free-n.demandCapacity(r, &res.Assignment)-float64(n.st.CPUFree-d.CPU)*s.ratio)
+	}
 	res.Fragmentation = 1 / (1 + math.Exp(-(before - after)))
 	if n.capacity > 0 {
 		res.Packing = 1 - (n.freeCapacity()-n.demandCapacity(r, &res.Assignment))/n.capacity
 	}
 	w := s.cfg.Weights
-	res.Score = 100 * (w.Product*res.Product + w.Topology*res.Topology + w.Fragmentation*res.Fragmentation + w.Packing*res.Packing) /
-		(w.Product + w.Topology + w.Fragmentation + w.Packing)
+	res.Score = 100 * (w.Product*res.Product + w.Interconnect*res.Interconnect + w.Keep*res.Keep +
+		w.Fragmentation*res.Fragmentation + w.Packing*res.Packing) /
+		(w.Product + w.Interconnect + w.Keep + w.Fragmentation + w.Packing)
 	return res
 }
 
@@ -346,7 +418,16 @@ func (s *Scorer) productScore(product int, r *Request) float64 {
 	if slices.Contains(r.preferred, product) {
 		return 1
 	}
-	v := min(1, r.minCost/s.cost[product])
+	if r.costGen != s.presentGen {
+		r.lo, r.hi = math.Inf(1), math.Inf(-1)
+		for id, n := range s.present {
+			if n > 0 && r.allows(id) {
+				r.lo, r.hi = min(r.lo, s.cost[id]), max(r.hi, s.cost[id])
+			}
+		}
+		r.costGen = s.presentGen
+	}
+	v := costScore(s.cost[product], r.lo, r.hi)
 	if len(r.preferred) > 0 {
 		v /= 2
 	}
@@ -381,7 +462,10 @@ func (s *Scorer) scoreWhole(n *NodeCache, r *Request, res *Result) error {
 	}
 	res.Assignment.GPUs = set
 	res.Quality = q
-	res.Topology = s.topologyScore(n, set, q)
+	res.Keep = n.keepScore(s, set)
+	if k >= 2 {
+		res.Interconnect = InterconnectScore(q)
+	}
 	return nil
 }
 
@@ -412,18 +496,9 @@ func InterconnectScore(q topology.Quality) float64 {
 	return 0
 }
 
-// topologyScore is, for a set of k >= 2, the mean of its InterconnectScore
-// and the keep score; for one GPU the keep score alone. The keep score is
-// the share of look-ahead sizes whose best set quality, among the node's
-// free whole GPUs, the placement leaves intact (1 when none was available).
-func (s *Scorer) topologyScore(n *NodeCache, set []int, q topology.Quality) float64 {
-	keep := n.keepScore(s, set)
-	if len(set) < 2 {
-		return keep
-	}
-	return (InterconnectScore(q) + keep) / 2
-}
-
+// keepScore is the share of look-ahead sizes whose best set quality, among
+// the node's free whole GPUs, the placement of set leaves intact (1 when
+// none was available before).
 func (n *NodeCache) keepScore(s *Scorer, set []int) float64 {
 	before := n.bestBefore(s)
 	if len(before) == 0 {

@@ -24,25 +24,28 @@ func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 func TestProductScore(t *testing.T) {
 	cfg := scoring.DefaultProductConfig()
 	for _, tc := range []struct {
-		name               string
-		product            string
-		allowed, preferred []string
-		want               float64
-		wantOK             bool
+		name                        string
+		product                     string
+		allowed, preferred, present []string
+		want                        float64
+		wantOK                      bool
 	}{
 		{name: "cheapest allowed scores 1", product: l40s, allowed: []string{l40s, h100}, want: 1, wantOK: true},
-		{name: "premium avoided when a cheaper allowed product fits", product: h100, allowed: []string{l40s, h100}, want: 1.5 / 4, wantOK: true},
+		{name: "premium avoided when a cheaper allowed product fits", product: h100, allowed: []string{l40s, h100}, want: 0, wantOK: true},
+		{name: "between the cheapest and the dearest allowed: linear in cost", product: a100, allowed: []string{l40s, a100, h100}, want: (4 - 2.5) / (4 - 1.5), wantOK: true},
 		{name: "premium is the only allowed product", product: h100, allowed: []string{h100}, want: 1, wantOK: true},
 		{name: "hard allowed set excludes the product", product: h100, allowed: []string{l40s}, want: 0, wantOK: false},
-		{name: "no constraint: cost against the cheapest class (t4 0.4)", product: l40s, want: 0.4 / 1.5, wantOK: true},
+		{name: "no constraint: among every configured product (t4 0.4 to b200 8)", product: l40s, want: (8 - 1.5) / (8 - 0.4), wantOK: true},
+		{name: "no constraint: among the present products", product: l40s, present: []string{l40s, h100}, want: 1, wantOK: true},
+		{name: "cheaper allowed product absent from the cluster", product: h100, allowed: []string{l40s, h100}, present: []string{h100, a100}, want: 1, wantOK: true},
 		{name: "preferred product scores 1", product: h100, allowed: []string{l40s, h100}, preferred: []string{h100}, want: 1, wantOK: true},
-		{name: "not preferred: half the cost ratio", product: l40s, allowed: []string{l40s, h100}, preferred: []string{h100}, want: 0.5, wantOK: true},
-		{name: "unknown product costs UnknownCost", product: "ACME-X1", want: 0.4, wantOK: true},
+		{name: "not preferred: half", product: l40s, allowed: []string{l40s, h100}, preferred: []string{h100}, want: 0.5, wantOK: true},
+		{name: "unknown product costs UnknownCost", product: "ACME-X1", want: (8 - 1) / (8 - 0.4), wantOK: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := cfg.ProductScore(tc.product, tc.allowed, tc.preferred)
+			got, ok := cfg.ProductScore(tc.product, tc.allowed, tc.preferred, tc.present)
 			if ok != tc.wantOK || !near(got, tc.want) {
-				t.Errorf("ProductScore(%s, %v, %v) = %v, %t; want %v, %t", tc.product, tc.allowed, tc.preferred, got, ok, tc.want, tc.wantOK)
+				t.Errorf("ProductScore(%s, %v, %v, %v) = %v, %t; want %v, %t", tc.product, tc.allowed, tc.preferred, tc.present, got, ok, tc.want, tc.wantOK)
 			}
 		})
 	}
@@ -100,7 +103,7 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string
 	}{
 		{name: "default", mutate: func(*scoring.Config) {}},
-		{name: "negative weight", mutate: func(c *scoring.Config) { c.Weights.Topology = -1 }, wantErr: "weights.topology: Invalid value: -1"},
+		{name: "negative weight", mutate: func(c *scoring.Config) { c.Weights.Keep = -1 }, wantErr: "weights.keep: Invalid value: -1"},
 		{name: "all weights zero", mutate: func(c *scoring.Config) { c.Weights = scoring.PlacementWeights{} }, wantErr: "at least one weight must be positive"},
 		{name: "share policy", mutate: func(c *scoring.Config) { c.SharePolicy = "spread" }, wantErr: `sharePolicy: Unsupported value: "spread"`},
 		{name: "lookahead", mutate: func(c *scoring.Config) { c.Lookahead = []int{8, 1} }, wantErr: "lookahead[1]: Invalid value: 1"},
@@ -156,7 +159,7 @@ func TestScorePremiumAvoided(t *testing.T) {
 		wantH100Prod float64
 		wantL40SProd float64
 	}{
-		{name: "cheaper allowed fits", allowed: []string{l40s, h100}, wantL40S: true, wantH100Prod: 1.5 / 4, wantL40SProd: 1},
+		{name: "cheaper allowed fits", allowed: []string{l40s, h100}, wantL40S: true, wantH100Prod: 0, wantL40SProd: 1},
 		{name: "hard allowed set", allowed: []string{h100}, wantL40S: false, wantH100Prod: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,6 +187,22 @@ func TestScorePremiumAvoided(t *testing.T) {
 	}
 }
 
+// TestProductScorePresent: the product score ranks the products present on
+// the scorer's nodes; once the L40S node is gone, H100 is the cheapest.
+func TestProductScorePresent(t *testing.T) {
+	s := newScorer(t, nil)
+	hn := newNode(t, s, nodeState(t, "h100", "dgx-h100", nil))
+	ln := newNode(t, s, nodeState(t, "l40s", "pcie-4xl40s", nil))
+	r := compile(t, s, scoring.Demand{GPUs: 1, Allowed: []string{l40s, h100}})
+	if got := s.Score(hn, r).Product; got != 0 {
+		t.Fatalf("h100 product score with an l40s node present = %v, want 0", got)
+	}
+	s.RemoveNode(ln)
+	if got := s.Score(hn, r).Product; got != 1 {
+		t.Errorf("h100 product score after the l40s node left = %v, want 1", got)
+	}
+}
+
 // TestTopologyKeepsNVLinkIsland uses the 8×A100 PCIe server whose GPUs are
 // NVLink-bridged in pairs (0-1, 2-3, 4-5, 6-7; 12 links each).
 func TestTopologyKeepsNVLinkIsland(t *testing.T) {
@@ -196,16 +215,16 @@ func TestTopologyKeepsNVLinkIsland(t *testing.T) {
 	ra, rb := s.Score(a, one), s.Score(b, one)
 	// a: the best 2-set (NV12) is gone after the placement: keep 0/1.
 	// b: GPU 2 is taken and the pair 4-5 stays: keep 1/1.
-	if ra.Topology != 0 || rb.Topology != 1 {
-		t.Errorf("topology scores a=%v b=%v, want 0 and 1", ra.Topology, rb.Topology)
+	if ra.Keep != 0 || rb.Keep != 1 || ra.Interconnect != 1 || rb.Interconnect != 1 {
+		t.Errorf("keep a=%v b=%v, interconnect a=%v b=%v; want keep 0 and 1, interconnect 1 (one gpu)", ra.Keep, rb.Keep, ra.Interconnect, rb.Interconnect)
 	}
 	if got := rb.Assignment.GPUs; len(got) != 1 || got[0] != 2 {
 		t.Errorf("b assigns %v, want [2] (the gpu of the broken pair)", got)
 	}
-	// Weighted 4:2:2:1: product 0.4/2.5 (an unconstrained pod on A100 80GB
-	// against the cheapest class, T4), fragmentation 0.5 (no target),
-	// packing 1-1/8 and 1-2/8: a = (4·0.16+0+1+0.875)/9, b = (4·0.16+2+1+0.75)/9.
-	wantA, wantB := 100*(4*0.16+0+1+0.875)/9, 100*(4*0.16+2+1+0.75)/9
+	// Weights 5 product, 10 interconnect, 1.5 keep, 10 fragmentation, 1
+	// packing: product 1 (the only product present), fragmentation 0.5 (no
+	// target), packing 1-1/8 and 1-2/8.
+	wantA, wantB := 100*(5+10+0+5+0.875)/27.5, 100*(5+10+1.5+5+0.75)/27.5
 	if !near(ra.Score, wantA) || !near(rb.Score, wantB) {
 		t.Errorf("scores a=%v b=%v, want %v and %v", ra.Score, rb.Score, wantA, wantB)
 	}
@@ -219,8 +238,8 @@ func TestTopologyKeepsNVLinkIsland(t *testing.T) {
 		t.Errorf("quality %v, want NV12", r2.Quality)
 	}
 	// Interconnect 0.75+0.25·12/18; the only pair is used up: keep 0.
-	if want := (0.75 + 0.25*12.0/18) / 2; !near(r2.Topology, want) {
-		t.Errorf("topology %v, want %v", r2.Topology, want)
+	if want := 0.75 + 0.25*12.0/18; !near(r2.Interconnect, want) || r2.Keep != 0 {
+		t.Errorf("interconnect %v keep %v, want %v and 0", r2.Interconnect, r2.Keep, want)
 	}
 
 	// An empty DGX H100: a 2-gpu pod takes the PIX pair 0-1 (NV18:
@@ -230,8 +249,8 @@ func TestTopologyKeepsNVLinkIsland(t *testing.T) {
 	if got := r3.Assignment.GPUs; len(got) != 2 || got[0] != 0 || got[1] != 1 {
 		t.Errorf("dgx assigns %v, want [0 1]", got)
 	}
-	if want := (1 + 2.0/3) / 2; !near(r3.Topology, want) {
-		t.Errorf("dgx topology %v, want %v", r3.Topology, want)
+	if r3.Interconnect != 1 || !near(r3.Keep, 2.0/3) {
+		t.Errorf("dgx interconnect %v keep %v, want 1 and 2/3", r3.Interconnect, r3.Keep)
 	}
 }
 
@@ -375,7 +394,7 @@ func TestAssumeForget(t *testing.T) {
 // TestFragmentation is a hand-computed case: target half 2-gpu pods, half
 // 1-gpu pods that need more CPU than the node has.
 func TestFragmentation(t *testing.T) {
-	s := newScorer(t, nil)
+	s := newScorer(t, func(c *scoring.Config) { c.CPUStranded = 0 })
 	n := newNode(t, s, use(nodeState(t, "l", "pcie-4xl40s", nil), 0))
 	big := compile(t, s, scoring.Demand{GPUs: 1, CPU: n.State().CPUFree + 1})
 	two := compile(t, s, scoring.Demand{GPUs: 2})
@@ -388,11 +407,29 @@ func TestFragmentation(t *testing.T) {
 	}
 	// A 1-gpu pod leaves 2 free: before 1.5, after 0.5·2 = 1: term σ(0.5).
 	res := s.Score(n, compile(t, s, scoring.Demand{GPUs: 1}))
-	if want := 1 / (1 + math.Exp(-0.5)); !near(res.Fragmentation, want) {
-		t.Errorf("fragmentation term %v, want %v", res.Fragmentation, want)
+	if want := 1 / (1 + math.Exp(-0.5)); !near(res.Fragmentation, want) || !near(res.FragmentationDrop, 0.5) {
+		t.Errorf("fragmentation term %v drop %v, want %v and 0.5", res.Fragmentation, res.FragmentationDrop, want)
 	}
 	if err := s.SetTarget([]*scoring.Request{two}, []float64{1, 2}); err == nil {
 		t.Error("SetTarget accepted 1 request with 2 weights")
+	}
+}
+
+// TestCPUStranded: a 4-GPU node with 10 cores free; the target is 1-GPU
+// pods of 10 cores (1 GPU per 10,000 milli-CPU), so 3 GPUs are
+// CPU-stranded. A CPU-only pod of 5 cores leaves 3.5 stranded and the
+// shape no longer fits (4 GPUs fragmented): before 0 + 3, after 4 + 3.5.
+func TestCPUStranded(t *testing.T) {
+	s := newScorer(t, func(c *scoring.Config) { c.CPUStranded = 1 })
+	st := nodeState(t, "l", "pcie-4xl40s", nil)
+	st.CPUFree = 10_000
+	n := newNode(t, s, st)
+	if err := s.SetTarget([]*scoring.Request{compile(t, s, scoring.Demand{GPUs: 1, CPU: 10_000})}, []float64{1}); err != nil {
+		t.Fatal(err)
+	}
+	res := s.Score(n, compile(t, s, scoring.Demand{CPU: 5000}))
+	if want := 1 / (1 + math.Exp(4.5)); !near(res.Fragmentation, want) || !near(res.FragmentationDrop, -4) {
+		t.Errorf("fragmentation term %v drop %v, want σ(-4.5) = %v and -4", res.Fragmentation, res.FragmentationDrop, want)
 	}
 }
 

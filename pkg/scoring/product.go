@@ -102,41 +102,46 @@ func (c *ProductConfig) Cost(product string) (float64, string) {
 
 // ProductScore scores a node's product for a pod, in [0, 1] (higher is
 // better). allowed is the hard set (empty allows every product): a product
-// outside it scores 0 with ok false. Otherwise the score is cost-aware: the
-// cheapest cost among the allowed products (among every configured product
-// when allowed is empty) divided by this product's cost, so that the
-// cheapest product that serves the pod scores 1 and a premium one less. A
-// product in preferred scores 1; when preferred is not empty, the others
-// score half their cost ratio.
-func (c *ProductConfig) ProductScore(product string, allowed, preferred []string) (score float64, ok bool) {
+// outside it scores 0 with ok false. Otherwise the score is cost-aware,
+// among the candidates, the allowed products that are present (present nil
+// means every configured product; an empty allowed set means every present
+// product): the cheapest candidate scores 1, the dearest 0, the others
+// linearly by cost in between (1 when all cost the same), so that a premium
+// product is not spent on a pod that a cheaper allowed product would serve.
+// A product in preferred scores 1; when preferred is not empty, the others
+// score half as much.
+func (c *ProductConfig) ProductScore(product string, allowed, preferred, present []string) (score float64, ok bool) {
 	if len(allowed) > 0 && !slices.Contains(allowed, product) {
 		return 0, false
 	}
 	if slices.Contains(preferred, product) {
 		return 1, true
 	}
+	if present == nil {
+		present = []string{product}
+		for _, cl := range c.Classes {
+			present = append(present, cl.Products...)
+		}
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, p := range present {
+		if len(allowed) == 0 || slices.Contains(allowed, p) {
+			cost, _ := c.Cost(p)
+			lo, hi = min(lo, cost), max(hi, cost)
+		}
+	}
 	cost, _ := c.Cost(product)
-	s := min(1, c.minCost(allowed)/cost)
+	s := costScore(cost, lo, hi)
 	if len(preferred) > 0 {
 		s /= 2
 	}
 	return s, true
 }
 
-// minCost is the cheapest cost among allowed, or among every class (and
-// UnknownCost) when allowed is empty.
-func (c *ProductConfig) minCost(allowed []string) float64 {
-	lo := math.Inf(1)
-	if len(allowed) == 0 {
-		lo = c.UnknownCost
-		for _, cl := range c.Classes {
-			lo = min(lo, cl.Cost)
-		}
-		return lo
+// costScore maps cost within [lo, hi] to 1 (lo) .. 0 (hi).
+func costScore(cost, lo, hi float64) float64 {
+	if !(hi > lo) {
+		return 1
 	}
-	for _, p := range allowed {
-		cost, _ := c.Cost(p)
-		lo = min(lo, cost)
-	}
-	return lo
+	return max(0, min(1, (hi-cost)/(hi-lo)))
 }
