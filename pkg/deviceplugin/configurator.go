@@ -81,17 +81,47 @@ func (c *Configurator) apply(ctx context.Context, label string) (string, error) 
 	for _, f := range cfg.Ignored {
 		klog.FromContext(ctx).Info("Device plugin config sets a field Tessera does not act on", "config", name, "field", f)
 	}
-	o, err := OptionsFromConfig(cfg, c.machine, c.src.SharePolicy)
+	c.mu.Lock()
+	machine := c.machine
+	c.mu.Unlock()
+	o, err := OptionsFromConfig(cfg, machine, c.src.SharePolicy)
 	if err != nil {
 		return "", fmt.Errorf("device plugin config %q: %w", displayName(name), err)
 	}
-	if err := c.mgr.Update(c.machine, o); err != nil {
+	if err := c.mgr.Update(machine, o); err != nil {
 		return "", fmt.Errorf("device plugin config %q: %w", displayName(name), err)
 	}
 	c.mu.Lock()
 	c.label, c.applied = label, name
 	c.mu.Unlock()
 	return name, nil
+}
+
+// SetMachine switches the configurator to a new machine, as after a MIG
+// layout change, and re-applies the config of the label last applied. When
+// that config does not fit the new machine, the built-in default (no
+// sharing, MIG strategy none) is advertised instead, so that no device of the
+// old machine stays advertised; the error says why and the returned name is
+// "" for the built-in default.
+func (c *Configurator) SetMachine(ctx context.Context, machine *gpu.Machine) (string, error) {
+	c.mu.Lock()
+	old, label := c.machine, c.label
+	c.machine = machine
+	c.mu.Unlock()
+	name, err := c.Apply(ctx, label)
+	if err == nil {
+		return name, nil
+	}
+	if ferr := c.mgr.Update(machine, Options{MIGStrategy: MIGStrategyNone, SharePolicy: c.src.SharePolicy}); ferr != nil {
+		c.mu.Lock()
+		c.machine = old
+		c.mu.Unlock()
+		return "", fmt.Errorf("%w; the built-in default does not fit either: %w", err, ferr)
+	}
+	c.mu.Lock()
+	c.applied = ""
+	c.mu.Unlock()
+	return "", fmt.Errorf("%w; advertising the built-in default config instead", err)
 }
 
 // Applied returns the name of the config serving now.

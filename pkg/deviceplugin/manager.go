@@ -43,6 +43,8 @@ type Manager struct {
 	machine   *gpu.Machine
 	opts      Options
 	resources []Resource
+	// withheld devices (by GPU or MIG UUID) are advertised unhealthy.
+	withheld map[string]bool
 	// servers is owned by Run's goroutine.
 	servers map[string]*server
 
@@ -102,8 +104,25 @@ func (m *Manager) HealthChanged() {
 	}
 }
 
+// Withhold advertises the devices of the given GPU and MIG UUIDs as
+// unhealthy, so that the kubelet hands none of them to a new pod, until the
+// next Withhold call replaces the set (nil releases every device). A layout
+// change withholds the GPUs it is about to change.
+func (m *Manager) Withhold(uuids []string) {
+	m.mu.Lock()
+	m.withheld = make(map[string]bool, len(uuids))
+	for _, u := range uuids {
+		m.withheld[u] = true
+	}
+	m.mu.Unlock()
+	m.HealthChanged()
+}
+
 func (m *Manager) healthy(uuid string) bool {
-	return m.health == nil || m.health.Healthy(uuid)
+	m.mu.Lock()
+	withheld := m.withheld[uuid]
+	m.mu.Unlock()
+	return !withheld && (m.health == nil || m.health.Healthy(uuid))
 }
 
 func (m *Manager) state() (*gpu.Machine, Options) {

@@ -1,0 +1,279 @@
+package reconcile_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/k8stest"
+	"github.com/tessera-gpu/tessera/pkg/mig"
+	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
+)
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+var (
+	allDisabled = repeat("disabled", 8)
+	all1g       = repeat("enabled:1g.10gb@0,1g.10gb@1,1g.10gb@2,1g.10gb@3,1g.10gb@4,1g.10gb@5,1g.10gb@6", 8)
+)
+
+// TestLabelFlow drives the layout manager through node labels on a real
+// kube-apiserver, with a simulated DGX H100 per node and the kubelet's own
+// PodResources server.
+func TestLabelFlow(t *testing.T) {
+	cp := k8stest.StartForTest(t)
+	client := clientFor(t, cp)
+
+	t.Run("relabel reaches success and re-advertises", func(t *testing.T) {
+		n := newNode(t, cp, "relabel", nil)
+		a := n.startAgent(n.opened)
+		states := n.recordStates()
+		poll(t, "the initial resources", func() (bool, error) {
+			return equalCounts(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
+		})
+		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
+		n.waitState(reconcile.MIGStateLabel, "all-1g.10gb", reconcile.StateSuccess)
+		if got := n.layout(); !slices.Equal(got, all1g) {
+			t.Errorf("layout = %v, want %v", got, all1g)
+		}
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !equalCounts(got, want) {
+			t.Errorf("resources = %v, want %v", got, want)
+		}
+		poll(t, "the state label history", func() (bool, error) {
+			return slices.Equal(states.get(), []string{"", reconcile.StatePending, reconcile.StateSuccess}), nil
+		})
+		n.waitEvent(reconcile.ReasonMIGPending, `"all-1g.10gb"`, "gpus 0,1,2,3,4,5,6,7")
+		n.waitEvent(reconcile.ReasonMIGApplied, `"all-1g.10gb"`)
+		// The new MIG devices are followed by the health tracker, hence
+		// advertised healthy, and nothing stays withheld.
+		want := `
+# HELP tessera_device_plugin_devices Device IDs advertised to the kubelet, per resource and health.
+# TYPE tessera_device_plugin_devices gauge
+tessera_device_plugin_devices{health="Healthy",resource="nvidia.com/mig-1g.10gb"} 56
+tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/mig-1g.10gb"} 0
+# HELP tessera_mig_layout_changes_total MIG layout changes by outcome: success (applied or already in place) or failure (the previous layout stays).
+# TYPE tessera_mig_layout_changes_total counter
+tessera_mig_layout_changes_total{result="failure"} 0
+tessera_mig_layout_changes_total{result="success"} 1
+# HELP tessera_mig_layout_state 1 for the MIG config the node label asks for and the state of its change (pending, success, failed).
+# TYPE tessera_mig_layout_state gauge
+tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
+`
+		if err := testutil.GatherAndCompare(a.reg, strings.NewReader(want), "tessera_device_plugin_devices",
+			"tessera_mig_layout_changes_total", "tessera_mig_layout_state"); err != nil {
+			t.Error(err)
+		}
+		if n, err := testutil.GatherAndCount(a.reg, "tessera_mig_layout_apply_duration_seconds"); err != nil || n != 1 {
+			t.Errorf("apply duration histogram: %d series, %v", n, err)
+		}
+	})
+
+	t.Run("sharing label, and sharing kept across a MIG change", func(t *testing.T) {
+		n := newNode(t, cp, "sharing", nil)
+		a := n.startAgent(n.opened)
+		n.label(reconcile.SharingConfigLabel, "shared")
+		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !equalCounts(got, want) {
+			t.Errorf("resources = %v, want %v", got, want)
+		}
+		n.label(reconcile.MIGConfigLabel, "half-1g.10gb")
+		n.waitState(reconcile.MIGStateLabel, "half-1g.10gb", reconcile.StateSuccess)
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8, "nvidia.com/mig-1g.10gb": 28}; !equalCounts(got, want) {
+			t.Errorf("resources after the MIG change = %v, want %v", got, want)
+		}
+		n.label(reconcile.SharingConfigLabel, "missing")
+		n.waitState(reconcile.SharingStateLabel, "missing", reconcile.StateFailed)
+		n.waitEvent("DevicePluginConfigFailed", `"missing"`, `serving "shared"`)
+	})
+
+	t.Run("bad config fails with the layout untouched", func(t *testing.T) {
+		n := newNode(t, cp, "bad-config", nil)
+		// A copy of the config file, to break it.
+		data, err := os.ReadFile(n.migFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.migFile = filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(n.migFile, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a := n.startAgent(n.opened)
+		n.label(reconcile.MIGConfigLabel, "all-3g.40gb")
+		n.waitState(reconcile.MIGStateLabel, "all-3g.40gb", reconcile.StateSuccess)
+		before, resources := n.layout(), counts(a.mgr)
+
+		tests := []struct {
+			label string
+			file  string
+			want  []string
+		}{
+			{label: "all-8x1g.10gb", want: []string{`"all-8x1g.10gb"`, "1g.10gb", "gpu 0"}},
+			{label: "no-such-config", want: []string{`"no-such-config"`}},
+			{label: "all-1g.10gb", file: "version: v1\nmig-configs:\n  all-1g.10gb: [\n", want: []string{`"all-1g.10gb"`, "config.yaml"}},
+		}
+		for _, tt := range tests {
+			if tt.file != "" {
+				if err := os.WriteFile(n.migFile, []byte(tt.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n.label(reconcile.MIGConfigLabel, tt.label)
+			n.waitState(reconcile.MIGStateLabel, tt.label, reconcile.StateFailed)
+			n.waitEvent(reconcile.ReasonMIGFailed, tt.want...)
+			if got := n.layout(); !slices.Equal(got, before) {
+				t.Errorf("%s: layout = %v, want it untouched: %v", tt.label, got, before)
+			}
+			if got := counts(a.mgr); !equalCounts(got, resources) {
+				t.Errorf("%s: resources = %v, want them untouched: %v", tt.label, got, resources)
+			}
+		}
+	})
+
+	t.Run("wait timeout fails, then a same-value relabel retries", func(t *testing.T) {
+		n := newNode(t, cp, "wait-timeout", nil)
+		a := n.startAgent(n.opened, withDrain(reconcile.DrainWait, time.Second))
+		gpu3 := n.sim.UUID(3)
+		n.hold("default", "trainer", "nvidia.com/gpu", gpu3)
+		states := n.recordStates()
+		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
+		n.waitState(reconcile.MIGStateLabel, "all-1g.10gb", reconcile.StateFailed)
+		n.waitEvent(reconcile.ReasonMIGFailed, `"all-1g.10gb"`, "timed out", "default/trainer", gpu3)
+		if got := n.layout(); !slices.Equal(got, allDisabled) {
+			t.Errorf("layout = %v, want it untouched", got)
+		}
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !equalCounts(got, want) {
+			t.Errorf("resources = %v, want %v", got, want)
+		}
+		// Nothing stays withheld after the failure.
+		if err := testutil.GatherAndCompare(a.reg, strings.NewReader(`
+# HELP tessera_device_plugin_devices Device IDs advertised to the kubelet, per resource and health.
+# TYPE tessera_device_plugin_devices gauge
+tessera_device_plugin_devices{health="Healthy",resource="nvidia.com/gpu"} 8
+tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
+`), "tessera_device_plugin_devices"); err != nil {
+			t.Error(err)
+		}
+
+		// The pod ends; the operator applies the same value again, clearing
+		// the state as docs/mig-layouts.md says.
+		n.release("default", "trainer")
+		n.label(reconcile.MIGConfigLabel, "all-1g.10gb", reconcile.MIGStateLabel, "")
+		n.waitState(reconcile.MIGStateLabel, "all-1g.10gb", reconcile.StateSuccess)
+		if got := n.layout(); !slices.Equal(got, all1g) {
+			t.Errorf("layout after the retry = %v, want %v", got, all1g)
+		}
+		poll(t, "the state label history", func() (bool, error) {
+			return slices.Equal(states.get(), []string{"", reconcile.StatePending, reconcile.StateFailed, "", reconcile.StatePending, reconcile.StateSuccess}), nil
+		})
+	})
+
+	t.Run("evict frees only the affected GPUs and honours disruption budgets", func(t *testing.T) {
+		n := newNode(t, cp, "evict", nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		n.runKubelet(ctx)
+		n.startAgent(n.opened, withDrain(reconcile.DrainEvict, 2*time.Second))
+		n.runningPod("evict-a", nil, "nvidia.com/gpu", n.sim.UUID(0))
+		n.runningPod("evict-b", map[string]string{"app": "evict-b"}, "nvidia.com/gpu", n.sim.UUID(1))
+
+		n.label(reconcile.MIGConfigLabel, "gpu0-3g.40gb")
+		n.waitState(reconcile.MIGStateLabel, "gpu0-3g.40gb", reconcile.StateSuccess)
+		if n.podExists("evict-a") {
+			t.Error("pod evict-a on gpu 0 was not evicted")
+		}
+		if !n.podExists("evict-b") {
+			t.Error("pod evict-b on gpu 1, which did not change, was evicted")
+		}
+		n.waitEvent(reconcile.ReasonMIGEvicting, "default/evict-a", `"gpu0-3g.40gb"`)
+		after := n.layout()
+
+		// A budget that allows no disruption protects evict-b: the change
+		// times out and fails, evict-b keeps running, the layout stays.
+		one := intstr.FromInt32(1)
+		pdb := &policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: "evict-b", Namespace: "default"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: &one,
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "evict-b"}}},
+		}
+		if _, err := client.PolicyV1().PodDisruptionBudgets("default").Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		n.label(reconcile.MIGConfigLabel, "gpu1-3g.40gb")
+		n.waitState(reconcile.MIGStateLabel, "gpu1-3g.40gb", reconcile.StateFailed)
+		n.waitEvent(reconcile.ReasonMIGFailed, `"gpu1-3g.40gb"`, "default/evict-b", "disruption budget")
+		if !n.podExists("evict-b") {
+			t.Error("pod evict-b was evicted despite its disruption budget")
+		}
+		if got := n.layout(); !slices.Equal(got, after) {
+			t.Errorf("layout = %v, want it untouched: %v", got, after)
+		}
+	})
+
+	t.Run("agent killed mid-apply, restarted: whole layout, not pending", func(t *testing.T) {
+		n := newNode(t, cp, "killed", nil)
+		nb := n.newBackend()
+		hang := &hangingBackend{Backend: nb, after: 10, hung: make(chan struct{})}
+		first := n.startAgent(hang)
+		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
+		select {
+		case <-hang.hung:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the apply never reached its 11th MIG device")
+		}
+		first.kill()
+		if got := n.labels()[reconcile.MIGStateLabel]; got != reconcile.StatePending {
+			t.Fatalf("state while the apply hangs = %q, want pending", got)
+		}
+		partial := n.layout()
+		if slices.Equal(partial, allDisabled) || slices.Equal(partial, all1g) {
+			t.Fatalf("layout when killed = %v, want a half-applied one", partial)
+		}
+
+		second := n.startAgent(nil)
+		n.waitState(reconcile.MIGStateLabel, "all-1g.10gb", reconcile.StateSuccess)
+		n.waitEvent(reconcile.ReasonMIGRecovered, `"all-1g.10gb"`)
+		if got := n.layout(); !slices.Equal(got, all1g) {
+			t.Errorf("layout after the restart = %v, want %v", got, all1g)
+		}
+		if got, want := counts(second.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !equalCounts(got, want) {
+			t.Errorf("resources = %v, want %v", got, want)
+		}
+	})
+}
+
+// hangingBackend hangs forever in the MIG device creation after the first
+// `after` ones, as a process killed there would stop: no error is returned
+// and no rollback runs.
+type hangingBackend struct {
+	mig.Backend
+	after int32
+	calls atomic.Int32
+	once  sync.Once
+	hung  chan struct{}
+}
+
+func (h *hangingBackend) CreateMIGDevice(ctx context.Context, index int, profile string, start int) (gpu.MIGDevice, error) {
+	if h.calls.Add(1) > h.after {
+		h.once.Do(func() { close(h.hung) })
+		select {} // killed: never returns
+	}
+	return h.Backend.CreateMIGDevice(ctx, index, profile, start)
+}

@@ -1,0 +1,484 @@
+package reconcile_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"k8s.io/klog/v2/ktesting"
+	"k8s.io/utils/clock"
+
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
+	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
+	"github.com/tessera-gpu/tessera/pkg/k8stest"
+	"github.com/tessera-gpu/tessera/pkg/mig"
+	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
+	"github.com/tessera-gpu/tessera/pkg/podresources"
+	"github.com/tessera-gpu/tessera/pkg/podresources/podresourcestest"
+)
+
+const (
+	migConfigFile = "testdata/dgx-h100.yaml"
+	// mixedConfig advertises MIG devices under their own resource names.
+	mixedConfig = "version: v1\nflags:\n  migStrategy: mixed\n"
+	// sharedConfig time-slices whole GPUs in two.
+	sharedConfig = "version: v1\nflags:\n  migStrategy: mixed\nsharing:\n  timeSlicing:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: 2\n"
+)
+
+// node is one simulated GPU node: a Node object in the API server, a
+// simulated DGX H100, a PodResources server and the files an agent reads.
+type node struct {
+	t       *testing.T
+	cp      *k8stest.ControlPlane
+	client  kubernetes.Interface
+	name    string
+	sim     *sim.Machine
+	opened  *backend.Opened
+	pods    *podresourcestest.Server
+	dpDir   string
+	journal string
+	migFile string
+
+	mu      sync.Mutex
+	holding map[string]podresourcestest.Pod
+}
+
+func newNode(t *testing.T, cp *k8stest.ControlPlane, name string, labels map[string]string) *node {
+	t.Helper()
+	ctx := t.Context()
+	client := clientFor(t, cp)
+	if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opened, err := backend.Open(ctx, "sim:dgx-h100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = opened.Close() })
+	dir := t.TempDir()
+	dpDir := filepath.Join(dir, "device-plugin")
+	if err := os.Mkdir(dpDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"mixed": mixedConfig, "shared": sharedConfig} {
+		if err := os.WriteFile(filepath.Join(dpDir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	migFile, err := filepath.Abs(migConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{
+		t: t, cp: cp, client: client, name: name, sim: opened.Sim, opened: opened,
+		pods: podresourcestest.Start(t), dpDir: dpDir, journal: filepath.Join(dir, "mig-journal.json"),
+		migFile: migFile, holding: map[string]podresourcestest.Pod{},
+	}
+}
+
+// agent is one gpu-agent process's layout manager and device plugin state.
+type agent struct {
+	r      *reconcile.Reconciler
+	mgr    *deviceplugin.Manager
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type agentOption func(*reconcile.Config)
+
+func withDrain(p reconcile.DrainPolicy, timeout time.Duration) agentOption {
+	return func(c *reconcile.Config) { c.Drain, c.DrainTimeout = p, timeout }
+}
+
+// startAgent starts an agent on n with the backend b (nil opens a new NVML
+// backend over the node's simulated machine, as a restarted process does).
+func (n *node) startAgent(b mig.Backend, opts ...agentOption) *agent {
+	t := n.t
+	t.Helper()
+	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logger))
+	if b == nil {
+		b = n.newBackend()
+	}
+	m, err := b.Discover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracker := health.NewTracker(health.DefaultPolicy(), clock.RealClock{}, deviceplugin.TrackedGPUs(m))
+	mgr := deviceplugin.NewManager(deviceplugin.Config{PluginDir: t.TempDir()}, tracker)
+	cfgr := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: n.dpDir, Default: "mixed"}, mgr, m)
+	node, err := n.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfgr.Apply(ctx, node.Labels[reconcile.SharingConfigLabel]); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	metrics, err := reconcile.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deviceplugin.NewMetrics(reg, mgr); err != nil {
+		t.Fatal(err)
+	}
+	cfg := reconcile.Config{
+		NodeName:     n.name,
+		Client:       clientFor(t, n.cp),
+		Machine:      m,
+		Discoverer:   b,
+		Layouts:      reconcile.MIGLayouts{File: n.migFile, Applier: mig.NewApplier(b, n.journal)},
+		Pods:         podresources.New(podresources.Options{Socket: n.pods.Socket()}),
+		Sharing:      cfgr,
+		Devices:      mgr,
+		Health:       tracker,
+		SharingDir:   n.dpDir,
+		DrainTimeout: 2 * time.Second,
+		ApplyTimeout: 20 * time.Second,
+		PollInterval: 20 * time.Millisecond,
+		Metrics:      metrics,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r, err := reconcile.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{r: r, mgr: mgr, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { a.done <- r.Run(ctx) }()
+	t.Cleanup(func() { a.stop(t) })
+	return a
+}
+
+// newBackend opens another NVML backend over the node's simulated machine,
+// as a restarted agent process does.
+func (n *node) newBackend() gpu.Backend {
+	n.t.Helper()
+	nb, err := nvmlbackend.New(n.sim.NVML(), nvmlbackend.WithName("sim:dgx-h100"))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { _ = nb.Close() })
+	return nb
+}
+
+// kill stops the agent as a killed process stops: its work in progress is
+// left where it is and Run is not waited for.
+func (a *agent) kill() {
+	a.cancel()
+	a.cancel = nil
+}
+
+// stop ends the agent and waits for Run to return.
+func (a *agent) stop(t *testing.T) {
+	if a.cancel == nil {
+		return
+	}
+	a.cancel()
+	a.cancel = nil
+	if err := <-a.done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// label sets (or, for "", removes) node labels.
+func (n *node) label(kv ...string) {
+	n.t.Helper()
+	labels := map[string]any{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			labels[kv[i]] = nil
+		} else {
+			labels[kv[i]] = kv[i+1]
+		}
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":%s}}`, mustJSON(n.t, labels))
+	if _, err := n.client.CoreV1().Nodes().Patch(context.Background(), n.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kubectl-label"}); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// clientFor returns a client of its own (the agent's, or the test's) with a
+// rate limit that test polling cannot exhaust.
+func clientFor(t *testing.T, cp *k8stest.ControlPlane) kubernetes.Interface {
+	t.Helper()
+	cfg := cp.RESTConfig()
+	cfg.QPS, cfg.Burst = 500, 1000
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// poll waits up to 30s for cond.
+func poll(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return cond()
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func (n *node) labels() map[string]string {
+	n.t.Helper()
+	got, err := n.client.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return got.Labels
+}
+
+// waitState waits for the MIG state label to become state for config want.
+func (n *node) waitState(key, want, state string) {
+	n.t.Helper()
+	config := reconcile.MIGConfigLabel
+	if key == reconcile.SharingStateLabel {
+		config = reconcile.SharingConfigLabel
+	}
+	poll(n.t, fmt.Sprintf("%s=%s for %s", key, state, want), func() (bool, error) {
+		l := n.labels()
+		return l[config] == want && l[key] == state, nil
+	})
+}
+
+// stateRecorder records every value a node's MIG state label takes.
+type stateRecorder struct {
+	mu     sync.Mutex
+	values []string
+}
+
+func (n *node) recordStates() *stateRecorder {
+	n.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n.t.Cleanup(cancel)
+	w, err := n.client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", n.name).String()})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	s := &stateRecorder{}
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			nd, ok := ev.Object.(*v1.Node)
+			if !ok {
+				continue
+			}
+			v := nd.Labels[reconcile.MIGStateLabel]
+			s.mu.Lock()
+			if len(s.values) == 0 || s.values[len(s.values)-1] != v {
+				s.values = append(s.values, v)
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *stateRecorder) get() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.values)
+}
+
+// layout describes the simulated machine's MIG layout per GPU.
+func (n *node) layout() []string {
+	n.t.Helper()
+	m, err := n.opened.Discover(context.Background())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return describeLayout(m)
+}
+
+func describeLayout(m *gpu.Machine) []string {
+	out := make([]string, 0, len(m.Devices))
+	for _, d := range m.Devices {
+		if !d.MIGEnabled {
+			out = append(out, "disabled")
+			continue
+		}
+		var ps []string
+		for _, md := range d.MIGDevices {
+			ps = append(ps, fmt.Sprintf("%s@%d", md.Profile, md.Placement.Start))
+		}
+		slices.Sort(ps)
+		out = append(out, "enabled:"+strings.Join(ps, ","))
+	}
+	return out
+}
+
+// counts is how many device IDs the device plugin advertises per resource.
+func counts(mgr *deviceplugin.Manager) map[string]int {
+	out := map[string]int{}
+	for _, r := range mgr.Resources() {
+		out[r.Name] = len(r.Devices)
+	}
+	return out
+}
+
+func equalCounts(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// waitEvent waits for an Event on the node with reason whose message holds every part.
+func (n *node) waitEvent(reason string, parts ...string) {
+	n.t.Helper()
+	poll(n.t, fmt.Sprintf("a %s event mentioning %q", reason, parts), func() (bool, error) {
+		return n.hasEvent(reason, parts...), nil
+	})
+}
+
+func (n *node) hasEvent(reason string, parts ...string) bool {
+	n.t.Helper()
+	evs, err := n.client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+next:
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Name != n.name || e.Reason != reason {
+			continue
+		}
+		for _, p := range parts {
+			if !strings.Contains(e.Message, p) {
+				continue next
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// hold makes the kubelet report that pod ns/name holds device ids of resource.
+func (n *node) hold(ns, name, resource string, ids ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.holding[ns+"/"+name] = podresourcestest.Pod{Namespace: ns, Name: name, Containers: []podresourcestest.Container{
+		{Name: "main", Devices: []podresourcestest.Device{{Resource: resource, IDs: ids}}},
+	}}
+	n.syncPods()
+}
+
+// release makes the kubelet forget pod ns/name.
+func (n *node) release(ns, name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.holding, ns+"/"+name)
+	n.syncPods()
+}
+
+func (n *node) syncPods() {
+	pods := make([]podresourcestest.Pod, 0, len(n.holding))
+	for _, k := range slices.Sorted(mapKeys(n.holding)) {
+		pods = append(pods, n.holding[k])
+	}
+	n.pods.SetPods(pods...)
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// runKubelet stands in for the node's kubelet: a pod of the node that is
+// being deleted (as an eviction does) stops holding its devices and is removed.
+func (n *node) runKubelet(ctx context.Context) {
+	n.t.Helper()
+	w, err := n.client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", n.name).String()})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*v1.Pod)
+			if !ok || p.DeletionTimestamp == nil {
+				continue
+			}
+			n.release(p.Namespace, p.Name)
+			zero := int64(0)
+			err := n.client.CoreV1().Pods(p.Namespace).Delete(context.WithoutCancel(ctx), p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			if err != nil && !apierrors.IsNotFound(err) {
+				n.t.Errorf("deleting pod %s/%s: %v", p.Namespace, p.Name, err)
+			}
+		}
+	}()
+}
+
+// runningPod creates a running pod on the node holding device ids.
+func (n *node) runningPod(name string, labels map[string]string, resource string, ids ...string) {
+	n.t.Helper()
+	ctx := context.Background()
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metav1.NamespaceDefault, Labels: labels},
+		Spec:       v1.PodSpec{NodeName: n.name, Containers: []v1.Container{{Name: "main", Image: "cuda"}}},
+	}
+	created, err := n.client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	created.Status = v1.PodStatus{Phase: v1.PodRunning, Conditions: []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue}}}
+	if _, err := n.client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		n.t.Fatal(err)
+	}
+	n.hold(p.Namespace, name, resource, ids...)
+}
+
+func (n *node) podExists(name string) bool {
+	n.t.Helper()
+	p, err := n.client.CoreV1().Pods(metav1.NamespaceDefault).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return p.DeletionTimestamp == nil
+}
