@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +32,8 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/podresources"
+	"github.com/tessera-gpu/tessera/pkg/telemetry"
 	"github.com/tessera-gpu/tessera/pkg/topology"
 	"github.com/tessera-gpu/tessera/pkg/version"
 )
@@ -61,6 +62,10 @@ type options struct {
 	healthXIDs     string
 	healthRecovery string
 	metricsAddress string
+
+	podResourcesSocket   string
+	podResourcesInterval time.Duration
+	collectionInterval   time.Duration
 }
 
 func newRootCommand() *cobra.Command {
@@ -86,6 +91,12 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&o.healthXIDs, "health-xid-policy", "", `XID policy: "ignore=default,63;critical=all" style clauses (default: application XIDs 13,31,43,45,68,94,109 ignored, the rest fatal)`)
 	f.StringVar(&o.metricsAddress, "metrics-address", ":9400", "address of the Prometheus /metrics endpoint; empty disables it")
 	f.StringVar(&o.healthRecovery, "health-recovery-period", "5m", "a GPU with no new fatal event for this long is healthy again")
+	f.DurationVar(&o.collectionInterval, "collection-interval", telemetry.DefaultInterval,
+		"how often GPU telemetry is collected into the snapshot /metrics serves")
+	f.StringVar(&o.podResourcesSocket, "pod-resources-socket", podresources.DefaultSocket,
+		"the kubelet's PodResources API socket, for the pod, namespace and container labels (metrics flow without them if it is unreachable)")
+	f.DurationVar(&o.podResourcesInterval, "pod-resources-interval", podresources.DefaultInterval,
+		"how often the cached view of which pod holds which device is refreshed")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	root.PersistentFlags().AddGoFlagSet(klogFlags)
@@ -226,6 +237,31 @@ func runAgent(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+
+	pods := podresources.New(podresources.Options{Socket: o.podResourcesSocket, Interval: o.podResourcesInterval, Clock: clk})
+	if err := pods.Register(reg); err != nil {
+		return fmt.Errorf("registering pod resources metrics: %w", err)
+	}
+	topts := telemetry.Options{
+		Backend:  b,
+		Machine:  m,
+		Pods:     pods,
+		Health:   tracker,
+		NodeName: o.nodeName,
+		Interval: o.collectionInterval,
+		Clock:    clk,
+		FatalXID: tracker.Policy().IsFatalXID,
+	}
+	if client != nil {
+		recorder, stopEvents := deviceplugin.NewEventRecorder(ctx, client, o.nodeName)
+		defer stopEvents()
+		topts.Recorder = recorder
+	}
+	exporter, err := telemetry.New(topts)
+	if err != nil {
+		return fmt.Errorf("creating the telemetry exporter: %w", err)
+	}
+
 	label := ""
 	if client != nil {
 		if o.nodeName == "" {
@@ -249,13 +285,16 @@ func runAgent(ctx context.Context, o *options) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mgr.Run(ctx) })
 	g.Go(func() error {
-		return deviceplugin.HealthLoop{Events: b, Tracker: tracker, Manager: mgr, Clock: clk}.Run(ctx)
+		events := telemetry.TeeEvents(b, exporter.ObserveEvent)
+		return deviceplugin.HealthLoop{Events: events, Tracker: tracker, Manager: mgr, Clock: clk}.Run(ctx)
 	})
+	g.Go(func() error { return pods.Run(ctx) })
+	g.Go(func() error { return exporter.Run(ctx) })
 	if client != nil {
 		g.Go(func() error { return cfgr.Run(ctx, client, o.nodeName) })
 	}
 	if o.metricsAddress != "" {
-		g.Go(func() error { return serveMetrics(ctx, o.metricsAddress, reg) })
+		g.Go(func() error { return serveMetrics(ctx, o.metricsAddress, exporter.Handler(reg)) })
 	}
 	err = g.Wait()
 	logger.Info("Shutting down")
@@ -263,9 +302,9 @@ func runAgent(ctx context.Context, o *options) error {
 }
 
 // serveMetrics serves /metrics until ctx is done.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) error {
+func serveMetrics(ctx context.Context, addr string, metrics http.Handler) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", metrics)
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()

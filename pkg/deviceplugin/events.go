@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/record"
 )
 
 // typedEventSink writes events through a typed client, like client-go's
@@ -26,4 +27,16 @@ func (s *typedEventSink) Patch(e *v1.Event, data []byte) (*v1.Event, error) {
 	return s.client.CoreV1().Events(e.Namespace).Patch(context.Background(), e.Name, "application/strategic-merge-patch+json", data, metav1.PatchOptions{})
 }
 
+// EventComponent is the source component of the agent's Events.
+const EventComponent = "tessera-gpu-agent"
+
 func eventScheme() *runtime.Scheme { return scheme.Scheme }
+
+// NewEventRecorder returns a recorder of Events from the agent on nodeName,
+// written through client, and the function that stops it.
+func NewEventRecorder(ctx context.Context, client kubernetes.Interface, nodeName string) (record.EventRecorder, func()) {
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedEventSink{client: client})
+	recorder := broadcaster.NewRecorder(eventScheme(), v1.EventSource{Component: EventComponent, Host: nodeName})
+	return recorder, broadcaster.Shutdown
+}
