@@ -1,6 +1,7 @@
 package scoring_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/tessera-gpu/tessera/pkg/scoring"
@@ -32,26 +33,37 @@ func benchTarget(b *testing.B, s *scoring.Scorer) []*scoring.Request {
 	return reqs
 }
 
-// BenchmarkScore scores pods on a DGX H100 (four whole GPUs, two partly used,
-// four MIG GPUs): "cached" is a Score call on a node whose state did not
-// change since the last call for the same request shape, "assume+score"
-// changes the node before every call (Assume or Forget, then Score), so the
-// score is recomputed from the incrementally kept state.
+// BenchmarkScore scores pods on a DGX H100: "mixed" has four whole GPUs (one
+// used) and four MIG GPUs, "idle" eight free whole GPUs. Modes:
+//   - cached: the node did not change since the last call for this request
+//     shape (the common case: a scheduling cycle scores every node, and
+//     only the node that got the last pod changed);
+//   - changed: a CPU-only pod is assumed or forgotten before every call, so
+//     the score is recomputed from the incrementally kept state (the
+//     whole-GPU choice, cached by free GPU set, survives);
+//   - cold: every cache of the node is dropped before every call (device-set
+//     search with look-ahead, keep and fragmentation from scratch).
+//
+// BenchmarkAllocateBaseline is topology.Allocate alone on the same idle
+// node, the baseline to read the ratios against.
 func BenchmarkScore(b *testing.B) {
 	layout := map[int][]string{4: {"1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"}, 5: {"1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb"}, 6: {"3g.40gb", "3g.40gb"}, 7: {"2g.20gb", "2g.20gb", "2g.20gb"}}
 	for _, tc := range []struct {
 		name string
+		node func(b *testing.B) scoring.NodeState
 		d    scoring.Demand
 	}{
-		{"2gpu", scoring.Demand{GPUs: 2, CPU: 24000, Memory: 256 << 10}},
-		{"1gpu", scoring.Demand{GPUs: 1, CPU: 8000, Memory: 64 << 10}},
-		{"mig-1g", scoring.Demand{MIGProfile: "1g.10gb", CPU: 2000, Memory: 16 << 10}},
+		{"mixed/2gpu", func(b *testing.B) scoring.NodeState { return use(nodeState(b, "dgx", "dgx-h100", layout), 1) }, scoring.Demand{GPUs: 2, CPU: 24000, Memory: 256 << 10}},
+		{"mixed/1gpu", func(b *testing.B) scoring.NodeState { return use(nodeState(b, "dgx", "dgx-h100", layout), 1) }, scoring.Demand{GPUs: 1, CPU: 8000, Memory: 64 << 10}},
+		{"mixed/mig-1g", func(b *testing.B) scoring.NodeState { return use(nodeState(b, "dgx", "dgx-h100", layout), 1) }, scoring.Demand{MIGProfile: "1g.10gb", CPU: 2000, Memory: 16 << 10}},
+		{"idle/4gpu", func(b *testing.B) scoring.NodeState { return nodeState(b, "dgx", "dgx-h100", nil) }, scoring.Demand{GPUs: 4, CPU: 48000, Memory: 512 << 10}},
+		{"idle/8gpu", func(b *testing.B) scoring.NodeState { return nodeState(b, "dgx", "dgx-h100", nil) }, scoring.Demand{GPUs: 8, CPU: 96000, Memory: 1 << 20}},
 	} {
-		for _, mode := range []string{"cached", "assume+score"} {
+		for _, mode := range []string{"cached", "changed", "cold"} {
 			b.Run(tc.name+"/"+mode, func(b *testing.B) {
 				s := newScorer(b, nil)
 				benchTarget(b, s)
-				n := newNode(b, s, use(nodeState(b, "dgx", "dgx-h100", layout), 1))
+				n := newNode(b, s, tc.node(b))
 				r := compile(b, s, tc.d)
 				other := compile(b, s, scoring.Demand{CPU: 1000})
 				if res := s.Score(n, r); res.Err != nil {
@@ -60,7 +72,8 @@ func BenchmarkScore(b *testing.B) {
 				var none scoring.Assignment
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if mode != "cached" {
+					switch mode {
+					case "changed":
 						var err error
 						if i%2 == 0 {
 							err = n.Assume(other, none)
@@ -70,6 +83,8 @@ func BenchmarkScore(b *testing.B) {
 						if err != nil {
 							b.Fatal(err)
 						}
+					case "cold":
+						scoring.DropCaches(n)
 					}
 					if res := s.Score(n, r); res.Err != nil {
 						b.Fatal(res.Err)
@@ -77,5 +92,20 @@ func BenchmarkScore(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+func BenchmarkAllocateBaseline(b *testing.B) {
+	s := newScorer(b, nil)
+	n := newNode(b, s, nodeState(b, "dgx", "dgx-h100", nil))
+	free := []int{0, 1, 2, 3, 4, 5, 6, 7}
+	for _, k := range []int{4, 8} {
+		b.Run(fmt.Sprintf("idle/%dgpu", k), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := n.Allocator().Allocate(free, nil, k); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -27,8 +27,13 @@ type NodeCache struct {
 	fragVer   uint64
 	fragEpoch uint64
 	fragVal   float64
-	bestVer   uint64
+	bestMask  uint64
+	bestOK    bool
 	best      []bestQ
+	whole     map[wholeKey]wholeEntry
+	cand      []int
+	migVer    uint64 // changes with the MIG slices' use and the GPUs' health
+	migMemo   map[migKey]migEntry
 
 	scratch   []int
 	migGPUs   []topology.MIGGPU
@@ -269,6 +274,7 @@ func (n *NodeCache) apply(r *Request, a Assignment, take bool) error {
 		n.st.GPUs[a.GPUs[0]].ShareFree -= int(sign) * d.ShareUnits
 	case KindMIG:
 		n.st.GPUs[a.GPUs[0]].MIGSlices[a.Slice].Used = take
+		n.migVer++
 	}
 	after := 0.0
 	for _, g := range a.GPUs {
@@ -288,16 +294,29 @@ func (n *NodeCache) SetHealthy(i int, healthy bool) error {
 	n.capacity -= n.gpuCapacity(i, false)
 	n.free -= n.gpuCapacity(i, true)
 	n.st.GPUs[i].Healthy = healthy
+	n.migVer++
 	n.capacity += n.gpuCapacity(i, false)
 	n.free += n.gpuCapacity(i, true)
 	n.version++
 	return nil
 }
 
+// wholeMask is the bit mask of the node's free, healthy whole GPUs.
+func (n *NodeCache) wholeMask() uint64 {
+	var m uint64
+	for i := range n.st.GPUs {
+		if g := &n.st.GPUs[i]; g.Mode == ModeWhole && g.Healthy && !g.Used {
+			m |= 1 << i
+		}
+	}
+	return m
+}
+
 // bestBefore is, per look-ahead size, the best quality the node's free whole
-// GPUs offer now (cached per state version).
+// GPUs offer now (cached per set of free whole GPUs).
 func (n *NodeCache) bestBefore(s *Scorer) []bestQ {
-	if n.bestVer == n.version && n.best != nil {
+	mask := n.wholeMask()
+	if n.bestOK && n.bestMask == mask {
 		return n.best
 	}
 	n.best = n.best[:0]
@@ -312,10 +331,7 @@ func (n *NodeCache) bestBefore(s *Scorer) []bestQ {
 		}
 		n.best = append(n.best, b)
 	}
-	if n.best == nil {
-		n.best = []bestQ{}
-	}
-	n.bestVer = n.version
+	n.bestMask, n.bestOK = mask, true
 	return n.best
 }
 
@@ -489,4 +505,10 @@ func (w *demandWorkload) shapes(limit int, dst []targetShape) []targetShape {
 		dst = append(dst, targetShape{r: w.reqs[i], p: w.weight[i] / sum})
 	}
 	return dst
+}
+
+// dropCaches forgets every derived value (tests measure the cold path).
+func (n *NodeCache) dropCaches() {
+	n.memo, n.whole, n.bestOK, n.migMemo = nil, nil, false, nil
+	n.fragVer = 0
 }

@@ -448,25 +448,60 @@ func (n *NodeCache) wholeFree(dst []int, r *Request) []int {
 
 func (s *Scorer) scoreWhole(n *NodeCache, r *Request, res *Result) error {
 	k := r.Demand.GPUs
-	free := n.wholeFree(nil, r)
+	free := n.wholeFree(n.cand[:0], r)
+	n.cand = free
 	if len(free) < k {
 		return fmt.Errorf("node %q has %d free healthy whole gpus of an allowed product, the pod asks for %d: %w", n.st.Name, len(free), k, ErrInfeasible)
 	}
-	set, err := n.alloc.Allocate(free, nil, k)
-	if err != nil {
-		return fmt.Errorf("node %q: allocating %d gpus: %w", n.st.Name, k, err)
+	// The set, its quality and the keep score depend only on the candidate
+	// GPUs, all free whole GPUs and k: cached by those, they survive
+	// changes of CPU, memory, MIG slices and shares.
+	key := wholeKey{cand: bitmask(free), all: n.wholeMask(), k: k}
+	e, ok := n.whole[key]
+	if !ok {
+		set, err := n.alloc.Allocate(free, nil, k)
+		if err != nil {
+			return fmt.Errorf("node %q: allocating %d gpus: %w", n.st.Name, k, err)
+		}
+		q, err := n.alloc.Quality(set)
+		if err != nil {
+			return fmt.Errorf("node %q: %w", n.st.Name, err)
+		}
+		e = wholeEntry{set: set, q: q, keep: n.keepScore(s, set)}
+		if n.whole == nil || len(n.whole) >= maxWholeEntries {
+			n.whole = map[wholeKey]wholeEntry{}
+		}
+		n.whole[key] = e
 	}
-	q, err := n.alloc.Quality(set)
-	if err != nil {
-		return fmt.Errorf("node %q: %w", n.st.Name, err)
-	}
-	res.Assignment.GPUs = set
-	res.Quality = q
-	res.Keep = n.keepScore(s, set)
+	res.Assignment.GPUs = e.set
+	res.Quality = e.q
+	res.Keep = e.keep
 	if k >= 2 {
-		res.Interconnect = InterconnectScore(q)
+		res.Interconnect = InterconnectScore(e.q)
 	}
 	return nil
+}
+
+// maxWholeEntries bounds a node's cache of whole-GPU choices.
+const maxWholeEntries = 64
+
+type wholeKey struct {
+	cand, all uint64
+	k         int
+}
+
+type wholeEntry struct {
+	set  []int
+	q    topology.Quality
+	keep float64
+}
+
+func bitmask(ps []int) uint64 {
+	var m uint64
+	for _, p := range ps {
+		m |= 1 << p
+	}
+	return m
 }
 
 // InterconnectScore maps a set's quality to [0, 1]: sets whose every pair is
@@ -533,6 +568,30 @@ func (n *NodeCache) keepScore(s *Scorer, set []int) float64 {
 }
 
 func (s *Scorer) scoreMIG(n *NodeCache, r *Request, res *Result) error {
+	// The choice depends only on the MIG GPUs' slices and health: cached
+	// by their version, it survives changes of CPU, whole GPUs and shares.
+	key := migKey{profile: r.profile, allowed: r.key.allowed}
+	if e, ok := n.migMemo[key]; ok && e.ver == n.migVer {
+		res.Assignment = e.a
+		return e.err
+	}
+	err := s.pickMIG(n, r, res)
+	if n.migMemo == nil || len(n.migMemo) >= maxWholeEntries {
+		n.migMemo = map[migKey]migEntry{}
+	}
+	n.migMemo[key] = migEntry{ver: n.migVer, a: res.Assignment, err: err}
+	return err
+}
+
+type migKey struct{ profile, allowed int }
+
+type migEntry struct {
+	ver uint64
+	a   Assignment
+	err error
+}
+
+func (s *Scorer) pickMIG(n *NodeCache, r *Request, res *Result) error {
 	n.migGPUs = n.migGPUs[:0]
 	n.migIdx = n.migIdx[:0]
 	for i := range n.st.GPUs {

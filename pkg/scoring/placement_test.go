@@ -319,6 +319,9 @@ func TestMIGSlicePlacement(t *testing.T) {
 			if err := n.Assume(r, a); err == nil || !strings.Contains(err.Error(), "used=true") {
 				t.Errorf("assuming the same slice twice: err = %v, want one saying it is used", err)
 			}
+			if next := s.Score(n, r); next.Err == nil && next.Assignment.GPUs[0] == a.GPUs[0] && next.Assignment.Slice == a.Slice {
+				t.Errorf("after Assume the same slice is offered again: %+v", next.Assignment)
+			}
 		})
 	}
 }
