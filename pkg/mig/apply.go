@@ -121,7 +121,7 @@ func (a *Applier) fail(ctx context.Context, rec *journalRecord, ae *ApplyError) 
 		return ae
 	}
 	rctx := context.WithoutCancel(ctx)
-	left, err := a.rollback(rctx, rec)
+	left, _, err := a.rollback(rctx, rec)
 	if err != nil {
 		ae.RollbackErr, ae.Left = err, left
 		logger.Error(err, "Rolling back the MIG apply failed; the journal keeps it for recovery", "journal", a.journal.path)
@@ -138,14 +138,23 @@ func (a *Applier) fail(ctx context.Context, rec *journalRecord, ae *ApplyError) 
 
 // rollback brings every GPU of rec back to its previous layout, last touched
 // first, and returns the layouts found afterwards.
-func (a *Applier) rollback(ctx context.Context, rec *journalRecord) (map[int]Layout, error) {
+//
+// A GPU no longer on the machine (its index gone, or another GPU at it) is
+// skipped and returned in gone: there is nothing left to restore on it, and
+// keeping the journal for it would block every later apply.
+func (a *Applier) rollback(ctx context.Context, rec *journalRecord) (left map[int]Layout, gone []int, _ error) {
 	m, err := a.b.Discover(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("discovering gpus to roll back: %w", err)
+		return nil, nil, fmt.Errorf("discovering gpus to roll back: %w", err)
 	}
 	var errs []error
 	for _, e := range slices.Backward(rec.GPUs) {
 		d, err := deviceOf(m, e.Index, e.UUID)
+		if errors.Is(err, gpu.ErrUnknownDevice) {
+			klog.FromContext(ctx).Info("GPU to roll back is gone; skipping it", "gpu", e.Index, "uuid", e.UUID, "reason", err.Error())
+			gone = append(gone, e.Index)
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -163,10 +172,13 @@ func (a *Applier) rollback(ctx context.Context, rec *journalRecord) (map[int]Lay
 	}
 	after, err := a.b.Discover(ctx)
 	if err != nil {
-		return nil, errors.Join(append(errs, fmt.Errorf("rediscovering gpus after the rollback: %w", err))...)
+		return nil, gone, errors.Join(append(errs, fmt.Errorf("rediscovering gpus after the rollback: %w", err))...)
 	}
-	left := map[int]Layout{}
+	left = map[int]Layout{}
 	for _, e := range rec.GPUs {
+		if slices.Contains(gone, e.Index) {
+			continue
+		}
 		d, err := deviceOf(after, e.Index, e.UUID)
 		if err != nil {
 			errs = append(errs, err)
@@ -178,7 +190,7 @@ func (a *Applier) rollback(ctx context.Context, rec *journalRecord) (map[int]Lay
 			errs = append(errs, fmt.Errorf("gpu %d has %s after the rollback, want %s", e.Index, l, e.Previous))
 		}
 	}
-	return left, errors.Join(errs...)
+	return left, gone, errors.Join(errs...)
 }
 
 // sweep destroys what is left of the GPU instances of the previous layout
@@ -229,14 +241,20 @@ func (a *Applier) Recover(ctx context.Context) (Recovered, error) {
 		}
 		out.GPUs = append(out.GPUs, RecoveredGPU{Index: e.Index, UUID: e.UUID, Found: found, Restored: e.Previous})
 	}
-	if _, err := a.rollback(ctx, rec); err != nil {
+	_, gone, err := a.rollback(ctx, rec)
+	for i := range out.GPUs {
+		out.GPUs[i].Gone = slices.Contains(gone, out.GPUs[i].Index)
+	}
+	if err != nil {
 		return out, fmt.Errorf("recovering the interrupted mig apply of config %q (journal %s): %w", rec.Config, a.journal.path, err)
 	}
 	if err := a.journal.clear(); err != nil {
 		return out, err
 	}
 	for _, g := range out.GPUs {
-		logger.Info("Rolled back GPU", "gpu", g.Index, "uuid", g.UUID, "found", g.Found.String(), "restored", g.Restored.String())
+		if !g.Gone {
+			logger.Info("Rolled back GPU", "gpu", g.Index, "uuid", g.UUID, "found", g.Found.String(), "restored", g.Restored.String())
+		}
 	}
 	return out, nil
 }
@@ -361,6 +379,9 @@ type RecoveredGPU struct {
 	// Found is the layout the GPU had at recovery; Restored the previous
 	// layout it was brought back to.
 	Found, Restored Layout
+	// Gone is set when the GPU is no longer on the machine (or another GPU
+	// has its index): it was skipped.
+	Gone bool
 }
 
 // Empty reports whether there was nothing to recover.
@@ -373,6 +394,10 @@ func (r Recovered) String() string {
 	}
 	parts := make([]string, len(r.GPUs))
 	for i, g := range r.GPUs {
+		if g.Gone {
+			parts[i] = fmt.Sprintf("gpu %d (%s) is gone, skipped", g.Index, g.UUID)
+			continue
+		}
 		parts[i] = fmt.Sprintf("gpu %d from %s back to %s", g.Index, g.Found, g.Restored)
 	}
 	return fmt.Sprintf("rolled back the interrupted apply of mig config %q: %s", r.Config, strings.Join(parts, "; "))

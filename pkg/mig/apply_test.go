@@ -14,6 +14,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
 	"github.com/tessera-gpu/tessera/pkg/mig"
 )
@@ -509,4 +510,40 @@ func (c *cancelAt) CreateMIGDevice(ctx context.Context, index int, profile strin
 func (c *cancelAt) DestroyMIGDevice(ctx context.Context, index int, gpuInstanceID int) error {
 	c.step()
 	return c.Backend.DestroyMIGDevice(ctx, index, gpuInstanceID)
+}
+
+// TestRecoverSkipsGoneGPUs recovers a journal on a machine whose GPUs are not
+// the journal's (replaced hardware): nothing to restore, and the journal must
+// not block later applies.
+func TestRecoverSkipsGoneGPUs(t *testing.T) {
+	f := exampleFile(t, gpuOperatorDefaults)
+	b := newSim(t, "dgx-h100")
+	p := mustPlan(t, f, "all-balanced", discover(t, b))
+	journal := filepath.Join(t.TempDir(), "mig-journal.json")
+	if !applyUntilCrash(t, b, journal, p, 3) {
+		t.Fatal("the apply did not reach its fourth step")
+	}
+	m, err := sim.Open("dgx-h100", sim.WithName("replaced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := nvmlbackend.New(m.NVML(), nvmlbackend.WithName("sim:replaced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	before := discover(t, other)
+	rec, err := mig.NewApplier(other, journal).Recover(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.GPUs) != 1 || !rec.GPUs[0].Gone || !strings.Contains(rec.String(), "gpu 0 ("+p.GPUs[0].UUID+") is gone, skipped") {
+		t.Errorf("Recover reported %s, want gpu 0 gone", rec)
+	}
+	if !sameLayouts(layouts(before), layouts(discover(t, other))) {
+		t.Error("Recover changed the GPUs of another machine")
+	}
+	if _, err := os.Stat(journal); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("journal left: %v", err)
+	}
 }
