@@ -496,6 +496,41 @@ func (p *Plan) AffectedUUIDs() []string {
 	return out
 }
 
+// Summary describes the plan on one line, for Events and logs: the GPUs that
+// change, grouped by their desired layout, and how many stay as they are:
+// `mig config "all-balanced": gpus 0-7 to mig enabled: 2g.10gb@0 1g.5gb@2 1g.5gb@3 3g.20gb@4`.
+func (p *Plan) Summary() string {
+	var order []string
+	gpus := map[string][]int{}
+	same := 0
+	for _, g := range p.GPUs {
+		if !g.Changed() {
+			same++
+			continue
+		}
+		d := g.Desired.String()
+		if _, ok := gpus[d]; !ok {
+			order = append(order, d)
+		}
+		gpus[d] = append(gpus[d], g.Index)
+	}
+	parts := make([]string, 0, len(order)+1)
+	for _, d := range order {
+		noun := "gpus"
+		if len(gpus[d]) == 1 {
+			noun = "gpu"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s to %s", noun, indexRanges(gpus[d]), d))
+	}
+	switch {
+	case len(order) == 0:
+		parts = append(parts, "no gpu changes")
+	case same > 0:
+		parts = append(parts, fmt.Sprintf("%d other gpus unchanged", same))
+	}
+	return fmt.Sprintf("mig config %q: %s", p.Config, strings.Join(parts, "; "))
+}
+
 // String renders the plan as Write does.
 func (p *Plan) String() string {
 	var b strings.Builder

@@ -309,3 +309,25 @@ func TestPlanErrorLines(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", e.Error(), wantErr)
 	}
 }
+
+func TestPlanSummary(t *testing.T) {
+	f := mustLoad(t, migPartedExample)
+	m := discover(t, newSim(t, "dgx-a100"))
+	tests := []struct {
+		config string
+		want   string
+	}{
+		{"all-disabled", `mig config "all-disabled": no gpu changes`},
+		{"all-3g.20gb", `mig config "all-3g.20gb": gpus 0-7 to mig enabled: 3g.20gb@0 3g.20gb@4`},
+		{"custom-config", `mig config "custom-config": gpu 4 to mig enabled: 1g.5gb@0 1g.5gb@1 1g.5gb@2 1g.5gb@3 1g.5gb@4 1g.5gb@5 1g.5gb@6; ` +
+			`gpu 5 to mig enabled: 2g.10gb@0 2g.10gb@2 2g.10gb@4; gpu 6 to mig enabled: 3g.20gb@0 3g.20gb@4; ` +
+			`gpu 7 to mig enabled: 2g.10gb@0 1g.5gb@2 1g.5gb@3 3g.20gb@4; 4 other gpus unchanged`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.config, func(t *testing.T) {
+			if got := mustPlan(t, f, tt.config, m).Summary(); got != tt.want {
+				t.Errorf("Summary() =\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
