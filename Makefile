@@ -61,6 +61,11 @@ verify: ## Check formatting, go.mod tidiness and that generated files are curren
 bench: ## Run the Go benchmarks (discovery + telemetry of a simulated DGX H100 with MIG).
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/... | tee $(BIN)/bench.txt
 
+.PHONY: bench-mig
+bench-mig: k8s-bins ## Relabel a simulated DGX H100 (all 8 GPUs change) against a real kube-apiserver: seconds to mig.config.state=success and NVML inits.
+	TESSERA_K8S_BIN_DIR=$(BIN) $(GO) test -run '^$$' -bench BenchmarkRelabel -benchtime 20x -count 1 ./pkg/mig/reconcile/ 2>&1 \
+		| grep -E '^(Benchmark|goos|goarch|pkg|cpu|PASS|FAIL|ok|---)|bench_test' | tee $(BIN)/bench-mig.txt
+
 TRACES ?= ../shared/traces
 ANCHOR ?= ../shared/benchmarks/fgd-anchor.csv
 

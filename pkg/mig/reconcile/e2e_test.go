@@ -125,7 +125,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 			file  string
 			want  []string
 		}{
-			{label: "all-8x1g.10gb", want: []string{`"all-8x1g.10gb"`, "1g.10gb", "gpu 0"}},
+			{label: "all-8x1g.10gb", want: []string{`"all-8x1g.10gb"`, "1g.10gb", "gpus 0-7", "at most 7"}},
 			{label: "no-such-config", want: []string{`"no-such-config"`}},
 			{label: "all-1g.10gb", file: "version: v1\nmig-configs:\n  all-1g.10gb: [\n", want: []string{`"all-1g.10gb"`, "config.yaml"}},
 		}
@@ -224,6 +224,40 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		}
 		if got := n.layout(); !slices.Equal(got, after) {
 			t.Errorf("layout = %v, want it untouched: %v", got, after)
+		}
+	})
+
+	t.Run("pending left by a stopped agent is finished at start", func(t *testing.T) {
+		n := newNode(t, cp, "stale-pending", map[string]string{
+			reconcile.MIGConfigLabel: "all-3g.40gb", reconcile.MIGStateLabel: reconcile.StatePending,
+		})
+		a := n.startAgent(n.opened)
+		n.waitState(reconcile.MIGStateLabel, "all-3g.40gb", reconcile.StateSuccess)
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-3g.40gb": 16}; !equalCounts(got, want) {
+			t.Errorf("resources = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("failed is kept at start until the operator asks again", func(t *testing.T) {
+		n := newNode(t, cp, "stale-failed", map[string]string{
+			reconcile.MIGConfigLabel: "all-3g.40gb", reconcile.MIGStateLabel: reconcile.StateFailed,
+		})
+		n.startAgent(n.opened)
+		// The loop handles changes in order: once the sharing label that
+		// follows is reported, the start is behind it.
+		n.label(reconcile.SharingConfigLabel, "shared")
+		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
+		if got := n.labels()[reconcile.MIGStateLabel]; got != reconcile.StateFailed {
+			t.Errorf("state at start = %q, want failed kept", got)
+		}
+		if got := n.layout(); !slices.Equal(got, allDisabled) {
+			t.Errorf("layout = %v, want it untouched", got)
+		}
+		// Any state value the agent did not write asks for a retry.
+		n.label(reconcile.MIGStateLabel, "retry")
+		n.waitState(reconcile.MIGStateLabel, "all-3g.40gb", reconcile.StateSuccess)
+		if got := n.layout(); !slices.Equal(got, repeat("enabled:3g.40gb@0,3g.40gb@4", 8)) {
+			t.Errorf("layout after the retry = %v", got)
 		}
 	})
 

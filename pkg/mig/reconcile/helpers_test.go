@@ -48,7 +48,7 @@ const (
 // node is one simulated GPU node: a Node object in the API server, a
 // simulated DGX H100, a PodResources server and the files an agent reads.
 type node struct {
-	t       *testing.T
+	t       testing.TB
 	cp      *k8stest.ControlPlane
 	client  kubernetes.Interface
 	name    string
@@ -63,7 +63,7 @@ type node struct {
 	holding map[string]podresourcestest.Pod
 }
 
-func newNode(t *testing.T, cp *k8stest.ControlPlane, name string, labels map[string]string) *node {
+func newNode(t testing.TB, cp *k8stest.ControlPlane, name string, labels map[string]string) *node {
 	t.Helper()
 	ctx := t.Context()
 	client := clientFor(t, cp)
@@ -192,7 +192,7 @@ func (a *agent) kill() {
 }
 
 // stop ends the agent and waits for Run to return.
-func (a *agent) stop(t *testing.T) {
+func (a *agent) stop(t testing.TB) {
 	if a.cancel == nil {
 		return
 	}
@@ -220,7 +220,7 @@ func (n *node) label(kv ...string) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) string {
+func mustJSON(t testing.TB, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -231,7 +231,7 @@ func mustJSON(t *testing.T, v any) string {
 
 // clientFor returns a client of its own (the agent's, or the test's) with a
 // rate limit that test polling cannot exhaust.
-func clientFor(t *testing.T, cp *k8stest.ControlPlane) kubernetes.Interface {
+func clientFor(t testing.TB, cp *k8stest.ControlPlane) kubernetes.Interface {
 	t.Helper()
 	cfg := cp.RESTConfig()
 	cfg.QPS, cfg.Burst = 500, 1000
@@ -243,7 +243,7 @@ func clientFor(t *testing.T, cp *k8stest.ControlPlane) kubernetes.Interface {
 }
 
 // poll waits up to 30s for cond.
-func poll(t *testing.T, what string, cond func() (bool, error)) {
+func poll(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		return cond()
