@@ -113,21 +113,23 @@ func TestApplyEveryExampleConfig(t *testing.T) {
 	}
 }
 
-// TestApplyTransitions applies every pair of fitting configs of NVIDIA's
-// GPU Operator file in turn: A, then B, then A again.
+// TestApplyTransitions applies every pair of fitting configs of each of
+// NVIDIA's files in turn: A, then B, then A again.
 func TestApplyTransitions(t *testing.T) {
-	f := exampleFile(t, gpuOperatorDefaults)
-	for _, machine := range []string{"dgx-a100", "dgx-h100"} {
-		names := fits[machine][gpuOperatorDefaults]
-		for _, from := range names {
-			t.Run(machine+"/from "+from, func(t *testing.T) {
-				b := newSim(t, machine)
-				applyConfig(t, b, f, from)
-				for _, to := range names {
-					applyConfig(t, b, f, to)
+	for _, which := range []string{migPartedExample, gpuOperatorDefaults} {
+		f := exampleFile(t, which)
+		for _, machine := range []string{"dgx-a100", "dgx-h100"} {
+			names := fits[machine][which]
+			for _, from := range names {
+				t.Run(machine+"/"+filepath.Base(which)+"/from "+from, func(t *testing.T) {
+					b := newSim(t, machine)
 					applyConfig(t, b, f, from)
-				}
-			})
+					for _, to := range names {
+						applyConfig(t, b, f, to)
+						applyConfig(t, b, f, from)
+					}
+				})
+			}
 		}
 	}
 }
