@@ -23,6 +23,13 @@ type podRef struct{ namespace, name string }
 
 func (p podRef) String() string { return p.namespace + "/" + p.name }
 
+// supersededError ends a drain whose config the operator replaced.
+type supersededError struct{ by string }
+
+func (e *supersededError) Error() string {
+	return fmt.Sprintf("superseded by mig config %q", e.by)
+}
+
 // evictRetry is how long a refused eviction waits before it is tried again.
 const evictRetry = 500 * time.Millisecond
 
@@ -40,6 +47,9 @@ func (l *loop) drain(ctx context.Context, node *v1.Node, want string, ids []stri
 	var refreshErr error
 	evictErr := map[podRef]error{}
 	err := wait.PollUntilContextCancel(ctx, l.cfg.PollInterval, true, func(ctx context.Context) (bool, error) {
+		if cur, err := l.watch.node(); err == nil && cur.Labels[MIGConfigLabel] != want {
+			return false, &supersededError{by: cur.Labels[MIGConfigLabel]}
+		}
 		if err := l.cfg.Pods.Refresh(ctx); err != nil {
 			refreshErr = fmt.Errorf("reading pod resources from the kubelet: %w", err)
 			logger.V(2).Info("Pod resources unavailable; retrying", "err", err)

@@ -185,6 +185,38 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		})
 	})
 
+	t.Run("a relabel while waiting for pods supersedes the wait", func(t *testing.T) {
+		n := newNode(t, cp, "superseded", nil)
+		n.startAgent(n.opened, withDrain(reconcile.DrainWait, time.Minute))
+		n.hold("default", "notebook", "nvidia.com/gpu", n.sim.UUID(3))
+		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
+		n.waitEvent(reconcile.ReasonMIGPending, `"all-1g.10gb"`)
+		n.label(reconcile.MIGConfigLabel, "gpu0-3g.40gb")
+		n.waitState(reconcile.MIGStateLabel, "gpu0-3g.40gb", reconcile.StateSuccess)
+		n.waitEvent(reconcile.ReasonMIGSuperseded, `"all-1g.10gb"`, `superseded by mig config "gpu0-3g.40gb"`)
+		want := append([]string{"enabled:3g.40gb@0,3g.40gb@4"}, repeat("disabled", 7)...)
+		if got := n.layout(); !slices.Equal(got, want) {
+			t.Errorf("layout = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("a mode change that needs a reset fails and is reported", func(t *testing.T) {
+		n := newNode(t, cp, "reset-required", nil)
+		if err := n.sim.SetResetRequiredForMIG(2, true); err != nil {
+			t.Fatal(err)
+		}
+		a := n.startAgent(n.opened)
+		n.label(reconcile.MIGConfigLabel, "all-3g.40gb")
+		n.waitState(reconcile.MIGStateLabel, "all-3g.40gb", reconcile.StateFailed)
+		n.waitEvent(reconcile.ReasonMIGFailed, `"all-3g.40gb"`, "gpu 2", "reset")
+		if got := n.layout(); !slices.Equal(got, allDisabled) {
+			t.Errorf("layout = %v, want every GPU back without MIG", got)
+		}
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !equalCounts(got, want) {
+			t.Errorf("resources = %v, want %v", got, want)
+		}
+	})
+
 	t.Run("evict frees only the affected GPUs and honours disruption budgets", func(t *testing.T) {
 		n := newNode(t, cp, "evict", nil)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -42,6 +42,9 @@ const (
 	ReasonMIGPending   = "MIGConfigPending"
 	ReasonMIGApplied   = "MIGConfigApplied"
 	ReasonMIGFailed    = "MIGConfigFailed"
+	// ReasonMIGSuperseded reports a change dropped, before it touched any
+	// GPU, for a newer value of the label.
+	ReasonMIGSuperseded = "MIGConfigSuperseded"
 	// ReasonMIGEvicting is recorded for each pod evicted to free a GPU.
 	ReasonMIGEvicting = "MIGConfigEvicting"
 )

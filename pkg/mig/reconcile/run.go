@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -203,7 +204,20 @@ func (l *loop) reconcileMIG(ctx context.Context, node *v1.Node, want string) {
 	l.recorder.Eventf(node, v1.EventTypeNormal, ReasonMIGPending, "mig config %q pending: changing %s", want, describeGPUs(affected))
 	logger.Info("Changing MIG layout", "gpus", describeGPUs(affected))
 	if err := l.change(ctx, node, want, plan, affected, uuids); err != nil {
-		l.fail(ctx, node, want, err)
+		var superseded *supersededError
+		switch {
+		case ctx.Err() != nil:
+			// The agent is stopping; the previous layout is in place (the
+			// applier rolls back a cancelled apply) and pending tells the
+			// next agent to finish the change.
+			logger.Info("MIG layout change interrupted by shutdown; the next start finishes it", "err", err)
+		case errors.As(err, &superseded):
+			// Nothing was touched; the next step handles the new value.
+			logger.Info("MIG layout change superseded before it started", "by", superseded.by)
+			l.recorder.Eventf(node, v1.EventTypeNormal, ReasonMIGSuperseded, "mig config %q not applied: %v", want, err)
+		default:
+			l.fail(ctx, node, want, err)
+		}
 		return
 	}
 	l.cfg.Metrics.outcome(true)
