@@ -293,6 +293,21 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		}
 	})
 
+	t.Run("without a MIG config file the MIG labels are left alone", func(t *testing.T) {
+		n := newNode(t, cp, "no-mig-file", nil)
+		n.startAgent(n.opened, func(c *reconcile.Config) { c.Layouts = nil })
+		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
+		// The loop handles changes in order: the sharing label follows.
+		n.label(reconcile.SharingConfigLabel, "shared")
+		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
+		if got, ok := n.labels()[reconcile.MIGStateLabel]; ok {
+			t.Errorf("MIG state = %q, want no state label", got)
+		}
+		if got := n.layout(); !slices.Equal(got, allDisabled) {
+			t.Errorf("layout = %v, want it untouched", got)
+		}
+	})
+
 	t.Run("agent killed mid-apply, restarted: whole layout, not pending", func(t *testing.T) {
 		n := newNode(t, cp, "killed", nil)
 		nb := n.newBackend()

@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -130,8 +129,8 @@ type Config struct {
 	Machine *gpu.Machine
 	// Discoverer rediscovers the machine after a recovery or a failed apply.
 	Discoverer gpu.Discoverer
-	// Layouts plans and applies MIG layouts; nil disables MIG layouts (the
-	// label is then refused with failed).
+	// Layouts plans and applies MIG layouts; nil leaves the MIG labels
+	// alone (only sharing configs are followed).
 	Layouts Layouts
 	// Pods answers who holds which device; required for MIG layout changes.
 	Pods PodResources
@@ -255,6 +254,3 @@ func (r *Reconciler) Recover(ctx context.Context) error {
 	}
 	return nil
 }
-
-// errNoLayouts refuses a MIG label on an agent that cannot change layouts.
-var errNoLayouts = errors.New("this agent does not manage mig layouts (no mig config file)")

@@ -102,6 +102,9 @@ func (l *loop) step(ctx context.Context, node *v1.Node) {
 	state := node.Labels[MIGStateLabel]
 	retry := l.watch.takeRetry(MIGStateLabel)
 	switch {
+	case l.cfg.Layouts == nil:
+		// Without a MIG config file the MIG labels belong to someone else
+		// (NVIDIA's mig-manager, say); leave them alone.
 	case first:
 		l.lastMIG = want
 		// A failed layout waits for the operator; anything else (pending
@@ -170,13 +173,9 @@ func (l *loop) reconcileMIG(ctx context.Context, node *v1.Node, want string) {
 	ctx = klog.NewContext(ctx, logger)
 	state := node.Labels[MIGStateLabel]
 
-	var plan Plan
 	var affected []gpu.Device
 	var uuids []string
-	err := errNoLayouts
-	if l.cfg.Layouts != nil {
-		plan, err = l.cfg.Layouts.Plan(ctx, want, l.machine)
-	}
+	plan, err := l.cfg.Layouts.Plan(ctx, want, l.machine)
 	if err == nil {
 		uuids = plan.AffectedUUIDs()
 		affected = affectedGPUs(l.machine, uuids)
