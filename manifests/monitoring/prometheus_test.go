@@ -21,7 +21,10 @@ import (
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	testclock "k8s.io/utils/clock/testing"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
@@ -30,6 +33,9 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu/gputest"
 	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
+	"github.com/tessera-gpu/tessera/pkg/k8stest"
+	"github.com/tessera-gpu/tessera/pkg/mig"
+	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 	prt "github.com/tessera-gpu/tessera/pkg/podresources/podresourcestest"
 	"github.com/tessera-gpu/tessera/pkg/telemetry"
@@ -47,6 +53,8 @@ type simNode struct {
 	exporter *telemetry.Exporter
 	kubelet  *prt.Server
 	pods     *podresources.Cache
+	backend  *nvmlbackend.Backend
+	registry *prometheus.Registry // the agent's own, served after the snapshot
 	url      string
 }
 
@@ -129,7 +137,7 @@ func startSimNode(t *testing.T) *simNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &simNode{sim: m, clock: clk, machine: machine, tracker: tracker, exporter: e, kubelet: kubelet, pods: pods}
+	n := &simNode{sim: m, clock: clk, machine: machine, tracker: tracker, exporter: e, kubelet: kubelet, pods: pods, backend: b, registry: reg}
 	n.observe(gpu.Event{Kind: gpu.EventXID, Index: 2, UUID: dev(2).UUID, XID: 13, GPUInstanceID: -1, ComputeInstanceID: -1})
 	n.observe(gpu.Event{Kind: gpu.EventXID, Index: 7, UUID: dev(7).UUID, XID: 79, GPUInstanceID: -1, ComputeInstanceID: -1})
 	// Two passes a collection interval apart: GPM readings need a previous sample.
@@ -150,6 +158,89 @@ func (n *simNode) observe(ev gpu.Event) {
 func (n *simNode) refresh(ctx context.Context) {
 	n.clock.Step(10 * time.Second)
 	n.exporter.Refresh(ctx)
+}
+
+// failingLayout is the MIG config the layout manager is asked for and must
+// refuse: an H100 has seven 1g.10gb slices, not eight.
+const failingLayout = "all-8x1g.10gb"
+
+// startLayoutManager runs the agent's MIG layout manager (pkg/mig/reconcile,
+// with pkg/mig's real planner on the simulated machine) against a real
+// kube-apiserver, for a Node that asks for failingLayout, and waits for the
+// node's state to become failed. Its metrics go to the agent's registry. It
+// returns why it did not run, or "".
+func startLayoutManager(t *testing.T, n *simNode) string {
+	t.Helper()
+	ctx := context.Background()
+	if os.Getenv(k8stest.EnvSkip) == "1" {
+		return "the layout manager needs etcd and kube-apiserver (" + k8stest.EnvSkip + "=1)"
+	}
+	cp := k8stest.StartForTest(t)
+	client, err := kubernetes.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name: nodeName, Labels: map[string]string{reconcile.MIGConfigLabel: failingLayout},
+	}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dpDir := filepath.Join(dir, "device-plugin")
+	if err := os.Mkdir(dpDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dpDir, "mixed"), []byte("version: v1\nflags:\n  migStrategy: mixed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	migFile, err := filepath.Abs("testdata/mig-configs.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr := deviceplugin.NewManager(deviceplugin.Config{PluginDir: filepath.Join(dir, "plugins")}, n.tracker)
+	cfgr := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: dpDir, Default: "mixed"}, mgr, n.machine)
+	if _, err := cfgr.Apply(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := reconcile.NewMetrics(n.registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := reconcile.New(reconcile.Config{
+		NodeName:   nodeName,
+		Client:     client,
+		Machine:    n.machine,
+		Discoverer: n.backend,
+		Layouts:    reconcile.MIGLayouts{File: migFile, Applier: mig.NewApplier(n.backend, filepath.Join(dir, "mig-journal.json"))},
+		Pods:       n.pods,
+		Sharing:    cfgr,
+		Devices:    mgr,
+		Health:     n.tracker,
+		Metrics:    metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("layout manager Run: %v", err)
+		}
+	})
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return node.Labels[reconcile.MIGStateLabel] == reconcile.StateFailed, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s=%s: %v", reconcile.MIGStateLabel, reconcile.StateFailed, err)
+	}
+	return ""
 }
 
 // promServer is a real Prometheus (the Debian package's binary) on
@@ -304,6 +395,7 @@ func TestPrometheus(t *testing.T) {
 	ctx := context.Background()
 
 	node := startSimNode(t)
+	layoutsSkipped := startLayoutManager(t, node)
 	target := strings.TrimPrefix(node.url, "http://")
 	prom := startPrometheus(ctx, t, bin, target, rulesFile(t, r))
 
@@ -387,8 +479,8 @@ func TestPrometheus(t *testing.T) {
 	t.Run("tessera dashboard", func(t *testing.T) {
 		queries := dashboardQueries(d)
 		for _, q := range queries {
-			if reason := notServedYet(q.Expr); reason != "" {
-				t.Logf("NOT CHECKED %s: %s", q.Name, reason)
+			if layoutsSkipped != "" && strings.Contains(q.Expr, "tessera_mig_layout_") {
+				t.Logf("NOT CHECKED %s: %s", q.Name, layoutsSkipped)
 				continue
 			}
 			expectSeries(t, q.Name, substitute(q.Expr))
@@ -437,22 +529,27 @@ func TestPrometheus(t *testing.T) {
 	// that some alerts fire (their expression as written returns the series
 	// named here) and the others do not.
 	dev := func(i int) string { return node.machine.Devices[i].UUID }
-	firing := map[string][]string{
-		"TesseraGPUFatalXID":         {dev(7)},
-		"TesseraGPUUnhealthy":        {dev(7)},
-		"TesseraGPUMemoryNearlyFull": {dev(3)},
-		"TesseraGPUHotButIdle":       nil, // the simulated GPUs run cool
-		"TesseraPodAttributionDown":  nil, // the kubelet answers, until the end
+	type firingOn struct {
+		label  model.LabelName
+		values []string
+	}
+	firing := map[string]firingOn{
+		"TesseraGPUFatalXID":           {"UUID", []string{dev(7)}},
+		"TesseraGPUUnhealthy":          {"UUID", []string{dev(7)}},
+		"TesseraGPUMemoryNearlyFull":   {"UUID", []string{dev(3)}},
+		"TesseraMIGLayoutChangeFailed": {"config", []string{failingLayout}},
+		"TesseraGPUHotButIdle":         {}, // the simulated GPUs run cool
+		"TesseraPodAttributionDown":    {}, // the kubelet answers, until "kubelet gone"
 	}
 	for _, a := range alerts(r) {
 		t.Run("alert "+a.Alert, func(t *testing.T) {
-			if reason := notServedYet(a.Expr); reason != "" {
-				t.Skipf("NOT CHECKED: %s", reason)
+			if layoutsSkipped != "" && strings.Contains(a.Expr, "tessera_mig_layout_") {
+				t.Skipf("NOT CHECKED: %s", layoutsSkipped)
 			}
 			expectSeries(t, a.Alert+" in bool form", boolify(a.Expr))
 			want, ok := firing[a.Alert]
 			if !ok {
-				t.Skipf("the simulated node has no state for %s", a.Alert)
+				t.Fatalf("the test does not say whether %s fires on the simulated node", a.Alert)
 			}
 			v, err := prom.query(ctx, a.Expr)
 			if err != nil {
@@ -460,10 +557,10 @@ func TestPrometheus(t *testing.T) {
 			}
 			var got []string
 			for _, s := range v {
-				got = append(got, string(s.Metric["UUID"]))
+				got = append(got, string(s.Metric[want.label]))
 			}
-			if strings.Join(got, ",") != strings.Join(want, ",") {
-				t.Errorf("%s fires for UUIDs %v, want %v:\n%s", a.Alert, got, want, v)
+			if strings.Join(got, ",") != strings.Join(want.values, ",") {
+				t.Errorf("%s fires for %s %v, want %v:\n%s", a.Alert, want.label, got, want.values, v)
 			}
 		})
 	}
@@ -487,16 +584,6 @@ func TestPrometheus(t *testing.T) {
 			}
 		}
 	})
-}
-
-// notServedYet names what the simulated agent does not serve yet.
-// TODO(monitoring): run pkg/mig/reconcile against the simulated node once it
-// is committed, so that its tessera_mig_layout_* metrics are checked too.
-func notServedYet(expr string) string {
-	if strings.Contains(expr, "tessera_mig_layout_") {
-		return "tessera_mig_layout_* come from pkg/mig/reconcile, which this test does not run yet"
-	}
-	return ""
 }
 
 // checkVariable evaluates a Grafana label_values(...) variable query the way
