@@ -50,6 +50,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 	stop, err := l.watch.start(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before the cache synced
+		}
 		return err
 	}
 	defer stop()
