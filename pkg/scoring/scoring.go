@@ -71,6 +71,67 @@ func Fragmentation(n *Node, shapes []Shape) float64 {
 	return out
 }
 
+// HoleResidue gives, for every free amount h = 0..1000 milli of one GPU,
+// the milli expected to stay free on that GPU for good if the pods of the
+// target workload keep arriving at random and each one that fits goes
+// into it: E(h) = h when no shape fits, else the mean of E(h − G) over the
+// shapes with G ≤ h, weighted by their probability. It ranks the holes a
+// shared pod can leave by how well the workload's sizes pair up in them
+// (350 milli beside a 650-milli pod is filled by a 320-milli pod; 210 beside
+// 470 + 320 waits for a rare 160), which FGD's fragmentation does not see
+// while some shape still fits. Whole-GPU shapes (any K) use all 1000 milli
+// of a GPU; CPU-only shapes are left out. The table is kept per GPU model,
+// as gpu_spec limits which shapes may use a model.
+type HoleResidue struct {
+	e [][MilliPerGPU + 1]float64 // by model ID, then free milli
+}
+
+// NewHoleResidue computes the residues against the shapes for the models
+// 0..models−1.
+func NewHoleResidue(shapes []Shape, models int) *HoleResidue {
+	hr := &HoleResidue{e: make([][MilliPerGPU + 1]float64, models)}
+	for m := range models {
+		e := &hr.e[m]
+		for h := range e {
+			var sum, w float64
+			for i := range shapes {
+				s := &shapes[i]
+				g := min(s.G, MilliPerGPU)
+				if g <= 0 || g > int64(h) || !s.AllowsModel(m) {
+					continue
+				}
+				sum += s.P * e[int64(h)-g]
+				w += s.P
+			}
+			if w == 0 {
+				e[h] = float64(h)
+			} else {
+				e[h] = sum / w
+			}
+		}
+	}
+	return hr
+}
+
+// At is the expected residue of one GPU of model modelID with free milli
+// free; a model outside the table keeps all of it.
+func (hr *HoleResidue) At(modelID int, free int64) float64 {
+	free = min(max(free, 0), MilliPerGPU)
+	if modelID < 0 || modelID >= len(hr.e) {
+		return float64(free)
+	}
+	return hr.e[modelID][free]
+}
+
+// Of is the summed expected residue of n's GPUs.
+func (hr *HoleResidue) Of(n *Node) float64 {
+	var out float64
+	for _, f := range n.GPUFree {
+		out += hr.At(n.ModelID, f)
+	}
+	return out
+}
+
 // CPUStranded is the free GPU milli of n that CPU will run out before: the
 // part of it beyond what the node's free CPU can feed at gpuPerCPU milli-GPU
 // per milli-CPU (the target workload's ratio, see GPUPerCPU).

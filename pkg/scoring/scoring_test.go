@@ -125,11 +125,15 @@ func benchShapes() []Shape {
 // BenchmarkNodeScore measures one node Score as the tessera policy computes
 // it: the node's fragmentation before the placement is cached per node (it
 // only changes when the node or the target does), so a Score is one
-// fragmentation of the node after the placement plus the packing terms.
+// fragmentation of the node after the placement (FGD's, the expected hole
+// residue and the CPU-stranded change) plus the packing terms.
 func BenchmarkNodeScore(b *testing.B) {
 	shapes := benchShapes()
+	holes := NewHoleResidue(shapes, 1)
+	ratio := GPUPerCPU(shapes)
 	node := newNode(64000, 1000, 1000, 700, 1000, 250, 1000, 0, 1000)
-	before := Fragmentation(node, shapes)
+	frag := func(n *Node) float64 { return Fragmentation(n, shapes) + 0.3*holes.Of(n) }
+	before := frag(node)
 	after := &Node{ModelID: 0, CPUFree: node.CPUFree - 4000, GPUFree: make([]int64, len(node.GPUFree))}
 	w := Weights{BestFit: 0.001}
 	var sink int64
@@ -145,9 +149,51 @@ func BenchmarkNodeScore(b *testing.B) {
 				whole++
 			}
 		}
-		sink += Quantize(Score(before, Fragmentation(after, shapes), total, whole, w))
+		fa := frag(after) + 0.3*(CPUStranded(after, ratio)-CPUStranded(node, ratio))
+		sink += Quantize(Score(before, fa, total, whole, w))
 	}
 	_ = sink
+}
+
+func TestHoleResidue(t *testing.T) {
+	half := Shape{CPU: 1000, K: 1, G: 500, P: 1}
+	big, small := Shape{K: 1, G: 600, P: 0.5}, Shape{K: 1, G: 300, P: 0.5}
+	tests := []struct {
+		name   string
+		shapes []Shape
+		model  int
+		free   []int64
+		want   []float64 // E at each free amount
+	}{
+		// Halves fill 1000 and 500 exactly; 700 keeps 200, 300 keeps all.
+		{"one share size", []Shape{half}, 0, []int64{0, 300, 500, 700, 1000}, []float64{0, 300, 0, 200, 0}},
+		// E(400) = E(100) = 100; E(700) = (E(100) + E(400))/2 = 100;
+		// E(1000) = (E(400) + E(700))/2 = 100; E(900) = (E(300) + E(600))/2 = 0.
+		{"two sizes pair up", []Shape{big, small}, 0, []int64{400, 500, 600, 700, 900, 1000}, []float64{100, 200, 0, 100, 0, 100}},
+		{"whole-gpu shape uses a free gpu", []Shape{{CPU: 1000, K: 2, G: 1000, P: 1}}, 0, []int64{999, 1000}, []float64{999, 0}},
+		{"cpu-only shapes are left out", []Shape{{CPU: 1000, P: 1}}, 0, []int64{1000}, []float64{1000}},
+		{"model not allowed", []Shape{{K: 1, G: 500, P: 1, Allowed: []bool{false, true}}}, 0, []int64{1000}, []float64{1000}},
+		{"model allowed", []Shape{{K: 1, G: 500, P: 1, Allowed: []bool{false, true}}}, 1, []int64{1000}, []float64{0}},
+		{"model outside the table keeps all", []Shape{half}, 5, []int64{1000}, []float64{1000}},
+		{"free clamped to the gpu", []Shape{half}, 0, []int64{-5, 1200}, []float64{0, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hr := NewHoleResidue(tt.shapes, 2)
+			for i, f := range tt.free {
+				if got := hr.At(tt.model, f); math.Abs(got-tt.want[i]) > 1e-9 {
+					t.Errorf("At(%d, %d) = %v, want %v", tt.model, f, got, tt.want[i])
+				}
+			}
+		})
+	}
+	t.Run("node sums its gpus", func(t *testing.T) {
+		hr := NewHoleResidue([]Shape{big, small}, 1)
+		n := &Node{ModelID: 0, CPUFree: 8000, GPUFree: []int64{400, 500, 1000, 0}}
+		if got, want := hr.Of(n), 100.0+200+100; math.Abs(got-want) > 1e-9 {
+			t.Errorf("Of() = %v, want %v", got, want)
+		}
+	})
 }
 
 func TestCPUStranded(t *testing.T) {

@@ -1,14 +1,21 @@
 package sim
 
-import "github.com/tessera-gpu/tessera/pkg/scoring"
+import (
+	"math"
+
+	"github.com/tessera-gpu/tessera/pkg/scoring"
+)
 
 // Tessera scores a placement by the drop in the node's expected GPU
 // fragmentation (pkg/scoring) against a target workload learned online: an
 // exponentially decayed histogram of the pods that arrived, seeded with the
-// trace's shape distribution. To FGD's fragmentation it adds the GPU milli
-// that the node's free CPU cannot feed at the target's CPU/GPU ratio
-// (CPU-stranded GPUs). The primary key is FGD's coarse integer score of the
-// drop, whose ties a small best-fit term breaks, then the node rank.
+// trace's shape distribution. The fragmentation is FGD's plus two terms:
+// the GPU milli that the node's free CPU cannot feed at the target's
+// CPU/GPU ratio (CPU-stranded GPUs), and the expected residue of each GPU's
+// free milli once the target's pods have filled it (scoring.HoleResidue:
+// how well the share sizes pair up). The primary key is the drop, in units
+// of Resolution milli; a small best-fit term breaks its ties, then the node
+// rank.
 type Tessera struct {
 	// Weights of the packing terms; nil uses DefaultTesseraWeights.
 	Weights *scoring.Weights
@@ -16,14 +23,18 @@ type Tessera struct {
 	// when > 0.
 	Decay, Prior, Coverage float64
 	Epoch                  int
-	// Scale sets the primary key trunc(100·σ(Δ/Scale)) as in FGD, the
-	// packing terms breaking its ties; 0 uses 1000 (FGD's), < 0 ranks by the
-	// exact Δ (which replays worse than the coarse key on openb).
-	Scale float64
+	// Resolution is the unit, in milli-GPU, of the drop in fragmentation
+	// that ranks nodes (drops in the same unit tie and go to the packing
+	// terms); 0 uses 1.
+	Resolution float64
 	// CPUWeight weighs GPU milli that the node's CPU cannot feed at the
 	// target workload's CPU/GPU ratio as extra fragmentation; 0 uses 0.3,
 	// < 0 turns the term off.
 	CPUWeight float64
+	// HoleWeight weighs the expected residue of the GPUs' free milli
+	// (scoring.HoleResidue) as extra fragmentation; 0 uses 0.3, < 0 turns
+	// the term off.
+	HoleWeight float64
 }
 
 // DefaultTesseraWeights are the packing weights of the tessera policy.
@@ -36,7 +47,20 @@ const (
 	tesseraCoverage = 0.95
 	// tesseraCPUWeight weighs CPU-stranded GPU milli like fragmentation.
 	tesseraCPUWeight = 0.3
+	// tesseraHoleWeight weighs the expected residue of free GPU milli.
+	tesseraHoleWeight = 0.3
 )
+
+// weightOr returns def for 0, 0 for a negative w, else w.
+func weightOr(w, def float64) float64 {
+	switch {
+	case w == 0:
+		return def
+	case w < 0:
+		return 0
+	}
+	return w
+}
 
 func (Tessera) Name() string { return "Tessera" }
 
@@ -45,20 +69,13 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 	if t.Weights != nil {
 		w = *t.Weights
 	}
-	decay, prior, epoch, scale := tesseraDecay, float64(tesseraPrior), tesseraEpoch, t.Scale
-	if scale == 0 {
-		scale = 1000
+	decay, prior, epoch, res := tesseraDecay, float64(tesseraPrior), tesseraEpoch, t.Resolution
+	if res <= 0 {
+		res = 1
 	}
 	coverage := tesseraCoverage
 	if t.Coverage > 0 {
 		coverage = t.Coverage
-	}
-	cpuW := t.CPUWeight
-	switch {
-	case cpuW == 0:
-		cpuW = tesseraCPUWeight
-	case cpuW < 0:
-		cpuW = 0
 	}
 	if t.Decay > 0 {
 		decay = t.Decay
@@ -72,9 +89,9 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 	n := len(run.State.Nodes)
 	s := &tesseraScorer{
 		every:   epoch,
-		coarse:  scale > 0,
-		cpuW:    cpuW,
-		scale:   scale,
+		cpuW:    weightOr(t.CPUWeight, tesseraCPUWeight),
+		holeW:   weightOr(t.HoleWeight, tesseraHoleWeight),
+		res:     res,
 		st:      run.State,
 		w:       w,
 		wl:      scoring.NewWorkload(decay, coverage),
@@ -92,18 +109,18 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 			s.wl.Observe(scoring.Shape{CPU: sh.CPU, K: sh.K, G: sh.G, Allowed: sh.Allowed}, sh.Spec, prior*sh.P)
 		}
 	}
-	s.shapes = s.wl.Shapes()
-	s.ratio = scoring.GPUPerCPU(s.shapes)
+	s.refresh()
 	return s
 }
 
 type tesseraScorer struct {
 	st      *State
 	every   int
-	coarse  bool
 	cpuW    float64
+	holeW   float64
 	ratio   float64
-	scale   float64
+	holes   *scoring.HoleResidue
+	res     float64
 	w       scoring.Weights
 	wl      *scoring.Workload
 	shapes  []scoring.Shape
@@ -134,10 +151,28 @@ func (s *tesseraScorer) observe(p *Pod) {
 	s.wl.Observe(scoring.Shape{CPU: p.CPU, K: p.K, G: p.G, Allowed: p.Allowed}, p.Spec, 1)
 	s.seen++
 	if s.seen%s.every == 0 {
-		s.shapes = s.wl.Shapes()
-		s.ratio = scoring.GPUPerCPU(s.shapes)
+		s.refresh()
 		s.epoch++
 	}
+}
+
+// refresh takes the current target workload and what derives from it.
+func (s *tesseraScorer) refresh() {
+	s.shapes = s.wl.Shapes()
+	s.ratio = scoring.GPUPerCPU(s.shapes)
+	if s.holeW != 0 {
+		s.holes = scoring.NewHoleResidue(s.shapes, len(s.st.Cluster.Models))
+	}
+}
+
+// frag is the node's fragmentation without the CPU term (which the score
+// adds as a difference).
+func (s *tesseraScorer) frag(nd *scoring.Node) float64 {
+	f := scoring.Fragmentation(nd, s.shapes)
+	if s.holeW != 0 {
+		f += s.holeW * s.holes.Of(nd)
+	}
+	return f
 }
 
 func (s *tesseraScorer) PreScore(p *Pod, _ []int) { s.observe(p) }
@@ -152,7 +187,7 @@ func (s *tesseraScorer) fragBefore(n int) float64 {
 	ns := &s.st.Nodes[n]
 	if s.bVer[n] != ns.Version || s.bEpoch[n] != s.epoch {
 		nd := s.node(n, ns.GPUFree, ns.CPUFree)
-		s.before[n] = scoring.Fragmentation(&nd, s.shapes)
+		s.before[n] = s.frag(&nd)
 		s.bVer[n], s.bEpoch[n] = ns.Version, s.epoch
 	}
 	return s.before[n]
@@ -161,7 +196,8 @@ func (s *tesseraScorer) fragBefore(n int) float64 {
 // scoreOn is the score of p on node n using the GPUs chosen by the usual
 // rule, or GPU gpu for a shared pod.
 func (s *tesseraScorer) scoreOn(p *Pod, n, gpu int) float64 {
-	// In coarse mode the result is FGD's integer score ×1e6 plus the packing terms.
+	// The result is the drop in fragmentation in units of s.res, ×1e6, plus
+	// the packing terms.
 	ns := &s.st.Nodes[n]
 	s.free = append(s.free[:0], ns.GPUFree...)
 	switch {
@@ -189,19 +225,14 @@ func (s *tesseraScorer) scoreOn(p *Pod, n, gpu int) float64 {
 		}
 	}
 	nd := s.node(n, s.free, ns.CPUFree-p.CPU)
-	after := scoring.Fragmentation(&nd, s.shapes)
+	after := s.frag(&nd)
 	if s.cpuW != 0 {
 		cur := s.node(n, ns.GPUFree, ns.CPUFree)
 		after += s.cpuW * (scoring.CPUStranded(&nd, s.ratio) - scoring.CPUStranded(&cur, s.ratio))
 	}
-	return s.key(scoring.Score(s.fragBefore(n), after, total, whole, s.w), s.fragBefore(n)-after)
-}
-
-func (s *tesseraScorer) key(v, delta float64) float64 {
-	if !s.coarse {
-		return v
-	}
-	return float64(int64(sigmoid(delta/s.scale)*100))*1e6 + (v - delta)
+	before := s.fragBefore(n)
+	delta := before - after
+	return math.Floor(delta/s.res)*1e6 + (scoring.Score(before, after, total, whole, s.w) - delta)
 }
 
 func (s *tesseraScorer) best(p *Pod, n int) (float64, int) {

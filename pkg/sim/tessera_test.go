@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -20,5 +21,48 @@ func TestTesseraReplay(t *testing.T) {
 	}
 	if res.Used != 4000 {
 		t.Errorf("used %d milli, want 4000", res.Used)
+	}
+}
+
+func TestTesseraPairsShareSizes(t *testing.T) {
+	// Two 1-GPU nodes: n0 has 320 milli free, n1 has 460. A 230-milli pod
+	// arrives. FGD's fragmentation alone prefers n0 (90 milli left, which no
+	// shape can use, against 230 that only a 230 or 160 can); the expected
+	// hole residue sees that n1's 230 left is exactly a second 230-milli pod,
+	// and that n0's 320 would take the frequent 320-milli pods.
+	c := newCluster(t, "n0,64000,262144,1,V100M16", "n1,64000,262144,1,V100M16")
+	var rows []string
+	for _, sh := range []struct{ n, g int }{{35, 810}, {10, 650}, {30, 470}, {15, 320}, {7, 230}, {3, 160}} {
+		rows = append(rows, podRows(fmt.Sprintf("g%d", sh.g), sh.n, 1000, 1024, 1, sh.g, "")...)
+	}
+	tr := newTrace(t, c, rows...)
+	tests := []struct {
+		name   string
+		policy Tessera
+		want   int
+	}{
+		{"fragmentation alone", Tessera{HoleWeight: -1, CPUWeight: -1}, 0},
+		{"with hole residue", Tessera{CPUWeight: -1}, 1},
+		{"default", Tessera{}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := NewState(c)
+			st.Commit(podOf(0, 1, 680), 0, []int{0})
+			st.Commit(podOf(0, 1, 540), 1, []int{0})
+			sc := tt.policy.NewScorer(&Run{State: st, Trace: tr, Target: tr.Target, Rank: []int{0, 1}})
+			p := podOf(1000, 1, 230)
+			s0, s1 := sc.Score(p, 0), sc.Score(p, 1)
+			got := 0
+			if s1 > s0 {
+				got = 1
+			}
+			if got != tt.want {
+				t.Errorf("scores n0 %d, n1 %d: chose n%d, want n%d", s0, s1, got, tt.want)
+			}
+			if g := sc.SharedGPU(p, got); g != 0 {
+				t.Errorf("SharedGPU = %d, want 0", g)
+			}
+		})
 	}
 }
