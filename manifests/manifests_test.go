@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
+	"github.com/tessera-gpu/tessera/pkg/mig"
 )
 
 func TestManifestsDecode(t *testing.T) {
@@ -26,6 +27,12 @@ func TestManifestsDecode(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests: %v", err)
 	}
+	migConfigs := 0
+	defer func() {
+		if migConfigs != 1 {
+			t.Errorf("found %d tessera-mig-parted-config ConfigMaps in base/, want 1", migConfigs)
+		}
+	}()
 	decoder := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
 	for _, f := range files {
 		if filepath.Base(f) == "kustomization.yaml" {
@@ -60,6 +67,20 @@ func TestManifestsDecode(t *testing.T) {
 				for key, value := range cm.Data {
 					if _, err := config.Parse([]byte(value)); err != nil {
 						t.Errorf("%s: device plugin config %q: %v", f, key, err)
+					}
+				}
+			}
+			if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == "tessera-mig-parted-config" {
+				migConfigs++
+				mf, err := mig.Parse([]byte(cm.Data["config.yaml"]), f+": config.yaml")
+				if err != nil {
+					t.Errorf("%s: mig-parted config: %v", f, err)
+					continue
+				}
+				// The label values GPU Operator users rely on.
+				for _, name := range []string{"all-disabled", "all-enabled", "all-1g.10gb", "all-balanced"} {
+					if _, ok := mf.Configs[name]; !ok {
+						t.Errorf("%s: mig-parted config lacks %q (has %v)", f, name, mf.Names())
 					}
 				}
 			}

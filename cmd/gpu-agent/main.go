@@ -32,6 +32,8 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/mig"
+	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 	"github.com/tessera-gpu/tessera/pkg/telemetry"
 	"github.com/tessera-gpu/tessera/pkg/topology"
@@ -63,6 +65,13 @@ type options struct {
 	healthRecovery string
 	metricsAddress string
 
+	migConfigFile   string
+	migConfig       string
+	migJournal      string
+	migDrainPolicy  string
+	migDrainTimeout time.Duration
+	migApplyTimeout time.Duration
+
 	podResourcesSocket   string
 	podResourcesInterval time.Duration
 	collectionInterval   time.Duration
@@ -91,6 +100,18 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&o.healthXIDs, "health-xid-policy", "", `XID policy: "ignore=default,63;critical=all" style clauses (default: application XIDs 13,31,43,45,68,94,109 ignored, the rest fatal)`)
 	f.StringVar(&o.metricsAddress, "metrics-address", ":9400", "address of the Prometheus /metrics endpoint; empty disables it")
 	f.StringVar(&o.healthRecovery, "health-recovery-period", "5m", "a GPU with no new fatal event for this long is healthy again")
+	f.StringVar(&o.migConfigFile, "mig-config-file", "",
+		"mig-parted config file (a mounted ConfigMap key) whose named layouts the node label "+reconcile.MIGConfigLabel+" selects; empty leaves MIG alone")
+	f.StringVar(&o.migConfig, "mig-config", "",
+		"standalone only (no Kubernetes API): the layout of --mig-config-file to apply at start; in a cluster the node label chooses")
+	f.StringVar(&o.migJournal, "mig-journal", "",
+		"file recording a layout change in progress, so that an agent restarted mid-change rolls it back (keep it on a hostPath)")
+	f.StringVar(&o.migDrainPolicy, "mig-drain-policy", string(reconcile.DrainWait),
+		"what happens to pods holding a GPU whose layout changes: wait (for them to finish) or evict (through the Eviction API, honouring PodDisruptionBudgets)")
+	f.DurationVar(&o.migDrainTimeout, "mig-drain-timeout", 5*time.Minute,
+		"how long a layout change waits for pods to leave the GPUs it changes before it fails")
+	f.DurationVar(&o.migApplyTimeout, "mig-apply-timeout", 5*time.Minute,
+		"how long applying a layout may take before it is rolled back and fails")
 	f.DurationVar(&o.collectionInterval, "collection-interval", telemetry.DefaultInterval,
 		"how often GPU telemetry is collected into the snapshot /metrics serves")
 	f.StringVar(&o.podResourcesSocket, "pod-resources-socket", podresources.DefaultSocket,
@@ -199,6 +220,21 @@ func runAgent(ctx context.Context, o *options) error {
 	if err != nil {
 		return fmt.Errorf("invalid --share-policy: %w", err)
 	}
+	drain, err := reconcile.ParseDrainPolicy(o.migDrainPolicy)
+	if err != nil {
+		return fmt.Errorf("invalid --mig-drain-policy: %w", err)
+	}
+	if o.migConfig != "" && o.migConfigFile == "" {
+		return fmt.Errorf("--mig-config=%s needs --mig-config-file", o.migConfig)
+	}
+	client, err := kubeClient(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	if client != nil && o.migConfig != "" {
+		return fmt.Errorf("--mig-config=%s is for standalone runs; in a cluster label the node: kubectl label node %s %s=%s --overwrite",
+			o.migConfig, o.nodeName, reconcile.MIGConfigLabel, o.migConfig)
+	}
 	b, err := open(ctx, o)
 	if err != nil {
 		return err
@@ -207,6 +243,12 @@ func runAgent(ctx context.Context, o *options) error {
 	m, err := b.Discover(ctx)
 	if err != nil {
 		return fmt.Errorf("discovering gpus: %w", err)
+	}
+	applier := mig.NewApplier(b, o.migJournal)
+	if o.migConfig != "" {
+		if m, err = applyStandaloneLayout(ctx, applier, o.migConfigFile, o.migConfig, m); err != nil {
+			return err
+		}
 	}
 	if len(m.Devices) == 0 {
 		logger.Info("Advertising no GPUs", "backend", m.Backend, "reason", noGPUReason(m))
@@ -232,11 +274,6 @@ func runAgent(ctx context.Context, o *options) error {
 		return fmt.Errorf("registering device plugin metrics: %w", err)
 	}
 	cfgr.SetMetrics(metrics)
-
-	client, err := kubeClient(o.kubeconfig)
-	if err != nil {
-		return err
-	}
 
 	pods := podresources.New(podresources.Options{Socket: o.podResourcesSocket, Interval: o.podResourcesInterval, Clock: clk})
 	if err := pods.Register(reg); err != nil {
@@ -282,6 +319,30 @@ func runAgent(ctx context.Context, o *options) error {
 	}
 	logger.Info("Device plugin config applied", "config", name)
 
+	var layouts *reconcile.Reconciler
+	if client != nil {
+		rcfg := reconcile.Config{
+			NodeName: o.nodeName, Client: client, Machine: m, Discoverer: b,
+			Pods: pods, Sharing: cfgr, Devices: mgr, Health: tracker, SharingDir: o.configDir,
+			Drain: drain, DrainTimeout: o.migDrainTimeout, ApplyTimeout: o.migApplyTimeout,
+			OnMachine: exporter.SetMachine,
+		}
+		if o.migConfigFile != "" {
+			rcfg.Layouts = reconcile.MIGLayouts{File: o.migConfigFile, Applier: applier}
+		}
+		if rcfg.Metrics, err = reconcile.NewMetrics(reg); err != nil {
+			return fmt.Errorf("registering layout metrics: %w", err)
+		}
+		if layouts, err = reconcile.New(rcfg); err != nil {
+			return err
+		}
+		// Before anything is advertised: never serve half a layout an
+		// agent stopped in the middle of.
+		if err := layouts.Recover(ctx); err != nil {
+			logger.Error(err, "Recovering an interrupted MIG layout change; the label reconcile will replan")
+		}
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mgr.Run(ctx) })
 	g.Go(func() error {
@@ -290,8 +351,8 @@ func runAgent(ctx context.Context, o *options) error {
 	})
 	g.Go(func() error { return pods.Run(ctx) })
 	g.Go(func() error { return exporter.Run(ctx) })
-	if client != nil {
-		g.Go(func() error { return cfgr.Run(ctx, client, o.nodeName) })
+	if layouts != nil {
+		g.Go(func() error { return layouts.Run(ctx) })
 	}
 	if o.metricsAddress != "" {
 		g.Go(func() error { return serveMetrics(ctx, o.metricsAddress, exporter.Handler(reg)) })
@@ -299,6 +360,32 @@ func runAgent(ctx context.Context, o *options) error {
 	err = g.Wait()
 	logger.Info("Shutting down")
 	return err
+}
+
+// applyStandaloneLayout applies layout name of file at start when no node
+// label can choose one, and returns the machine as it is afterwards.
+func applyStandaloneLayout(ctx context.Context, applier *mig.Applier, file, name string, m *gpu.Machine) (*gpu.Machine, error) {
+	if _, err := applier.Recover(ctx); err != nil {
+		return nil, fmt.Errorf("recovering an interrupted MIG layout change: %w", err)
+	}
+	f, err := mig.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := mig.NewPlan(f, name, m)
+	if err != nil {
+		return nil, err
+	}
+	if plan.Empty() {
+		klog.FromContext(ctx).Info("MIG layout already in place", "config", name)
+		return m, nil
+	}
+	out, err := applier.Apply(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	klog.FromContext(ctx).Info("MIG layout applied", "config", name, "plan", plan.Summary())
+	return out, nil
 }
 
 // serveMetrics serves /metrics until ctx is done.
