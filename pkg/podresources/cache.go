@@ -53,8 +53,11 @@ type Options struct {
 // Status says whether the last refresh succeeded, why not, and when the view
 // was last refreshed successfully (zero before the first success).
 type Status struct {
-	OK      bool
+	OK bool
+	// Reason is the last error in words; Class its short class (one of the
+	// Reason* constants), fit for a metric label.
 	Reason  string
+	Class   string
 	Updated time.Time
 }
 
@@ -96,7 +99,7 @@ func New(o Options) *Cache {
 	c := &Cache{
 		opts:   o,
 		byID:   map[string][]Holder{},
-		status: Status{Reason: "not refreshed yet"},
+		status: Status{Reason: "not refreshed yet", Class: ReasonNotRefreshed},
 	}
 	c.metrics = newMetrics(c)
 	return c
@@ -161,8 +164,9 @@ func (c *Cache) Refresh(ctx context.Context) error {
 		c.mu.Lock()
 		c.status.OK = false
 		c.status.Reason = err.Error()
+		c.status.Class = reasonClass(err)
 		c.mu.Unlock()
-		c.metrics.errors.WithLabelValues(reasonClass(err)).Inc()
+		c.metrics.errors.WithLabelValues(c.status.Class).Inc()
 		return err
 	}
 	all, byID := index(resp)
@@ -299,6 +303,8 @@ const (
 	ReasonUnavailable      = "unavailable"
 	ReasonResponseTooLarge = "response_too_large"
 	ReasonListFailed       = "list_failed"
+	// ReasonNotRefreshed is the class before the first refresh.
+	ReasonNotRefreshed = "not_refreshed_yet"
 )
 
 func reasonClass(err error) string {

@@ -421,7 +421,7 @@ func TestKubeletPodResources(t *testing.T) {
 		t.Error("series keep pod labels from a view older than PodsMaxAge")
 	}
 	up := seriesOf(body, "tessera_telemetry_pod_labels_up")
-	if len(up) != 1 || !strings.HasSuffix(up[0], " 0") || !strings.Contains(up[0], "not found") {
+	if len(up) != 1 || !strings.HasSuffix(up[0], " 0") || !strings.Contains(up[0], `reason="socket_not_found"`) {
 		t.Errorf("tessera_telemetry_pod_labels_up = %v, want 0 with the missing socket as reason", up)
 	}
 	if len(seriesOf(body, "DCGM_FI_DEV_GPU_TEMP")) != 8 {

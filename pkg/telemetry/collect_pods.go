@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"slices"
+
+	"github.com/tessera-gpu/tessera/pkg/podresources"
 )
 
 var (
 	podLabelsUpDesc = gaugeDesc("tessera_telemetry_pod_labels_up",
-		"1 if GPU series carry pod, namespace and container labels from the kubelet's PodResources view, 0 if they cannot; reason says why (also while a failing view is still used).")
+		"1 if GPU series carry pod, namespace and container labels from the kubelet's PodResources view, 0 if they cannot; reason is the class of the last failure (also while a failing view is still used): not_configured, not_refreshed_yet, socket_not_found, socket_error, timeout, unavailable, response_too_large, list_failed; the agent's log has the details.")
 	podDevicesDesc = gaugeDesc("tessera_pod_gpu_devices",
 		"Devices of this node's GPUs (whole GPUs, MIG devices, shares) allocated to the container, by resource.")
 )
@@ -20,12 +22,14 @@ type podsCollector struct{}
 func (podsCollector) Name() string { return "pods" }
 
 func (podsCollector) Update(_ context.Context, p *pass, b *builder) error {
-	reason := p.podStatus.Reason
+	// A short class, not the error text: the label must not grow a new
+	// series for every distinct gRPC message.
+	reason := p.podStatus.Class
 	switch {
 	case !p.pods:
-		reason = "no PodResources view configured"
-	case !p.podStatus.OK && p.podStatus.Updated.IsZero() && reason == "":
-		reason = "PodResources view not available yet"
+		reason = "not_configured"
+	case !p.podStatus.OK && reason == "":
+		reason = podresources.ReasonNotRefreshed
 	}
 	b.gauge(&podLabelsUpDesc, labels{label("reason", reason)}, boolValue(p.podsUsable))
 	if !p.podsUsable {

@@ -160,18 +160,23 @@ func TestPodResourcesStatus(t *testing.T) {
 		},
 		{
 			name:   "kubelet socket missing from the start",
-			status: podresources.Status{Reason: "kubelet socket /var/lib/kubelet/pod-resources/kubelet.sock not found"},
-			wantUp: `tessera_telemetry_pod_labels_up{reason="kubelet socket /var/lib/kubelet/pod-resources/kubelet.sock not found"} 0`,
+			status: podresources.Status{Reason: "kubelet socket /var/lib/kubelet/pod-resources/kubelet.sock not found", Class: podresources.ReasonSocketNotFound},
+			wantUp: `tessera_telemetry_pod_labels_up{reason="socket_not_found"} 0`,
 		},
 		{
 			name:       "failing for less than PodsMaxAge keeps the last view",
-			status:     podresources.Status{Reason: "list pod resources: unavailable", Updated: epoch.Add(-20 * time.Second)},
-			wantLabels: true, wantUp: `tessera_telemetry_pod_labels_up{reason="list pod resources: unavailable"} 1`,
+			status:     podresources.Status{Reason: "list pod resources: unavailable", Class: podresources.ReasonUnavailable, Updated: epoch.Add(-20 * time.Second)},
+			wantLabels: true, wantUp: `tessera_telemetry_pod_labels_up{reason="unavailable"} 1`,
 		},
 		{
 			name:   "failing for longer than PodsMaxAge drops pod labels",
-			status: podresources.Status{Reason: "list pod resources: unavailable", Updated: epoch.Add(-31 * time.Second)},
-			wantUp: `tessera_telemetry_pod_labels_up{reason="list pod resources: unavailable"} 0`,
+			status: podresources.Status{Reason: "list pod resources: unavailable", Class: podresources.ReasonUnavailable, Updated: epoch.Add(-31 * time.Second)},
+			wantUp: `tessera_telemetry_pod_labels_up{reason="unavailable"} 0`,
+		},
+		{
+			name:   "before the first refresh",
+			status: podresources.Status{Reason: "not refreshed yet"},
+			wantUp: `tessera_telemetry_pod_labels_up{reason="not_refreshed_yet"} 0`,
 		},
 	}
 	for _, tt := range tests {
@@ -199,7 +204,7 @@ func TestPodResourcesStatus(t *testing.T) {
 		e := newTestExporter(t, n, Options{Machine: m})
 		e.Refresh(context.Background())
 		body := scrape(t, e.Handler())
-		want := `tessera_telemetry_pod_labels_up{reason="no PodResources view configured"} 0`
+		want := `tessera_telemetry_pod_labels_up{reason="not_configured"} 0`
 		if got := strings.Join(seriesOf(body, "tessera_telemetry_pod_labels_up"), "\n"); got != want {
 			t.Errorf("status metric:\n got %s\nwant %s", got, want)
 		}
