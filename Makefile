@@ -27,6 +27,10 @@ build: ## Build bin/gpu-agent and bin/gpu-scheduler.
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-agent ./cmd/gpu-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
 
+.PHONY: demo
+demo: build k8s-bins ## The main job on a simulated DGX H100: real apiserver, gpu-agent, MIG relabel flow, metrics, placement replay.
+	$(GO) run ./hack/cmd/demo -bin $(BIN) -traces $(TRACES)
+
 .PHONY: k8s-bins
 k8s-bins: ## Build etcd and kube-apiserver from the pinned Go modules into bin/ (for tests).
 	hack/build-k8s-bins.sh
