@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -177,9 +178,10 @@ func run(ctx context.Context, dir, bin, traces string) error {
 	if err := showEvents(ctx, client, 1); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 30*time.Second, "MIG series in /metrics", func() (bool, error) {
+	// Profiling rates (GPM) need two collection passes over the new MIG devices.
+	if err := waitFor(ctx, 30*time.Second, "per-MIG-device profiling series in /metrics", func() (bool, error) {
 		body, err := scrape(metricsURL)
-		return err == nil && strings.Contains(body, `GPU_I_PROFILE="1g.10gb"`), nil
+		return err == nil && migProf.MatchString(body), nil
 	}); err != nil {
 		return err
 	}
@@ -215,6 +217,8 @@ func run(ctx context.Context, dir, bin, traces string) error {
 	step("Done. Outputs in " + dir)
 	return nil
 }
+
+var migProf = regexp.MustCompile(`DCGM_FI_PROF_PIPE_TENSOR_ACTIVE\{gpu="7",[^}]*GPU_I_PROFILE="1g\.10gb"`)
 
 // relabel sets the MIG config label (dropping the state label, as a retry
 // does) and prints every state the agent reports until it reports want.
