@@ -20,8 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -32,6 +30,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
@@ -304,7 +303,7 @@ func runAgent(ctx context.Context, o *options) error {
 		if o.nodeName == "" {
 			return errors.New("--node-name (or $NODE_NAME) is required when running in a cluster")
 		}
-		node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+		node, err := client.GetNode(ctx, o.nodeName)
 		if err != nil {
 			return fmt.Errorf("reading node %s: %w", o.nodeName, err)
 		}
@@ -408,7 +407,7 @@ func serveMetrics(ctx context.Context, addr string, metrics http.Handler) error 
 
 // kubeClient returns a client from --kubeconfig or the in-cluster config, or
 // nil outside a cluster with no kubeconfig.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+func kubeClient(kubeconfig string) (*kube.Client, error) {
 	var cfg *rest.Config
 	var err error
 	switch {
@@ -422,7 +421,7 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading kubernetes client config: %w", err)
 	}
-	c, err := kubernetes.NewForConfig(cfg)
+	c, err := kube.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating kubernetes client: %w", err)
 	}

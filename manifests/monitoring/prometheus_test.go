@@ -34,6 +34,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
+	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
@@ -180,6 +181,10 @@ func startLayoutManager(t *testing.T, n *simNode) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	agentClient, err := kube.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{
 		Name: nodeName, Labels: map[string]string{reconcile.MIGConfigLabel: failingLayout},
 	}}, metav1.CreateOptions{}); err != nil {
@@ -208,7 +213,7 @@ func startLayoutManager(t *testing.T, n *simNode) string {
 	}
 	r, err := reconcile.New(reconcile.Config{
 		NodeName:   nodeName,
-		Client:     client,
+		Client:     agentClient,
 		Machine:    n.machine,
 		Discoverer: n.backend,
 		Layouts:    reconcile.MIGLayouts{File: migFile, Applier: mig.NewApplier(n.backend, filepath.Join(dir, "mig-journal.json"))},

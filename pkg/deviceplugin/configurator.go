@@ -4,23 +4,15 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
-	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
-// Event reasons the configurator records on the Node.
+// Event reasons recorded on the Node for device-plugin config outcomes (by
+// pkg/mig/reconcile, which follows the node label and calls Apply).
 const (
 	ReasonConfigApplied = "DevicePluginConfigApplied"
 	ReasonConfigFailed  = "DevicePluginConfigFailed"
@@ -38,10 +30,10 @@ type ConfigSource struct {
 	SharePolicy SharePolicy
 }
 
-// Configurator applies the configuration the node label selects to a
-// Manager, again whenever the label or the config files change. A config
-// that fails leaves the last good one serving and is reported as a log line
-// and a Node Event.
+// Configurator applies the configuration a node label value selects to a
+// Manager. A config that fails leaves the last good one serving. Following
+// the label and the config directory, and reporting outcomes as Events and
+// a state label, is pkg/mig/reconcile's job.
 type Configurator struct {
 	src     ConfigSource
 	mgr     *Manager
@@ -136,108 +128,4 @@ func displayName(name string) string {
 		return "built-in default"
 	}
 	return name
-}
-
-// Run follows the node's nvidia.com/device-plugin.config label and the
-// config directory until ctx is done, recording each outcome as a Node Event.
-func (c *Configurator) Run(ctx context.Context, client kubernetes.Interface, nodeName string) error {
-	logger := klog.FromContext(ctx).WithValues("node", nodeName)
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedEventSink{client: client})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(eventScheme(), v1.EventSource{Component: "tessera-gpu-agent", Host: nodeName})
-
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", nodeName).String()
-		}))
-	nodes := factory.Core().V1().Nodes()
-	changed := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { poke() },
-		UpdateFunc: func(any, any) { poke() },
-	}); err != nil {
-		return fmt.Errorf("watching node %s: %w", nodeName, err)
-	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
-		return fmt.Errorf("watching node %s: %w", nodeName, ctx.Err())
-	}
-
-	var files <-chan fsnotify.Event
-	if c.src.Dir != "" {
-		w, err := fsnotify.NewWatcher()
-		if err != nil {
-			return fmt.Errorf("watching device plugin config directory %s: %w", c.src.Dir, err)
-		}
-		defer w.Close()
-		if err := w.Add(c.src.Dir); err != nil {
-			return fmt.Errorf("watching device plugin config directory %s: %w", c.src.Dir, err)
-		}
-		files = w.Events
-	}
-
-	var lastLabel, lastFailure string
-	first := true
-	for {
-		node, err := nodes.Lister().Get(nodeName)
-		switch {
-		case err != nil:
-			logger.Error(err, "Reading own node")
-		default:
-			label := node.Labels[config.NodeLabel]
-			if first || label != lastLabel {
-				first = false
-				lastLabel = label
-				c.reconcile(ctx, recorder, node, label, &lastFailure)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-		case ev := <-files:
-			logger.V(2).Info("Device plugin config directory changed", "file", ev.Name)
-			first = true // re-apply the same label: the file behind it may have changed
-			// A ConfigMap update swaps several symlinks; let them settle.
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-}
-
-func (c *Configurator) reconcile(ctx context.Context, recorder record.EventRecorder, node *v1.Node, label string, lastFailure *string) {
-	logger := klog.FromContext(ctx).WithValues("node", node.Name, "label", label)
-	name, err := c.Apply(ctx, label)
-	if err != nil {
-		logger.Error(err, "Device plugin config not applied; still serving the last good one", "serving", displayName(c.Applied()))
-		msg := fmt.Sprintf("%v; still serving %q", err, displayName(c.Applied()))
-		if msg != *lastFailure {
-			recorder.Event(node, v1.EventTypeWarning, ReasonConfigFailed, truncate(msg))
-			*lastFailure = msg
-		}
-		return
-	}
-	*lastFailure = ""
-	logger.Info("Device plugin config applied", "config", displayName(name))
-	recorder.Eventf(node, v1.EventTypeNormal, ReasonConfigApplied, "device plugin config %q applied", displayName(name))
-}
-
-// truncate keeps Event messages within the API's limit.
-func truncate(s string) string {
-	const limit = 1000
-	if len(s) <= limit {
-		return s
-	}
-	return s[:limit-3] + "..."
 }

@@ -6,18 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
-	"github.com/tessera-gpu/tessera/pkg/k8stest"
 )
 
 const sharedConfig = `version: v1
@@ -38,146 +31,95 @@ sharing:
       replicas: 2
 `
 
-// TestConfigFollowsNodeLabel relabels a Node of a real kube-apiserver and
-// checks the advertised resources and the Events.
-func TestConfigFollowsNodeLabel(t *testing.T) {
-	cp := k8stest.StartForTest(t)
-	client := cp.Client()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	const nodeName = "gpu-node-1"
-	if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+// TestConfiguratorApply applies a sequence of label values, as
+// pkg/mig/reconcile does when the node label or the config files change: a
+// config that fails names the problem and leaves the last good one serving,
+// and every outcome is counted.
+func TestConfiguratorApply(t *testing.T) {
+	ctx := context.Background()
 	dir := t.TempDir()
-	for name, content := range map[string]string{"shared": sharedConfig, "partly-shared.yaml": partlySharedConfig, "broken": "version: v1\nflags:\n  migStrategy: dual\n"} {
+	write := func(name, content string) {
+		t.Helper()
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mach := machine(t, "pcie-4xl40s", nil)
+	for name, content := range map[string]string{"shared": sharedConfig, "partly-shared.yaml": partlySharedConfig, "broken": "version: v1\nflags:\n  migStrategy: dual\n"} {
+		write(name, content)
+	}
 	mgr := deviceplugin.NewManager(pluginConfig(), nil)
-	c := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: dir}, mgr, mach)
+	c := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: dir}, mgr, machine(t, "pcie-4xl40s", nil))
 	reg := prometheus.NewPedanticRegistry()
 	metrics, err := deviceplugin.NewMetrics(reg, mgr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.SetMetrics(metrics)
-	// With several configs and no default, the agent refuses to start without a label.
-	if _, err := c.Apply(ctx, ""); err == nil {
-		t.Fatal("Apply with no label, no default and several configs succeeded")
-	}
-	if _, err := c.Apply(ctx, "shared"); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, client, nodeName) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
 
-	counts := func() map[string]int {
-		out := map[string]int{}
-		for _, r := range mgr.Resources() {
-			out[r.Name] = len(r.Devices)
-		}
-		return out
+	steps := []struct {
+		name        string
+		label       string
+		fix         string // rewrites the file "broken" with this config first
+		wantErr     []string
+		wantName    string
+		wantApplied string
+		want        map[string]int
+	}{
+		// With several configs and no default, no label cannot choose one.
+		{name: "no label, several configs", label: "", wantErr: []string{"broken", "shared"}, want: map[string]int{}},
+		{name: "shared", label: "shared", wantName: "shared", wantApplied: "shared", want: map[string]int{"nvidia.com/gpu": 16}},
+		{name: "no label keeps serving", label: "", wantErr: []string{"shared"}, wantApplied: "shared", want: map[string]int{"nvidia.com/gpu": 16}},
+		{name: "config file with an extension", label: "partly-shared", wantName: "partly-shared", wantApplied: "partly-shared",
+			want: map[string]int{"nvidia.com/gpu": 2, "nvidia.com/gpu.shared": 4}},
+		{name: "missing config", label: "missing", wantErr: []string{`"missing"`}, wantApplied: "partly-shared",
+			want: map[string]int{"nvidia.com/gpu": 2, "nvidia.com/gpu.shared": 4}},
+		{name: "invalid config", label: "broken", wantErr: []string{`"broken"`, "flags.migStrategy"}, wantApplied: "partly-shared",
+			want: map[string]int{"nvidia.com/gpu": 2, "nvidia.com/gpu.shared": 4}},
+		{name: "fixed file behind the same label", label: "broken", fix: sharedConfig, wantName: "broken", wantApplied: "broken",
+			want: map[string]int{"nvidia.com/gpu": 16}},
 	}
-	label := func(value string) {
-		t.Helper()
-		patch := `{"metadata":{"labels":{"nvidia.com/device-plugin.config":"` + value + `"}}}`
-		if _, err := client.CoreV1().Nodes().Patch(ctx, nodeName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
+	for _, tt := range steps {
+		if tt.fix != "" {
+			write("broken", tt.fix)
 		}
-	}
-	waitCounts := func(want map[string]int) {
-		t.Helper()
-		err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
-			got := counts()
-			if len(got) != len(want) {
-				return false, nil
-			}
-			for k, v := range want {
-				if got[k] != v {
-					return false, nil
+		name, err := c.Apply(ctx, tt.label)
+		switch {
+		case len(tt.wantErr) > 0 && err == nil:
+			t.Errorf("%s: Apply(%q) = %q, want an error", tt.name, tt.label, name)
+		case len(tt.wantErr) == 0 && err != nil:
+			t.Errorf("%s: Apply(%q): %v", tt.name, tt.label, err)
+		case err != nil:
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s: Apply(%q) error %q does not mention %q", tt.name, tt.label, err, w)
 				}
 			}
-			return true, nil
-		})
-		if err != nil {
-			t.Fatalf("resources = %v, want %v", counts(), want)
+		case name != tt.wantName:
+			t.Errorf("%s: Apply(%q) = %q, want %q", tt.name, tt.label, name, tt.wantName)
 		}
-	}
-	waitEvent := func(reason, contains string) {
-		t.Helper()
-		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
-			evs, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return false, err
-			}
-			for _, e := range evs.Items {
-				if e.InvolvedObject.Name == nodeName && e.Reason == reason && strings.Contains(e.Message, contains) {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			t.Fatalf("no %s event on the node mentioning %q: %v", reason, contains, err)
+		if got := c.Applied(); got != tt.wantApplied {
+			t.Errorf("%s: Applied() = %q, want %q", tt.name, got, tt.wantApplied)
+		}
+		if got := resourceCounts(mgr); !sameCounts(got, tt.want) {
+			t.Errorf("%s: resources = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 
-	// No label yet: Run's first pass cannot choose among several configs,
-	// reports it and keeps serving "shared".
-	waitEvent(deviceplugin.ReasonConfigFailed, `still serving "shared"`)
-	waitCounts(map[string]int{"nvidia.com/gpu": 16})
-
-	label("partly-shared")
-	waitCounts(map[string]int{"nvidia.com/gpu": 2, "nvidia.com/gpu.shared": 4})
-	waitEvent(deviceplugin.ReasonConfigApplied, `"partly-shared" applied`)
-
-	label("missing")
-	waitEvent(deviceplugin.ReasonConfigFailed, `"missing"`)
-	label("broken")
-	waitEvent(deviceplugin.ReasonConfigFailed, "flags.migStrategy")
-	waitCounts(map[string]int{"nvidia.com/gpu": 2, "nvidia.com/gpu.shared": 4})
-
-	// A fixed file behind the same label is picked up without a relabel.
-	if err := os.WriteFile(filepath.Join(dir, "broken"), []byte(sharedConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	waitCounts(map[string]int{"nvidia.com/gpu": 16})
-
-	// Outcomes are metrics too.
 	want := `
 # HELP tessera_device_plugin_config_active 1 for the device-plugin configuration serving now.
 # TYPE tessera_device_plugin_config_active gauge
 tessera_device_plugin_config_active{config="broken"} 1
+# HELP tessera_device_plugin_config_reloads_total Device-plugin configurations applied (result=success) or refused (result=failure, the last good one keeps serving).
+# TYPE tessera_device_plugin_config_reloads_total counter
+tessera_device_plugin_config_reloads_total{result="failure"} 4
+tessera_device_plugin_config_reloads_total{result="success"} 3
 # HELP tessera_device_plugin_devices Device IDs advertised to the kubelet, per resource and health.
 # TYPE tessera_device_plugin_devices gauge
 tessera_device_plugin_devices{health="Healthy",resource="nvidia.com/gpu"} 16
 tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tessera_device_plugin_config_active", "tessera_device_plugin_devices"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tessera_device_plugin_config_active",
+		"tessera_device_plugin_config_reloads_total", "tessera_device_plugin_devices"); err != nil {
 		t.Error(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "tessera_device_plugin_config_reloads_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			result, n := m.GetLabel()[0].GetValue(), m.GetCounter().GetValue()
-			if (result == "failure" && n < 4) || (result == "success" && n < 3) {
-				t.Errorf("config reloads %s = %v, want at least 4 failures (first Apply, no label, missing, broken) and 3 successes", result, n)
-			}
-		}
 	}
 }

@@ -9,9 +9,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
@@ -115,15 +113,11 @@ func (l *loop) drain(ctx context.Context, node *v1.Node, want string, ids []stri
 }
 
 // evict asks the API server to evict a pod, honouring its disruption
-// budgets. It is the request CoreV1().Pods().EvictV1 makes, without
-// client-go's own retries: a refusal (429 with Retry-After) must come back
-// at once, for drain to retry it within its timeout and report it.
+// budgets, without client-go's own retries: a refusal (429 with
+// Retry-After) must come back at once, for drain to retry it within its
+// timeout and report it.
 func (l *loop) evict(ctx context.Context, p podRef) error {
-	return l.cfg.Client.CoreV1().RESTClient().Post().
-		Namespace(p.namespace).Resource("pods").Name(p.name).SubResource("eviction").
-		MaxRetries(0).
-		Body(&policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: p.namespace}}).
-		Do(ctx).Error()
+	return l.cfg.Client.EvictPod(ctx, p.namespace, p.name)
 }
 
 // holders lists the containers holding any of ids.

@@ -104,6 +104,34 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		n.waitEvent("DevicePluginConfigFailed", `"missing"`, `serving "shared"`)
 	})
 
+	t.Run("config files changed behind the same label are re-applied", func(t *testing.T) {
+		n := newNode(t, cp, "sharing-files", map[string]string{reconcile.SharingConfigLabel: "shared"})
+		a := n.startAgent(n.opened)
+		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !equalCounts(got, want) {
+			t.Errorf("resources = %v, want %v", got, want)
+		}
+		// The ConfigMap behind the label changes: no more sharing.
+		if err := os.WriteFile(filepath.Join(n.dpDir, "shared"), []byte(mixedConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, "the rewritten config advertised", func() (bool, error) {
+			return equalCounts(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
+		})
+		// A label naming a config that is not there yet fails, and succeeds
+		// once the file appears, with no relabel.
+		n.label(reconcile.SharingConfigLabel, "late")
+		n.waitState(reconcile.SharingStateLabel, "late", reconcile.StateFailed)
+		if err := os.WriteFile(filepath.Join(n.dpDir, "late"), []byte(sharedConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.waitState(reconcile.SharingStateLabel, "late", reconcile.StateSuccess)
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !equalCounts(got, want) {
+			t.Errorf("resources after the file appeared = %v, want %v", got, want)
+		}
+		n.waitEvent("DevicePluginConfigApplied", `"late"`)
+	})
+
 	t.Run("bad config fails with the layout untouched", func(t *testing.T) {
 		n := newNode(t, cp, "bad-config", nil)
 		// A copy of the config file, to break it.

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/clock"
@@ -31,6 +32,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
+	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
@@ -145,7 +147,7 @@ func (n *node) startAgent(b mig.Backend, opts ...agentOption) *agent {
 	}
 	cfg := reconcile.Config{
 		NodeName:     n.name,
-		Client:       clientFor(t, n.cp),
+		Client:       agentClientFor(t, n.cp),
 		Machine:      m,
 		Discoverer:   b,
 		Layouts:      reconcile.MIGLayouts{File: n.migFile, Applier: mig.NewApplier(b, n.journal)},
@@ -229,17 +231,31 @@ func mustJSON(t testing.TB, v any) string {
 	return string(b)
 }
 
-// clientFor returns a client of its own (the agent's, or the test's) with a
+// clientFor returns the test's own client, for fixtures and checks, with a
 // rate limit that test polling cannot exhaust.
 func clientFor(t testing.TB, cp *k8stest.ControlPlane) kubernetes.Interface {
 	t.Helper()
-	cfg := cp.RESTConfig()
-	cfg.QPS, cfg.Burst = 500, 1000
-	c, err := kubernetes.NewForConfig(cfg)
+	c, err := kubernetes.NewForConfig(testRESTConfig(cp))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// agentClientFor returns an agent's client, the one cmd/gpu-agent uses.
+func agentClientFor(t testing.TB, cp *k8stest.ControlPlane) *kube.Client {
+	t.Helper()
+	c, err := kube.NewForConfig(testRESTConfig(cp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func testRESTConfig(cp *k8stest.ControlPlane) *rest.Config {
+	cfg := cp.RESTConfig()
+	cfg.QPS, cfg.Burst = 500, 1000
+	return cfg
 }
 
 // poll waits up to 30s for cond.

@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 )
 
@@ -120,11 +124,30 @@ type HealthTracker interface {
 	SetGPUs(gpus []health.GPU)
 }
 
+// NodeClient reads and labels the agent's own Node.
+type NodeClient interface {
+	// NodeListWatch lists and watches the one Node called name.
+	NodeListWatch(name string) cache.ListerWatcher
+	// PatchNode patches a Node and returns it as stored.
+	PatchNode(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions) (*v1.Node, error)
+}
+
+// Client is the reconciler's view of the Kubernetes API (*kube.Client).
+type Client interface {
+	NodeClient
+	kube.EventWriter
+	// EvictPod evicts a pod through the Eviction API, without retrying a
+	// refusal (429) itself.
+	EvictPod(ctx context.Context, namespace, name string) error
+}
+
+var _ Client = (*kube.Client)(nil)
+
 // Config wires a Reconciler.
 type Config struct {
 	// NodeName is the agent's own Node.
 	NodeName string
-	Client   kubernetes.Interface
+	Client   Client
 	// Machine is the machine as discovered at start.
 	Machine *gpu.Machine
 	// Discoverer rediscovers the machine after a recovery or a failed apply.

@@ -8,13 +8,10 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
@@ -32,9 +29,9 @@ var stateLabels = []string{MIGStateLabel, SharingStateLabel}
 // object version the agent did not write, is the operator asking for a retry
 // (see docs/mig-layouts.md, "Retrying").
 type nodeWatch struct {
-	client   kubernetes.Interface
+	client   NodeClient
 	nodeName string
-	lister   corelisters.NodeLister
+	store    cache.Store
 	changed  chan struct{}
 
 	// mu is held across the agent's own writes so that the informer's
@@ -46,7 +43,7 @@ type nodeWatch struct {
 	retry   map[string]bool   // state label -> the operator changed it
 }
 
-func newNodeWatch(client kubernetes.Interface, nodeName string) *nodeWatch {
+func newNodeWatch(client NodeClient, nodeName string) *nodeWatch {
 	return &nodeWatch{
 		client:   client,
 		nodeName: nodeName,
@@ -58,26 +55,32 @@ func newNodeWatch(client kubernetes.Interface, nodeName string) *nodeWatch {
 	}
 }
 
-// start runs the informer until ctx is done and waits for its cache.
+// start runs an informer on the Node until ctx is done or stop is called,
+// and waits for its cache. stop waits for the informer to end.
 func (w *nodeWatch) start(ctx context.Context) (stop func(), err error) {
-	factory := informers.NewSharedInformerFactoryWithOptions(w.client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.nodeName).String()
-		}))
-	nodes := factory.Core().V1().Nodes()
-	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	informer := cache.NewSharedIndexInformer(w.client.NodeListWatch(w.nodeName), &v1.Node{}, 0, cache.Indexers{})
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.poke() },
 		UpdateFunc: w.update,
 	}); err != nil {
 		return nil, fmt.Errorf("watching node %s: %w", w.nodeName, err)
 	}
-	w.lister = nodes.Lister()
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
-		factory.Shutdown()
+	w.store = informer.GetStore()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		informer.RunWithContext(ctx)
+	}()
+	stop = func() {
+		cancel()
+		<-done
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		stop()
 		return nil, fmt.Errorf("watching node %s: %w", w.nodeName, ctx.Err())
 	}
-	return factory.Shutdown, nil
+	return stop, nil
 }
 
 func (w *nodeWatch) poke() {
@@ -130,9 +133,17 @@ func (w *nodeWatch) wroteOther(key, value string) bool {
 	return w.wrote[key] && w.written[key] != value
 }
 
-// node returns the cached Node.
+// node returns the cached Node, or a NotFound error.
 func (w *nodeWatch) node() (*v1.Node, error) {
-	return w.lister.Get(w.nodeName)
+	obj, ok, err := w.store.GetByKey(w.nodeName)
+	if err != nil {
+		return nil, fmt.Errorf("reading node %s from the cache: %w", w.nodeName, err)
+	}
+	n, isNode := obj.(*v1.Node)
+	if !ok || !isNode {
+		return nil, apierrors.NewNotFound(v1.Resource("nodes"), w.nodeName)
+	}
+	return n, nil
 }
 
 // setLabel sets (or, for "", removes) a label on the Node, retrying API
@@ -166,7 +177,7 @@ func (w *nodeWatch) setLabel(ctx context.Context, key, value string) error {
 func (w *nodeWatch) patch(ctx context.Context, key, value string, patch []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n, err := w.client.CoreV1().Nodes().Patch(ctx, w.nodeName, types.MergePatchType, patch,
+	n, err := w.client.PatchNode(ctx, w.nodeName, types.MergePatchType, patch,
 		metav1.PatchOptions{FieldManager: fieldManager})
 	if err != nil {
 		return err
