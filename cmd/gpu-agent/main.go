@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -63,6 +64,7 @@ type options struct {
 	healthXIDs     string
 	healthRecovery string
 	metricsAddress string
+	debugAddress   string
 
 	migConfigFile   string
 	migConfig       string
@@ -98,6 +100,8 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&o.sharePolicy, "share-policy", "packed", "which GPU serves a time-sliced request: packed or distributed")
 	f.StringVar(&o.healthXIDs, "health-xid-policy", "", `XID policy: "ignore=default,63;critical=all" style clauses (default: application XIDs 13,31,43,45,68,94,109 ignored, the rest fatal)`)
 	f.StringVar(&o.metricsAddress, "metrics-address", ":9400", "address of the Prometheus /metrics endpoint; empty disables it")
+	f.StringVar(&o.debugAddress, "debug-address", "",
+		"address of a net/http/pprof endpoint (/debug/pprof/) for profiling the agent; empty (the default) disables it. Keep it on localhost: it is unauthenticated")
 	f.StringVar(&o.healthRecovery, "health-recovery-period", "5m", "a GPU with no new fatal event for this long is healthy again")
 	f.StringVar(&o.migConfigFile, "mig-config-file", "",
 		"mig-parted config file (a mounted ConfigMap key) whose named layouts the node label "+reconcile.MIGConfigLabel+" selects; empty leaves MIG alone")
@@ -354,7 +358,14 @@ func runAgent(ctx context.Context, o *options) error {
 		g.Go(func() error { return layouts.Run(ctx) })
 	}
 	if o.metricsAddress != "" {
-		g.Go(func() error { return serveMetrics(ctx, o.metricsAddress, exporter.Handler(reg)) })
+		g.Go(func() error {
+			mux := http.NewServeMux()
+			mux.Handle("/metrics", exporter.Handler(reg))
+			return serve(ctx, "metrics", o.metricsAddress, mux)
+		})
+	}
+	if o.debugAddress != "" {
+		g.Go(func() error { return serve(ctx, "pprof", o.debugAddress, pprofMux()) })
 	}
 	err = g.Wait()
 	logger.Info("Shutting down")
@@ -387,17 +398,27 @@ func applyStandaloneLayout(ctx context.Context, applier *mig.Applier, file, name
 	return out, nil
 }
 
-// serveMetrics serves /metrics until ctx is done.
-func serveMetrics(ctx context.Context, addr string, metrics http.Handler) error {
+// pprofMux serves net/http/pprof's handlers on their own mux, so that they
+// are reachable only on --debug-address, never next to /metrics.
+func pprofMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// serve serves handler on addr until ctx is done; what names it in logs and errors.
+func serve(ctx context.Context, what, addr string, handler http.Handler) error {
+	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	klog.FromContext(ctx).Info("Serving metrics", "address", addr)
+	klog.FromContext(ctx).Info("Serving "+what, "address", addr)
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serving metrics on %s: %w", addr, err)
+		return fmt.Errorf("serving %s on %s: %w", what, addr, err)
 	case <-ctx.Done():
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
