@@ -90,6 +90,51 @@ var returnType = reflect.TypeFor[nvml.Return]()
 func stubMock(m *Machine, mockPtr any, gpu int, prefix string, delegate func(name string, ft reflect.Type, args []reflect.Value) ([]reflect.Value, bool)) {
 	v := reflect.ValueOf(mockPtr).Elem()
 	t := v.Type()
+	if delegate == nil {
+		// The stubs of one mock type, GPU and prefix are interchangeable:
+		// make them once and share them between that GPU's instances (a
+		// Device mock has hundreds of Func fields, a DGX H100 with seven MIG
+		// devices per GPU hundreds of mocks).
+		for i, fn := range m.sharedStubs(stubKey{typ: t, gpu: gpu, prefix: prefix}) {
+			if fn.IsValid() {
+				v.Field(i).Set(fn)
+			}
+		}
+		return
+	}
+	for i, fn := range makeStubs(m, t, gpu, prefix, delegate) {
+		if fn.IsValid() {
+			v.Field(i).Set(fn)
+		}
+	}
+}
+
+// stubKey identifies a set of stubs that can be shared.
+type stubKey struct {
+	typ    reflect.Type
+	gpu    int
+	prefix string
+}
+
+// sharedStubs returns the stubs of key, making them on first use.
+func (m *Machine) sharedStubs(key stubKey) []reflect.Value {
+	m.stubMu.Lock()
+	defer m.stubMu.Unlock()
+	fns, ok := m.stubs[key]
+	if !ok {
+		fns = makeStubs(m, key.typ, key.gpu, key.prefix, nil)
+		if m.stubs == nil {
+			m.stubs = map[stubKey][]reflect.Value{}
+		}
+		m.stubs[key] = fns
+	}
+	return fns
+}
+
+// makeStubs returns, for each field of the mock struct type t, its stub when
+// the field is an exported ...Func field, else the zero Value.
+func makeStubs(m *Machine, t reflect.Type, gpu int, prefix string, delegate func(name string, ft reflect.Type, args []reflect.Value) ([]reflect.Value, bool)) []reflect.Value {
+	fns := make([]reflect.Value, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if !f.IsExported() || f.Type.Kind() != reflect.Func || !strings.HasSuffix(f.Name, "Func") {
@@ -97,7 +142,7 @@ func stubMock(m *Machine, mockPtr any, gpu int, prefix string, delegate func(nam
 		}
 		name := strings.TrimSuffix(f.Name, "Func")
 		ft := f.Type
-		v.Field(i).Set(reflect.MakeFunc(ft, func(args []reflect.Value) []reflect.Value {
+		fns[i] = reflect.MakeFunc(ft, func(args []reflect.Value) []reflect.Value {
 			if delegate != nil {
 				if out, ok := delegate(name, ft, args); ok {
 					return out
@@ -108,8 +153,9 @@ func stubMock(m *Machine, mockPtr any, gpu int, prefix string, delegate func(nam
 				ret = nvml.ERROR_NOT_SUPPORTED
 			}
 			return zeroResults(ft, ret)
-		}))
+		})
 	}
+	return fns
 }
 
 // zeroResults returns zero values for ft's results, with ret in the last

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,11 @@ type Machine struct {
 
 	driverVersion, nvmlVersion string
 	cudaVersion                int
+
+	// stubMu guards stubs, the shared stubs of stubMock (taken with or
+	// without mu held).
+	stubMu sync.Mutex
+	stubs  map[stubKey][]reflect.Value
 }
 
 // Option configures a Machine.
