@@ -267,7 +267,7 @@ func (e *Exporter) Refresh(ctx context.Context) {
 	}
 	addStageMetrics(b, stages)
 	b.gauge(&snapshotTimestampDesc, nil, float64(now.UnixNano())/1e9)
-	snap, err := b.encode(now)
+	snap, err := b.encode(now, e.snap.Load())
 	if err != nil {
 		// Only a bug (an invalid family) gets here; keep serving the last snapshot.
 		logger.Error(err, "Encoding the telemetry snapshot failed; serving the previous one")

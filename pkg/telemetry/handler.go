@@ -34,13 +34,35 @@ type handler struct {
 	extra prometheus.Gatherers
 }
 
-var (
-	bufPool   = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-	flatePool = sync.Pool{New: func() any {
-		w, _ := flate.NewWriter(io.Discard, flate.BestSpeed) // the level is valid
-		return w
-	}}
-)
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// idleFlate keeps one idle BestSpeed deflate writer (about 0.8 MB of
+// tables and buffers) for the snapshot encoder and the scrapes, which
+// rarely overlap; an overlapping user makes a writer of its own and drops it.
+// (A sync.Pool would keep one per P, plus a victim generation, of a
+// long-lived daemon's heap.)
+var idleFlate = make(chan *flate.Writer, 1)
+
+// getFlate returns a BestSpeed deflate writer writing to w.
+func getFlate(w io.Writer) *flate.Writer {
+	select {
+	case fw := <-idleFlate:
+		fw.Reset(w)
+		return fw
+	default:
+		fw, _ := flate.NewWriter(w, flate.BestSpeed) // the level is valid
+		return fw
+	}
+}
+
+// putFlate gives fw back for reuse, unless a writer is idle already.
+func putFlate(fw *flate.Writer) {
+	fw.Reset(io.Discard) // drop the reference to the last destination
+	select {
+	case idleFlate <- fw:
+	default:
+	}
+}
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	snap := h.e.snap.Load()
@@ -77,9 +99,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, err := w.Write(snap.gz); err != nil {
 		return
 	}
-	fw := flatePool.Get().(*flate.Writer)
-	defer flatePool.Put(fw)
-	fw.Reset(w)
+	fw := getFlate(w)
+	defer putFlate(fw)
 	if _, err := fw.Write(extra.Bytes()); err != nil {
 		return
 	}

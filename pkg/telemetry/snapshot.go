@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"bytes"
-	"compress/flate"
 	"fmt"
 	"hash/crc32"
 	"slices"
@@ -126,7 +125,7 @@ type snapshot struct {
 var gzipHeader = []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
 
 func emptySnapshot() *snapshot {
-	s, err := newBuilder().encode(time.Time{})
+	s, err := newBuilder().encode(time.Time{}, nil)
 	if err != nil {
 		panic(err) // an empty builder always encodes
 	}
@@ -134,27 +133,30 @@ func emptySnapshot() *snapshot {
 }
 
 // encode sorts the families by name and encodes them once in the text
-// exposition format, plain and gzipped.
-func (b *builder) encode(now time.Time) (*snapshot, error) {
+// exposition format, plain and gzipped. prev, when not nil, is the previous
+// snapshot, whose sizes preallocate the buffers: a snapshot keeps them for a
+// whole interval, and doubling growth would leave up to half of them unused.
+func (b *builder) encode(now time.Time, prev *snapshot) (*snapshot, error) {
 	s := &snapshot{time: now, names: make(map[string]bool, len(b.fams))}
 	for name, f := range b.fams {
 		s.families = append(s.families, f)
 		s.names[name] = true
 	}
 	slices.SortFunc(s.families, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
-	var buf bytes.Buffer
+	var buf, gz bytes.Buffer
+	if prev != nil {
+		buf.Grow(len(prev.text) + len(prev.text)/16)
+		gz.Grow(len(prev.gz) + len(prev.gz)/16)
+	}
 	for _, f := range s.families {
 		if _, err := expfmt.MetricFamilyToText(&buf, f); err != nil {
 			return nil, fmt.Errorf("encoding metric family %s: %w", f.GetName(), err)
 		}
 	}
 	s.text = buf.Bytes()
-	var gz bytes.Buffer
 	gz.Write(gzipHeader)
-	fw, err := flate.NewWriter(&gz, flate.BestSpeed)
-	if err != nil {
-		return nil, fmt.Errorf("compressing metrics: %w", err)
-	}
+	fw := getFlate(&gz)
+	defer putFlate(fw)
 	if _, err := fw.Write(s.text); err != nil {
 		return nil, fmt.Errorf("compressing metrics: %w", err)
 	}
