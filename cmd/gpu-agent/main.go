@@ -65,6 +65,7 @@ type options struct {
 	healthRecovery string
 	metricsAddress string
 	debugAddress   string
+	memoryLimit    string
 
 	migConfigFile   string
 	migConfig       string
@@ -102,6 +103,9 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&o.metricsAddress, "metrics-address", ":9400", "address of the Prometheus /metrics endpoint; empty disables it")
 	f.StringVar(&o.debugAddress, "debug-address", "",
 		"address of a net/http/pprof endpoint (/debug/pprof/) for profiling the agent; empty (the default) disables it. Keep it on localhost: it is unauthenticated")
+	f.StringVar(&o.memoryLimit, "memory-limit", "0",
+		"soft memory limit of the Go runtime (runtime/debug.SetMemoryLimit), such as 48Mi; 0 sets none (GOMEMLIMIT still applies). "+
+			"Set it above the agent's live heap: near it the garbage collector runs continuously")
 	f.StringVar(&o.healthRecovery, "health-recovery-period", "5m", "a GPU with no new fatal event for this long is healthy again")
 	f.StringVar(&o.migConfigFile, "mig-config-file", "",
 		"mig-parted config file (a mounted ConfigMap key) whose named layouts the node label "+reconcile.MIGConfigLabel+" selects; empty leaves MIG alone")
@@ -215,6 +219,9 @@ func snapshotView(s *gpu.Snapshot) any {
 
 func runAgent(ctx context.Context, o *options) error {
 	logger := klog.FromContext(ctx)
+	if err := applyRuntimePolicy(os.Getenv("GOGC"), o.memoryLimit, o.debugAddress); err != nil {
+		return err
+	}
 	policy, err := health.ParsePolicy(o.healthXIDs, o.healthRecovery)
 	if err != nil {
 		return fmt.Errorf("invalid --health-xid-policy/--health-recovery-period: %w", err)
