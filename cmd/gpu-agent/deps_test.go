@@ -21,6 +21,10 @@ var forbiddenDeps = []string{
 	"k8s.io/client-go/applyconfigurations",
 	"k8s.io/client-go/discovery",
 	"k8s.io/kubernetes",
+	// client-go's event recorder links strategic merge patches and, through
+	// them, the OpenAPI models (3 MiB); pkg/kube's Recorder replaces it.
+	"k8s.io/client-go/tools/record",
+	"k8s.io/apimachinery/pkg/util/strategicpatch",
 }
 
 // importGraph maps each package to the packages it imports, as

@@ -3,8 +3,6 @@ package deviceplugin
 import (
 	"context"
 
-	"k8s.io/client-go/tools/record"
-
 	"github.com/tessera-gpu/tessera/pkg/kube"
 )
 
@@ -13,6 +11,6 @@ const EventComponent = "tessera-gpu-agent"
 
 // NewEventRecorder returns a recorder of Events from the agent on nodeName,
 // written through client (a *kube.Client), and the function that stops it.
-func NewEventRecorder(ctx context.Context, client kube.EventWriter, nodeName string) (record.EventRecorder, func()) {
+func NewEventRecorder(ctx context.Context, client kube.EventWriter, nodeName string) (*kube.Recorder, func()) {
 	return kube.NewEventRecorder(ctx, client, EventComponent, nodeName)
 }

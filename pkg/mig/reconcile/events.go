@@ -3,14 +3,12 @@ package reconcile
 import (
 	"context"
 
-	"k8s.io/client-go/tools/record"
-
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/kube"
 )
 
 // newRecorder starts recording Node events; stop flushes and ends it.
-func newRecorder(ctx context.Context, client kube.EventWriter, nodeName string) (record.EventRecorder, func()) {
+func newRecorder(ctx context.Context, client kube.EventWriter, nodeName string) (*kube.Recorder, func()) {
 	return kube.NewEventRecorder(ctx, client, deviceplugin.EventComponent, nodeName)
 }
 

@@ -11,18 +11,18 @@ import (
 	"github.com/fsnotify/fsnotify"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/kube"
 )
 
 // loop is the state of one Run.
 type loop struct {
 	*Reconciler
 	watch    *nodeWatch
-	recorder record.EventRecorder
+	recorder *kube.Recorder
 
 	started       bool
 	lastMIG       string
