@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 )
 
 // Fault makes NVML calls fail.
@@ -129,6 +130,31 @@ func (m *Machine) sharedStubs(key stubKey) []reflect.Value {
 		m.stubs[key] = fns
 	}
 	return fns
+}
+
+// migMock returns the go-nvml mock the MIG devices of gpu embed. It holds
+// only stubs (the simulation's migDevice methods shadow every call it
+// models), the same for every MIG device of a GPU, so they share one: a
+// Device mock is about 20 KB (a Func, a lock and a call log per method).
+func (m *Machine) migMock(gpu int) *mock.Device {
+	m.stubMu.Lock()
+	d := m.migMocks[gpu]
+	m.stubMu.Unlock()
+	if d != nil {
+		return d
+	}
+	d = &mock.Device{}
+	stubMock(m, d, gpu, "", nil)
+	m.stubMu.Lock()
+	defer m.stubMu.Unlock()
+	if prev := m.migMocks[gpu]; prev != nil {
+		return prev
+	}
+	if m.migMocks == nil {
+		m.migMocks = map[int]*mock.Device{}
+	}
+	m.migMocks[gpu] = d
+	return d
 }
 
 // makeStubs returns, for each field of the mock struct type t, its stub when

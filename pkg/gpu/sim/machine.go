@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	"github.com/google/uuid"
@@ -38,10 +39,11 @@ type Machine struct {
 	driverVersion, nvmlVersion string
 	cudaVersion                int
 
-	// stubMu guards stubs, the shared stubs of stubMock (taken with or
-	// without mu held).
-	stubMu sync.Mutex
-	stubs  map[stubKey][]reflect.Value
+	// stubMu guards stubs, the shared stubs of stubMock, and migMocks, the
+	// shared mocks of migMock (taken with or without mu held).
+	stubMu   sync.Mutex
+	stubs    map[stubKey][]reflect.Value
+	migMocks map[int]*mock.Device
 }
 
 // Option configures a Machine.

@@ -625,8 +625,7 @@ func (gi *gpuInstance) newComputeInstance(id uint32, profileID int, info nvml.Co
 	sci := server.NewComputeInstanceFromInfo(nvml.ComputeInstanceInfo{Device: d, GpuInstance: gi, Id: id, ProfileId: info.Id, Placement: p})
 	stubMock(d.m, &sci.ComputeInstance, d.index, "ComputeInstance", nil)
 	ci := &computeInstance{ComputeInstance: sci, gi: gi, id: id, profileID: profileID, info: info, placement: p}
-	md := &migDevice{Device: &mock.Device{}, ci: ci, uuid: migUUID(d.uuid, gi.id, id)}
-	stubMock(d.m, md.Device, d.index, "", nil)
+	md := &migDevice{Device: d.m.migMock(d.index), ci: ci, uuid: migUUID(d.uuid, gi.id, id)}
 	ci.handle = md
 	return ci
 }
