@@ -1,7 +1,9 @@
 // Command gpu-smoke compares Tessera's NVML backend with nvidia-smi on a real
 // GPU machine: discovery (name, UUID, memory, PCI bus ID, MIG mode) and one
 // telemetry snapshot (utilization, temperature, power, memory used, SM clock),
-// each within a tolerance, and prints the comparison.
+// then the dcgm-exporter series of Tessera's /metrics (identity labels,
+// temperature, power, framebuffer, clocks, utilization), each within a
+// tolerance, and prints the comparison.
 package main
 
 import (
@@ -23,7 +25,8 @@ import (
 )
 
 var smiFields = []string{"index", "name", "uuid", "memory.total", "pci.bus_id", "mig.mode.current",
-	"utilization.gpu", "temperature.gpu", "power.draw", "memory.used", "clocks.sm"}
+	"utilization.gpu", "temperature.gpu", "power.draw", "memory.used", "clocks.sm",
+	"memory.free", "clocks.mem", "utilization.memory"}
 
 func main() {
 	interval := flag.Duration("gpm-interval", time.Second, "time between the two telemetry passes")
@@ -131,6 +134,14 @@ func run(ctx context.Context, interval time.Duration) (bool, error) {
 				tel.GPM.TensorActive.Val, tel.GPM.DRAMActive.Val)
 		}
 		fmt.Fprintf(tw, "%d\tgpm (info)\t%s\t-\t-\t-\n", idx, gpmState)
+	}
+	if err := tw.Flush(); err != nil {
+		return false, err
+	}
+	fmt.Printf("\n/metrics (pkg/telemetry on the same NVML backend) compared with nvidia-smi\n\n")
+	fmt.Fprintln(tw, "GPU\tMETRIC\tTESSERA\tNVIDIA-SMI\tTOLERANCE\tOK")
+	if err := compareExporter(ctx, b, m, rows, interval, tw, check); err != nil {
+		return false, err
 	}
 	if err := tw.Flush(); err != nil {
 		return false, err
