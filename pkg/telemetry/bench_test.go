@@ -83,12 +83,24 @@ func BenchmarkScrape(b *testing.B) {
 	b.Run("snapshot-only", func(b *testing.B) { benchmarkHandler(b, e.Handler(), "") })
 }
 
+// benchGathererExporter is benchExporter with its snapshot's families,
+// parsed once, for the alternative design's Gatherer.
+func benchGathererExporter(b *testing.B) (*Exporter, *prometheus.Registry, []*dto.MetricFamily) {
+	b.Helper()
+	e, reg, _ := benchExporter(b)
+	fams, err := snapshotFamilies(e.snap.Load())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e, reg, fams
+}
+
 // BenchmarkScrapeGatherer is the alternative design: the same families
 // served through client_golang's promhttp, encoded on every scrape.
 func BenchmarkScrapeGatherer(b *testing.B) {
-	e, reg, _ := benchExporter(b)
+	_, reg, fams := benchGathererExporter(b)
 	g := prometheus.Gatherers{prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		return e.snap.Load().families, nil
+		return fams, nil
 	}), reg}
 	b.Run("text", func(b *testing.B) {
 		benchmarkHandler(b, promhttp.HandlerFor(g, promhttp.HandlerOpts{DisableCompression: true}), "")
@@ -100,14 +112,14 @@ func BenchmarkScrapeGatherer(b *testing.B) {
 // sees it: 2000 sequential gzip scrapes, reporting p50 and p99. Run with
 // -benchtime=1x.
 func BenchmarkScrapeLatency(b *testing.B) {
-	e, reg, _ := benchExporter(b)
+	e, reg, fams := benchGathererExporter(b)
 	for _, tc := range []struct {
 		name string
 		h    http.Handler
 	}{
 		{"snapshot", e.Handler(reg)},
 		{"promhttp", promhttp.HandlerFor(prometheus.Gatherers{prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-			return e.snap.Load().families, nil
+			return fams, nil
 		}), reg}, promhttp.HandlerOpts{})},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
@@ -196,7 +208,11 @@ func BenchmarkRefreshWithoutBackend(b *testing.B) {
 	}
 	snap := e.snap.Load()
 	series := 0
-	for _, f := range snap.families {
+	fams, err := snapshotFamilies(snap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range fams {
 		series += len(f.GetMetric())
 	}
 	b.ReportMetric(float64(series), "series")

@@ -1,13 +1,20 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	testclock "k8s.io/utils/clock/testing"
 
@@ -116,4 +123,20 @@ func seriesOf(body, name string) []string {
 		}
 	}
 	return out
+}
+
+// snapshotFamilies parses s's text back into metric families, sorted by
+// name (the snapshot keeps only the text).
+func snapshotFamilies(s *snapshot) ([]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := p.TextToMetricFamilies(bytes.NewReader(s.text))
+	if err != nil {
+		return nil, fmt.Errorf("parsing the snapshot's text: %w", err)
+	}
+	out := make([]*dto.MetricFamily, 0, len(byName))
+	for _, f := range byName {
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out, nil
 }

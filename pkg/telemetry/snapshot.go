@@ -108,13 +108,13 @@ func (b *builder) merge(o *builder) {
 	}
 }
 
-// snapshot is one immutable collection result: the families (for the
-// Gatherer path and tests) and their text encoding, plain and gzipped.
+// snapshot is one immutable collection result: the names of its families
+// and their text encoding, plain and gzipped. (The families themselves are
+// not kept: the text is all a scrape serves.)
 type snapshot struct {
-	time     time.Time
-	families []*dto.MetricFamily // sorted by name
-	names    map[string]bool
-	text     []byte
+	time  time.Time
+	names map[string]bool
+	text  []byte
 	// gz is a gzip header and the deflate blocks of text, without a final
 	// block or trailer (see handler.go); crc is text's CRC-32.
 	gz  []byte
@@ -138,17 +138,18 @@ func emptySnapshot() *snapshot {
 // whole interval, and doubling growth would leave up to half of them unused.
 func (b *builder) encode(now time.Time, prev *snapshot) (*snapshot, error) {
 	s := &snapshot{time: now, names: make(map[string]bool, len(b.fams))}
+	families := make([]*dto.MetricFamily, 0, len(b.fams))
 	for name, f := range b.fams {
-		s.families = append(s.families, f)
+		families = append(families, f)
 		s.names[name] = true
 	}
-	slices.SortFunc(s.families, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(families, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
 	var buf, gz bytes.Buffer
 	if prev != nil {
 		buf.Grow(len(prev.text) + len(prev.text)/16)
 		gz.Grow(len(prev.gz) + len(prev.gz)/16)
 	}
-	for _, f := range s.families {
+	for _, f := range families {
 		if _, err := expfmt.MetricFamilyToText(&buf, f); err != nil {
 			return nil, fmt.Errorf("encoding metric family %s: %w", f.GetName(), err)
 		}
