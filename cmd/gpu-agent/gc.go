@@ -11,18 +11,21 @@ import (
 // defaultGCPercent is the agent's GOGC when the environment sets none.
 //
 // The agent is a small long-lived daemon on every GPU node: a live heap of
-// about 6 MB (the machine model, the encoded snapshot, the pod view) and a
-// steady trickle of garbage (a collection pass every 10 s, the Go and process
-// metrics gathered per scrape). With Go's default GOGC=100 the heap grows to
-// twice the live heap between collections and the runtime keeps about that
-// much resident; 50 holds it to 1.5 times. The price is twice as many
-// collections, each of a few milliseconds of CPU over a heap this small: on a
-// simulated DGX H100 (56 MIG devices, 100 pods) the agent stays near 0.1 % of
-// one core (docs/telemetry.md, "Cost"). It is a percentage, not a limit, so
-// a node whose live heap is larger (more devices, more pods) still gets
-// headroom in proportion and never a GC death spiral. GOGC in the
-// environment overrides it, as usual.
-const defaultGCPercent = 50
+// about 5 MB (the machine model, the encoded snapshot, the pod view, one
+// deflate writer) and a steady trickle of garbage (about 1 MB per collection
+// pass every 10 s, some 60 KB per scrape for the Go and process metrics).
+// With Go's default GOGC=100 the heap grows to twice the live heap between
+// collections and the runtime keeps about that much resident; 25 holds it
+// to 1.25 times (measured on a simulated DGX H100 with 56 MIG devices and
+// 100 pods, `make bench-agent`: 11.5 MiB of anonymous memory at 50, 9-10 at
+// 25). The price is more collections: the cost of garbage collection per
+// byte allocated is about four times Go's default, which here is still
+// about 0.1 % of one core in all, and 2000 back-to-back scrapes see a p99 of
+// 3-4 ms instead of 2 (docs/telemetry.md, "Memory"). It is a percentage,
+// not a limit, so a node whose live heap is larger (more devices, more pods)
+// still gets headroom in proportion and never a GC death spiral. GOGC in
+// the environment overrides it, as usual.
+const defaultGCPercent = 25
 
 // gcSettings returns the GC percent to set (0 to leave the runtime's, when
 // GOGC is set) and the soft memory limit in bytes from --memory-limit (0:
