@@ -2,6 +2,7 @@ package deviceplugin_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,18 +21,6 @@ func resourceCounts(mgr *deviceplugin.Manager) map[string]int {
 		out[r.Name] = len(r.Devices)
 	}
 	return out
-}
-
-func sameCounts(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestSetMachine re-advertises after a MIG layout change with the config of
@@ -84,7 +73,7 @@ func TestSetMachine(t *testing.T) {
 			if _, err := c.Apply(context.Background(), tt.label); err != nil {
 				t.Fatal(err)
 			}
-			if got := resourceCounts(mgr); !sameCounts(got, map[string]int{"nvidia.com/gpu": 8}) {
+			if got := resourceCounts(mgr); !maps.Equal(got, map[string]int{"nvidia.com/gpu": 8}) {
 				t.Fatalf("before: resources = %v", got)
 			}
 			name, err := c.SetMachine(context.Background(), after)
@@ -102,7 +91,7 @@ func TestSetMachine(t *testing.T) {
 			if name != tt.applied || c.Applied() != tt.applied {
 				t.Errorf("SetMachine = %q, Applied() = %q, want %q", name, c.Applied(), tt.applied)
 			}
-			if got := resourceCounts(mgr); !sameCounts(got, tt.want) {
+			if got := resourceCounts(mgr); !maps.Equal(got, tt.want) {
 				t.Errorf("after: resources = %v, want %v", got, tt.want)
 			}
 		})

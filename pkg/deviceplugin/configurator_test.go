@@ -2,6 +2,7 @@ package deviceplugin_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,7 +101,7 @@ func TestConfiguratorApply(t *testing.T) {
 		if got := c.Applied(); got != tt.wantApplied {
 			t.Errorf("%s: Applied() = %q, want %q", tt.name, got, tt.wantApplied)
 		}
-		if got := resourceCounts(mgr); !sameCounts(got, tt.want) {
+		if got := resourceCounts(mgr); !maps.Equal(got, tt.want) {
 			t.Errorf("%s: resources = %v, want %v", tt.name, got, tt.want)
 		}
 	}

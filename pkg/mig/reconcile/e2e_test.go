@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,14 +48,14 @@ func TestLabelFlow(t *testing.T) {
 		a := n.startAgent(n.opened)
 		states := n.recordStates()
 		poll(t, "the initial resources", func() (bool, error) {
-			return equalCounts(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
+			return maps.Equal(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
 		})
 		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
 		n.waitState(reconcile.MIGStateLabel, "all-1g.10gb", reconcile.StateSuccess)
 		if got := n.layout(); !slices.Equal(got, all1g) {
 			t.Errorf("layout = %v, want %v", got, all1g)
 		}
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		poll(t, "the state label history", func() (bool, error) {
@@ -91,12 +92,12 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		a := n.startAgent(n.opened)
 		n.label(reconcile.SharingConfigLabel, "shared")
 		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		n.label(reconcile.MIGConfigLabel, "half-1g.10gb")
 		n.waitState(reconcile.MIGStateLabel, "half-1g.10gb", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8, "nvidia.com/mig-1g.10gb": 28}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8, "nvidia.com/mig-1g.10gb": 28}; !maps.Equal(got, want) {
 			t.Errorf("resources after the MIG change = %v, want %v", got, want)
 		}
 		n.label(reconcile.SharingConfigLabel, "missing")
@@ -108,7 +109,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		n := newNode(t, cp, "sharing-files", map[string]string{reconcile.SharingConfigLabel: "shared"})
 		a := n.startAgent(n.opened)
 		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		// The ConfigMap behind the label changes: no more sharing.
@@ -116,7 +117,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 			t.Fatal(err)
 		}
 		poll(t, "the rewritten config advertised", func() (bool, error) {
-			return equalCounts(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
+			return maps.Equal(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
 		})
 		// A label naming a config that is not there yet fails, and succeeds
 		// once the file appears, with no relabel.
@@ -126,7 +127,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 			t.Fatal(err)
 		}
 		n.waitState(reconcile.SharingStateLabel, "late", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources after the file appeared = %v, want %v", got, want)
 		}
 		n.waitEvent("DevicePluginConfigApplied", `"late"`)
@@ -169,7 +170,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 			if got := n.layout(); !slices.Equal(got, before) {
 				t.Errorf("%s: layout = %v, want it untouched: %v", tt.label, got, before)
 			}
-			if got := counts(a.mgr); !equalCounts(got, resources) {
+			if got := counts(a.mgr); !maps.Equal(got, resources) {
 				t.Errorf("%s: resources = %v, want them untouched: %v", tt.label, got, resources)
 			}
 		}
@@ -187,7 +188,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		if got := n.layout(); !slices.Equal(got, allDisabled) {
 			t.Errorf("layout = %v, want it untouched", got)
 		}
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		// Nothing stays withheld after the failure.
@@ -240,7 +241,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		if got := n.layout(); !slices.Equal(got, allDisabled) {
 			t.Errorf("layout = %v, want every GPU back without MIG", got)
 		}
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 	})
@@ -293,7 +294,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		})
 		a := n.startAgent(n.opened)
 		n.waitState(reconcile.MIGStateLabel, "all-3g.40gb", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-3g.40gb": 16}; !equalCounts(got, want) {
+		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-3g.40gb": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 	})
@@ -362,7 +363,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		if got := n.layout(); !slices.Equal(got, all1g) {
 			t.Errorf("layout after the restart = %v, want %v", got, all1g)
 		}
-		if got, want := counts(second.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !equalCounts(got, want) {
+		if got, want := counts(second.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 	})

@@ -366,18 +366,6 @@ func counts(mgr *deviceplugin.Manager) map[string]int {
 	return out
 }
 
-func equalCounts(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // waitEvent waits for an Event on the node with reason whose message holds every part.
 func (n *node) waitEvent(reason string, parts ...string) {
 	n.t.Helper()
