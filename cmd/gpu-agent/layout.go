@@ -57,15 +57,11 @@ func runLayoutCheck(ctx context.Context, o *options, configFile string, names []
 	if len(names) == 0 {
 		names = f.Names()
 	}
-	b, err := open(ctx, o)
+	b, m, err := openDiscovered(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer closeBackend(ctx, b)
-	m, err := b.Discover(ctx)
-	if err != nil {
-		return fmt.Errorf("discovering gpus: %w", err)
-	}
 	var out strings.Builder
 	if len(m.Devices) == 0 {
 		fmt.Fprintf(&out, "warning: backend %s shows no gpus (%s); every config that selects no gpu by index applies trivially\n", m.Backend, m.Reason)

@@ -160,16 +160,27 @@ func open(ctx context.Context, o *options) (*backend.Opened, error) {
 	return backend.Open(ctx, o.backend)
 }
 
-func runDiscover(ctx context.Context, o *options, w io.Writer) error {
+// openDiscovered opens the backend and discovers the machine; the caller
+// closes the backend.
+func openDiscovered(ctx context.Context, o *options) (*backend.Opened, *gpu.Machine, error) {
 	b, err := open(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := b.Discover(ctx)
+	if err != nil {
+		closeBackend(ctx, b)
+		return nil, nil, fmt.Errorf("discovering gpus: %w", err)
+	}
+	return b, m, nil
+}
+
+func runDiscover(ctx context.Context, o *options, w io.Writer) error {
+	b, m, err := openDiscovered(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer closeBackend(ctx, b)
-	m, err := b.Discover(ctx)
-	if err != nil {
-		return fmt.Errorf("discovering gpus: %w", err)
-	}
 	if o.output == "json" {
 		return writeJSON(w, m)
 	}
@@ -245,15 +256,11 @@ func runAgent(ctx context.Context, o *options) error {
 		return fmt.Errorf("--mig-config=%s is for standalone runs; in a cluster label the node: kubectl label node %s %s=%s --overwrite",
 			o.migConfig, o.nodeName, reconcile.MIGConfigLabel, o.migConfig)
 	}
-	b, err := open(ctx, o)
+	b, m, err := openDiscovered(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer closeBackend(ctx, b)
-	m, err := b.Discover(ctx)
-	if err != nil {
-		return fmt.Errorf("discovering gpus: %w", err)
-	}
 	applier := mig.NewApplier(b, o.migJournal)
 	if o.migConfig != "" {
 		if m, err = applyStandaloneLayout(ctx, applier, o.migConfigFile, o.migConfig, m); err != nil {
