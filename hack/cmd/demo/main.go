@@ -20,7 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -166,7 +166,7 @@ func run(ctx context.Context, dir, bin, traces string) error {
 		return err
 	}
 	fmt.Println("  failed, not stuck in pending; every GPU kept its layout")
-	if err := showEvents(ctx, client, 1); err != nil {
+	if err := showEvent(ctx, client, "MIGConfigFailed", "all-1g.10gb"); err != nil {
 		return err
 	}
 
@@ -175,7 +175,7 @@ func run(ctx context.Context, dir, bin, traces string) error {
 	if err := relabel(ctx, client, "all-1g.10gb", "success"); err != nil {
 		return err
 	}
-	if err := showEvents(ctx, client, 1); err != nil {
+	if err := showEvent(ctx, client, "MIGConfigApplied", "all-1g.10gb"); err != nil {
 		return err
 	}
 	// Profiling rates (GPM) need two collection passes over the new MIG devices.
@@ -193,7 +193,7 @@ func run(ctx context.Context, dir, bin, traces string) error {
 	if err := relabel(ctx, client, "all-1g.5gb", "failed"); err != nil {
 		return err
 	}
-	if err := showEvents(ctx, client, 1); err != nil {
+	if err := showEvent(ctx, client, "MIGConfigFailed", "all-1g.5gb"); err != nil {
 		return err
 	}
 	if err := showMetrics(metricsURL); err != nil {
@@ -265,28 +265,33 @@ func relabel(ctx context.Context, client kubernetes.Interface, config, want stri
 	}
 }
 
-// showEvents prints the last n Events of the node.
-func showEvents(ctx context.Context, client kubernetes.Interface, n int) error {
-	events, err := client.CoreV1().Events("").List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", nodeName).String(),
+// showEvent waits for the node's Event with reason whose message mentions
+// config (Events are written asynchronously) and prints it.
+func showEvent(ctx context.Context, client kubernetes.Interface, reason, config string) error {
+	var found *corev1.Event
+	err := waitFor(ctx, 30*time.Second, "a "+reason+" Event for "+config, func() (bool, error) {
+		events, err := client.CoreV1().Events("").List(ctx, metav1.ListOptions{
+			FieldSelector: fields.OneTermEqualSelector("involvedObject.name", nodeName).String(),
+		})
+		if err != nil {
+			return false, nil
+		}
+		for i, e := range events.Items {
+			if e.Reason == reason && strings.Contains(e.Message, strconv.Quote(config)) {
+				found = &events.Items[i]
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
-		return fmt.Errorf("listing events of node %s: %w", nodeName, err)
+		return err
 	}
-	sort.Slice(events.Items, func(i, j int) bool {
-		return events.Items[i].CreationTimestamp.Before(&events.Items[j].CreationTimestamp)
-	})
-	items := events.Items
-	if len(items) > n {
-		items = items[len(items)-n:]
+	msg := found.Message
+	if len(msg) > 200 {
+		msg = msg[:197] + "..."
 	}
-	for _, e := range items {
-		msg := e.Message
-		if len(msg) > 200 {
-			msg = msg[:197] + "..."
-		}
-		fmt.Printf("  Event: %s %s: %s\n", e.Type, e.Reason, msg)
-	}
+	fmt.Printf("  Event: %s %s: %s\n", found.Type, found.Reason, msg)
 	return nil
 }
 
