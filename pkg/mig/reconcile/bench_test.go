@@ -1,15 +1,9 @@
 package reconcile_test
 
 import (
-	"context"
 	"slices"
-	"sync"
 	"testing"
 	"time"
-
-	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
@@ -83,48 +77,6 @@ func histogramMean(b *testing.B, a *agent, name string) float64 {
 	}
 	b.Fatalf("no metric %s", name)
 	return 0
-}
-
-// labelWatch records every version of a node's labels through a watch.
-type labelWatch struct {
-	mu      sync.Mutex
-	history []map[string]string
-	changed chan struct{}
-}
-
-// mark is the position of the next version.
-func (lw *labelWatch) mark() int {
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return len(lw.history)
-}
-
-func (n *node) watchLabels() *labelWatch {
-	n.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	n.t.Cleanup(cancel)
-	w, err := n.client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", n.name).String()})
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	lw := &labelWatch{changed: make(chan struct{}, 1)}
-	go func() {
-		defer w.Stop()
-		for ev := range w.ResultChan() {
-			nd, ok := ev.Object.(*v1.Node)
-			if !ok {
-				continue
-			}
-			lw.mu.Lock()
-			lw.history = append(lw.history, nd.Labels)
-			lw.mu.Unlock()
-			select {
-			case lw.changed <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return lw
 }
 
 // await returns the position after the first version from position from on

@@ -46,7 +46,7 @@ func TestLabelFlow(t *testing.T) {
 	t.Run("relabel reaches success and re-advertises", func(t *testing.T) {
 		n := newNode(t, cp, "relabel", nil)
 		a := n.startAgent(n.opened)
-		states := n.recordStates()
+		states := n.watchLabels()
 		poll(t, "the initial resources", func() (bool, error) {
 			return maps.Equal(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
 		})
@@ -59,7 +59,7 @@ func TestLabelFlow(t *testing.T) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		poll(t, "the state label history", func() (bool, error) {
-			return slices.Equal(states.get(), []string{"", reconcile.StatePending, reconcile.StateSuccess}), nil
+			return slices.Equal(states.states(), []string{"", reconcile.StatePending, reconcile.StateSuccess}), nil
 		})
 		n.waitEvent(reconcile.ReasonMIGPending, `"all-1g.10gb"`, "gpus 0,1,2,3,4,5,6,7")
 		n.waitEvent(reconcile.ReasonMIGApplied, `"all-1g.10gb"`)
@@ -181,7 +181,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		a := n.startAgent(n.opened, withDrain(reconcile.DrainWait, time.Second))
 		gpu3 := n.sim.UUID(3)
 		n.hold("default", "trainer", "nvidia.com/gpu", gpu3)
-		states := n.recordStates()
+		states := n.watchLabels()
 		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
 		n.waitState(reconcile.MIGStateLabel, "all-1g.10gb", reconcile.StateFailed)
 		n.waitEvent(reconcile.ReasonMIGFailed, `"all-1g.10gb"`, "timed out", "default/trainer", gpu3)
@@ -210,7 +210,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 			t.Errorf("layout after the retry = %v, want %v", got, all1g)
 		}
 		poll(t, "the state label history", func() (bool, error) {
-			return slices.Equal(states.get(), []string{"", reconcile.StatePending, reconcile.StateFailed, "", reconcile.StatePending, reconcile.StateSuccess}), nil
+			return slices.Equal(states.states(), []string{"", reconcile.StatePending, reconcile.StateFailed, "", reconcile.StatePending, reconcile.StateSuccess}), nil
 		})
 	})
 

@@ -291,13 +291,21 @@ func (n *node) waitState(key, want, state string) {
 	})
 }
 
-// stateRecorder records every value a node's MIG state label takes.
-type stateRecorder struct {
-	mu     sync.Mutex
-	values []string
+// labelWatch records every version of a node's labels through a watch.
+type labelWatch struct {
+	mu      sync.Mutex
+	history []map[string]string
+	changed chan struct{}
 }
 
-func (n *node) recordStates() *stateRecorder {
+// mark is the position of the next version.
+func (lw *labelWatch) mark() int {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return len(lw.history)
+}
+
+func (n *node) watchLabels() *labelWatch {
 	n.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.t.Cleanup(cancel)
@@ -305,7 +313,7 @@ func (n *node) recordStates() *stateRecorder {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	s := &stateRecorder{}
+	lw := &labelWatch{changed: make(chan struct{}, 1)}
 	go func() {
 		defer w.Stop()
 		for ev := range w.ResultChan() {
@@ -313,21 +321,30 @@ func (n *node) recordStates() *stateRecorder {
 			if !ok {
 				continue
 			}
-			v := nd.Labels[reconcile.MIGStateLabel]
-			s.mu.Lock()
-			if len(s.values) == 0 || s.values[len(s.values)-1] != v {
-				s.values = append(s.values, v)
+			lw.mu.Lock()
+			lw.history = append(lw.history, nd.Labels)
+			lw.mu.Unlock()
+			select {
+			case lw.changed <- struct{}{}:
+			default:
 			}
-			s.mu.Unlock()
 		}
 	}()
-	return s
+	return lw
 }
 
-func (s *stateRecorder) get() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.values)
+// states is every value the MIG state label took, in order, without
+// consecutive repeats.
+func (lw *labelWatch) states() []string {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	var out []string
+	for _, l := range lw.history {
+		if v := l[reconcile.MIGStateLabel]; len(out) == 0 || out[len(out)-1] != v {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // layout describes the simulated machine's MIG layout per GPU.
