@@ -123,7 +123,13 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		// once the file appears, with no relabel.
 		n.label(reconcile.SharingConfigLabel, "late")
 		n.waitState(reconcile.SharingStateLabel, "late", reconcile.StateFailed)
-		if err := os.WriteFile(filepath.Join(n.dpDir, "late"), []byte(sharedConfig), 0o600); err != nil {
+		// Written whole, as the kubelet swaps a ConfigMap's files in: a
+		// plain write is seen first as an empty file.
+		tmp := filepath.Join(t.TempDir(), "late")
+		if err := os.WriteFile(tmp, []byte(sharedConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(n.dpDir, "late")); err != nil {
 			t.Fatal(err)
 		}
 		n.waitState(reconcile.SharingStateLabel, "late", reconcile.StateSuccess)
