@@ -173,7 +173,9 @@ func (a *Allocator) Allocate(free, mustInclude []int, k int) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	set, _ := a.best(freeMask, mustMask, k, MaxTieCandidates)
+	var w work
+	var ties [MaxTieCandidates]uint64
+	set, _ := a.best(freeMask, mustMask, k, ties[:], &w)
 	return positions(set), nil
 }
 
@@ -185,7 +187,9 @@ func (a *Allocator) BestQuality(free, mustInclude []int, k int) (Quality, error)
 	if err != nil {
 		return Quality{}, err
 	}
-	_, q := a.best(freeMask, mustMask, k, 1)
+	var w work
+	var one [1]uint64
+	_, q := a.best(freeMask, mustMask, k, one[:], &w)
 	return q.public(), nil
 }
 

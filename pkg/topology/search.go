@@ -47,24 +47,58 @@ func (p partial) quality() Quality {
 	}
 }
 
-// searcher finds the best k-sets that extend a base set with candidates.
-type searcher struct {
-	a       *Allocator
-	cand    []int // candidate positions, ascending
-	k       int
-	maxTies int
-	have    bool
-	best    Quality
-	ties    []uint64 // sets of quality best, at most maxTies, in the order found
-	// conn[t*n+j] is device j's NVLink count to the partial set of size t
-	// on the current search path, far[t*n+j] its farthest PCIe path to it.
-	conn []int          // (k+1)×n
-	far  []gpu.PCIePath // (k+1)×n
-	topR []int          // scratch for the bounds
-	lowR []gpu.PCIePath
+// stackFar is the size of the per-level PCIe scratch kept on the stack: it
+// covers every request on a node of up to 16 GPUs but the largest.
+const stackFar = 16 * 12
+
+// work is the scratch memory of one Allocate or BestQuality call, shared by
+// the searches it runs one after another (the main search, then those of the
+// look-ahead). It lives on the caller's stack.
+type work struct {
+	// conn[j] is device j's NVLink count to the partial set on the current
+	// search path, kept by adding and removing rows as the path changes.
+	conn [MaxDevices]int
+	// far[t*n+j] is device j's farthest PCIe path to the partial set of size
+	// t on the current search path: farStack, or farHeap for large requests.
+	farStack [stackFar]gpu.PCIePath
+	farHeap  []gpu.PCIePath
+	top      [MaxDevices]int // scratch for nvBound
+	low      [MaxDevices]gpu.PCIePath
 }
 
-// leaf records a complete set.
+// farRows returns the per-level PCIe scratch for sets of k of n devices,
+// zeroed.
+func (w *work) farRows(n, k int) []gpu.PCIePath {
+	size := (k + 1) * n
+	var far []gpu.PCIePath
+	switch {
+	case size <= len(w.farStack):
+		far = w.farStack[:size]
+	case size <= cap(w.farHeap):
+		far = w.farHeap[:size]
+	default:
+		w.farHeap = make([]gpu.PCIePath, size)
+		return w.farHeap
+	}
+	clear(far)
+	return far
+}
+
+// searcher finds the best k-sets that extend a base set with candidates.
+type searcher struct {
+	a     *Allocator
+	w     *work
+	k     int
+	have  bool
+	best  Quality
+	ties  []uint64 // sets of quality best, the first nties of them, in the order found
+	nties int
+	far   []gpu.PCIePath
+	cand  []int // candidate positions, ascending (greedy search only)
+}
+
+// leaf records a complete set found by the greedy search, which may find a
+// set twice.
 func (s *searcher) leaf(p partial) {
 	q := p.quality()
 	if s.have {
@@ -73,105 +107,182 @@ func (s *searcher) leaf(p partial) {
 			return
 		}
 		if c == 0 {
-			if len(s.ties) < s.maxTies && !slices.Contains(s.ties, p.mask) {
-				s.ties = append(s.ties, p.mask)
+			if s.nties < len(s.ties) && !slices.Contains(s.ties[:s.nties], p.mask) {
+				s.ties[s.nties] = p.mask
+				s.nties++
 			}
 			return
 		}
 	}
 	s.have, s.best = true, q
-	s.ties = append(s.ties[:0], p.mask)
+	s.ties[0], s.nties = p.mask, 1
 }
 
-// dfs enumerates every way to complete p from cand[from:], in lowest-position
-// order, pruning partial sets whose best possible completion ranks below the
-// best set found (or equal to it, once maxTies sets tie).
-func (s *searcher) dfs(p partial, from int) {
-	need := s.k - p.count
-	if need == 0 {
-		s.leaf(p)
-		return
-	}
-	n := s.a.n
-	conn, far := s.conn[p.count*n:(p.count+1)*n], s.far[p.count*n:(p.count+1)*n]
+// found records a complete set found by dfs, which finds each set once.
+func (s *searcher) found(mask uint64, q Quality) {
 	if s.have {
-		opt := p.quality()
-		if s.k >= 2 {
-			opt.MinNVLinks = min(opt.MinNVLinks, s.a.maxNV)
+		c := q.Compare(s.best)
+		if c < 0 {
+			return
 		}
-		opt.NVLinks = s.nvBound(p, from, conn)
-		opt.PCIe = max(opt.PCIe, s.pathBound(from, need, far))
-		if c := opt.Compare(s.best); c < 0 || (c == 0 && len(s.ties) >= s.maxTies) {
+		if c == 0 {
+			if s.nties < len(s.ties) {
+				s.ties[s.nties] = mask
+				s.nties++
+			}
 			return
 		}
 	}
-	next, nextFar := s.conn[(p.count+1)*n:(p.count+2)*n], s.far[(p.count+1)*n:(p.count+2)*n]
-	for i := from; i <= len(s.cand)-need; i++ {
-		c := s.cand[i]
-		row, prow := s.a.nv[c*n:(c+1)*n], s.a.path[c*n:(c+1)*n]
-		for j := range next {
-			next[j] = conn[j] + row[j]
-			nextFar[j] = max(far[j], prow[j])
+	s.have, s.best = true, q
+	s.ties[0], s.nties = mask, 1
+}
+
+// dfs enumerates every way to complete p (at least one device short of k)
+// from the candidates rem, in lowest-position order, pruning partial sets
+// whose best possible completion ranks below the best set found (or equal to
+// it, once maxTies sets tie). s.w.conn holds the NVLink counts to p.
+func (s *searcher) dfs(p partial, rem uint64) {
+	need := s.k - p.count
+	if s.have && !s.promising(p, rem, need) {
+		return
+	}
+	a, n := s.a, s.a.n
+	conn := &s.w.conn
+	far := s.far[p.count*n : (p.count+1)*n]
+	if need == 1 {
+		numa := p.numa
+		for m := rem; m != 0; m &= m - 1 {
+			c := bits.TrailingZeros64(m)
+			minNV := p.minNV
+			row := a.nv[c*n : (c+1)*n]
+			for pm := p.mask; pm != 0; pm &= pm - 1 {
+				minNV = min(minNV, row[bits.TrailingZeros64(pm)])
+			}
+			s.found(p.mask|1<<c, Quality{
+				Size:       s.k,
+				MinNVLinks: minNV,
+				NVLinks:    p.sumNV + conn[c],
+				PCIe:       max(p.path, far[c]),
+				NUMANodes:  bits.OnesCount64(numa | a.numa[c]),
+			})
 		}
-		s.dfs(s.a.add(p, c), i+1)
+		return
+	}
+	next := s.far[(p.count+1)*n : (p.count+2)*n]
+	for m := rem; bits.OnesCount64(m) >= need; {
+		c := bits.TrailingZeros64(m)
+		m &= m - 1
+		row, prow := a.nv[c*n:(c+1)*n], a.path[c*n:(c+1)*n]
+		q := partial{
+			mask:  p.mask | 1<<c,
+			count: p.count + 1,
+			minNV: p.minNV,
+			sumNV: p.sumNV + conn[c],
+			path:  max(p.path, far[c]),
+			numa:  p.numa | a.numa[c],
+		}
+		for pm := p.mask; pm != 0; pm &= pm - 1 {
+			q.minNV = min(q.minNV, row[bits.TrailingZeros64(pm)])
+		}
+		for j := range n {
+			conn[j] += row[j]
+			next[j] = max(far[j], prow[j])
+		}
+		s.dfs(q, m)
+		for j := range n {
+			conn[j] -= row[j]
+		}
 	}
 }
 
-// nvBound bounds the total NVLink count of any completion of p with
-// candidates from cand[from:]. Twice the total is the sum over the final
-// set's members of their links to the other members; a member already in p
-// can gain at most its r largest link counts, and no more than the links it
-// has left (deg minus those into p); a new member has at most its links into
-// p plus its r-1 largest, and no more than deg. conn[j] is j's NVLink count to p.
-func (s *searcher) nvBound(p partial, from int, conn []int) int {
-	a, n, r := s.a, s.a.n, s.k-p.count
+// promising reports whether a completion of p (need devices short) with
+// candidates from rem may still rank above the best set found, or equal to it
+// while fewer than maxTies sets tie. It compares an optimistic bound on the
+// completion's quality with the best, criterion by criterion, computing each
+// bound only when the criteria before it are equal.
+func (s *searcher) promising(p partial, rem uint64, need int) bool {
+	b := &s.best
+	minNV := p.minNV
+	if s.k >= 2 {
+		minNV = min(minNV, s.a.maxNV)
+	}
+	if minNV != b.MinNVLinks {
+		return minNV > b.MinNVLinks
+	}
+	if nv := s.nvBound(p, rem, need); nv != b.NVLinks {
+		return nv > b.NVLinks
+	}
+	if path := max(p.path, s.pathBound(p.count, rem, need)); path != b.PCIe {
+		return path < b.PCIe
+	}
+	if numa := bits.OnesCount64(p.numa); numa != b.NUMANodes {
+		return numa < b.NUMANodes
+	}
+	return s.nties < len(s.ties)
+}
+
+// nvBound bounds the total NVLink count of any completion of p with r more
+// candidates from rem. Twice the total is the sum over the final set's
+// members of their links to the other members; a member already in p can
+// gain at most its r largest link counts, and no more than the links it has
+// left (deg minus those into p); a new member has at most its links into p
+// plus its r-1 largest, and no more than deg.
+func (s *searcher) nvBound(p partial, rem uint64, r int) int {
+	a, n, conn := s.a, s.a.n, &s.w.conn
 	twice := 2 * p.sumNV
 	for m := p.mask; m != 0; m &= m - 1 {
 		d := bits.TrailingZeros64(m)
 		twice += min(a.top[d*n+r], a.deg[d]-conn[d])
 	}
 	// The r largest new-member values, kept in descending order.
-	top := s.topR[:0]
-	for _, c := range s.cand[from:] {
+	top, size := &s.w.top, 0
+	for m := rem; m != 0; m &= m - 1 {
+		c := bits.TrailingZeros64(m)
 		v := min(a.deg[c], conn[c]+a.top[c*n+r-1])
-		if len(top) == r && v <= top[r-1] {
-			continue
-		}
-		if len(top) < r {
-			top = append(top, v)
+		i := size
+		if size == r {
+			if v <= top[r-1] {
+				continue
+			}
+			i = r - 1
 		} else {
-			top[r-1] = v
+			size++
 		}
-		for i := len(top) - 1; i > 0 && top[i] > top[i-1]; i-- {
-			top[i], top[i-1] = top[i-1], top[i]
+		for ; i > 0 && v > top[i-1]; i-- {
+			top[i] = top[i-1]
 		}
+		top[i] = v
 	}
-	for _, v := range top {
+	for _, v := range top[:size] {
 		twice += v
 	}
 	return twice / 2
 }
 
-// pathBound is the closest worst PCIe path any completion can have: r more
-// members are added, so the r-th closest candidate (by its farthest path to
-// the partial set) is reached at best.
-func (s *searcher) pathBound(from, r int, far []gpu.PCIePath) gpu.PCIePath {
-	low := s.lowR[:0]
-	for _, c := range s.cand[from:] {
-		v := far[c]
-		if len(low) == r && v >= low[r-1] {
-			continue
-		}
-		if len(low) < r {
-			low = append(low, v)
+// pathBound is the closest worst PCIe path any completion of the partial set
+// of size t can have: r more members come from rem, so the r-th closest
+// candidate (by its farthest path to the partial set) is reached at best.
+func (s *searcher) pathBound(t int, rem uint64, r int) gpu.PCIePath {
+	n := s.a.n
+	far := s.far[t*n : (t+1)*n]
+	low, size := &s.w.low, 0
+	for m := rem; m != 0; m &= m - 1 {
+		v := far[bits.TrailingZeros64(m)]
+		i := size
+		if size == r {
+			if v >= low[r-1] {
+				continue
+			}
+			i = r - 1
 		} else {
-			low[r-1] = v
+			size++
 		}
-		for i := len(low) - 1; i > 0 && low[i] < low[i-1]; i-- {
-			low[i], low[i-1] = low[i-1], low[i]
+		for ; i > 0 && v < low[i-1]; i-- {
+			low[i] = low[i-1]
 		}
+		low[i] = v
 	}
-	return low[len(low)-1]
+	return low[size-1]
 }
 
 // greedy grows a set from every seed (the base itself when it is not empty,
@@ -206,82 +317,115 @@ func (s *searcher) greedy(base partial) {
 }
 
 // best returns the best k-set of free that contains must (both bit masks,
-// must within free, k within bounds) and its quality. With maxTies > 1, up to
-// maxTies sets that tie on quality are compared by what they leave free.
-func (a *Allocator) best(free, must uint64, k, maxTies int) (uint64, Quality) {
+// must within free, k within bounds) and its quality. With ties of a capacity
+// above 1, up to that many sets that tie on quality are compared by what they
+// leave free.
+func (a *Allocator) best(free, must uint64, k int, ties []uint64, w *work) (uint64, Quality) {
+	ties, q := a.search(free, must, k, ties, w)
+	if len(ties) == 1 {
+		return ties[0], q
+	}
+	return a.breakTie(ties, free, k, w), q
+}
+
+// search finds the best k-sets of free that contain must, up to cap(ties) of
+// them in the order found, and their quality.
+func (a *Allocator) search(free, must uint64, k int, ties []uint64, w *work) ([]uint64, Quality) {
 	base := emptyPartial()
 	for m := must; m != 0; m &= m - 1 {
 		base = a.add(base, bits.TrailingZeros64(m))
 	}
-	s := searcher{a: a, cand: positions(free &^ must), k: k, maxTies: maxTies}
-	if combinations(len(s.cand), k-base.count, a.limit) <= a.limit {
+	s := searcher{a: a, w: w, k: k, ties: ties[:cap(ties)]}
+	cand := free &^ must
+	if combinations(bits.OnesCount64(cand), k-base.count, a.limit) > a.limit {
+		s.cand = positions(cand)
+		s.greedy(base)
+	} else if base.count == k {
+		s.found(base.mask, base.quality())
+	} else {
 		n := a.n
-		buf := make([]int, (k+1)*n+k)
-		s.conn, s.topR = buf[:(k+1)*n], buf[(k+1)*n:]
-		pbuf := make([]gpu.PCIePath, (k+1)*n+k)
-		s.far, s.lowR = pbuf[:(k+1)*n], pbuf[(k+1)*n:]
-		at := base.count * n
+		s.far = w.farRows(n, k)
+		clear(w.conn[:n])
+		at := s.far[base.count*n : (base.count+1)*n]
 		for m := must; m != 0; m &= m - 1 {
 			d := bits.TrailingZeros64(m)
 			for j := range n {
-				s.conn[at+j] += a.nv[d*n+j]
-				s.far[at+j] = max(s.far[at+j], a.path[d*n+j])
+				w.conn[j] += a.nv[d*n+j]
+				at[j] = max(at[j], a.path[d*n+j])
 			}
 		}
-		s.dfs(base, 0)
-	} else {
-		s.greedy(base)
+		s.dfs(base, cand)
 	}
-	if len(s.ties) == 1 {
-		return s.ties[0], s.best
-	}
-	chosen := s.ties[0]
-	left := a.leftover(free&^chosen, k)
-	for _, t := range s.ties[1:] {
-		l := a.leftover(free&^t, k)
-		if c := compareLeftover(l, left); c > 0 || (c == 0 && lexLess(t, chosen)) {
-			chosen, left = t, l
-		}
-	}
-	return chosen, s.best
+	return s.ties[:s.nties], s.best
 }
 
-// leftover simulates the next requests on the GPUs rest: for each look-ahead
-// size m (and k), largest first, the qualities of the best m-sets taken one
-// after another until fewer than m GPUs remain.
-func (a *Allocator) leftover(rest uint64, k int) [][]Quality {
-	sizes := a.lookahead
+// breakTie returns the set of ties (sets of free that rank equal, in the
+// order found) whose leftover is best: for each look-ahead size m (and k),
+// largest first, the qualities of the best m-sets taken one after another
+// from what the set leaves free, until fewer than m GPUs remain, compared
+// size by size and each best set first; then the lowest positions. Every
+// tie leaves as many GPUs free, so their leftovers have the same length; a
+// tie's leftover is computed only as far as it takes to tell it from the
+// best so far.
+func (a *Allocator) breakTie(ties []uint64, free uint64, k int, w *work) uint64 {
+	var sizesBuf [8]int
+	sizes := append(sizesBuf[:0], a.lookahead...)
 	if k >= 2 && !slices.Contains(sizes, k) {
-		sizes = append(slices.Clone(sizes), k)
+		sizes = append(sizes, k)
 		slices.SortFunc(sizes, func(x, y int) int { return y - x })
 	}
-	out := make([][]Quality, 0, len(sizes))
+	length, rest := 0, bits.OnesCount64(free)-k
 	for _, m := range sizes {
-		var seq []Quality
-		for r := rest; bits.OnesCount64(r) >= m; {
-			set, q := a.best(r, 0, m, 1)
-			seq = append(seq, q)
-			r &^= set
-		}
-		out = append(out, seq)
+		length += rest / m
 	}
-	return out
-}
-
-// compareLeftover compares two leftovers size by size, each best set first;
-// positive when x leaves the better sets.
-func compareLeftover(x, y [][]Quality) int {
-	for i := range min(len(x), len(y)) {
-		for j := range min(len(x[i]), len(y[i])) {
-			if c := x[i][j].Compare(y[i][j]); c != 0 {
-				return c
+	var buf [2 * 16]Quality
+	qs := buf[:]
+	if 2*length > len(buf) {
+		qs = make([]Quality, 2*length)
+	}
+	chosen := ties[0]
+	cl := leftover{rest: free &^ chosen, r: free &^ chosen, q: qs[:length]}
+	tl := leftover{q: qs[length : 2*length]}
+	for _, t := range ties[1:] {
+		tl = leftover{rest: free &^ t, r: free &^ t, q: tl.q}
+		c := 0
+		for j := range length {
+			if j == cl.n {
+				a.nextLeft(&cl, sizes, w)
+			}
+			a.nextLeft(&tl, sizes, w)
+			if c = tl.q[j].Compare(cl.q[j]); c != 0 {
+				break
 			}
 		}
-		if c := len(x[i]) - len(y[i]); c != 0 {
-			return c
+		if c > 0 || (c == 0 && lexLess(t, chosen)) {
+			chosen = t
+			cl, tl = tl, cl
 		}
 	}
-	return 0
+	return chosen
+}
+
+// leftover is a look-ahead sequence being generated.
+type leftover struct {
+	rest uint64    // the GPUs left free by the set
+	i    int       // index of the look-ahead size being taken
+	r    uint64    // the GPUs left for it
+	q    []Quality // the sequence, its first n computed
+	n    int
+}
+
+// nextLeft computes the next quality of l's sequence.
+func (a *Allocator) nextLeft(l *leftover, sizes []int, w *work) {
+	for bits.OnesCount64(l.r) < sizes[l.i] {
+		l.i++
+		l.r = l.rest
+	}
+	var one [1]uint64
+	ties, q := a.search(l.r, 0, sizes[l.i], one[:], w)
+	l.q[l.n] = q
+	l.n++
+	l.r &^= ties[0]
 }
 
 // lexLess reports whether set x, as a sorted list of positions, comes before
