@@ -36,7 +36,8 @@ type MIGGPU struct {
 // another free one), and with an error wrapping ErrInsufficient when g has no
 // free slice.
 func PickMIGSlice(g MIGGPU) (gpu.Placement, error) {
-	c, err := g.choose()
+	var w migWork
+	c, err := g.choose(&w)
 	if err != nil {
 		return gpu.Placement{}, err
 	}
@@ -55,9 +56,11 @@ func PickMIGSlice(g MIGGPU) (gpu.Placement, error) {
 // It fails as PickMIGSlice does, naming the GPU, and with an error wrapping
 // ErrInsufficient when no GPU has a free slice.
 func PickMIGDevice(gpus []MIGGPU) (int, gpu.Placement, error) {
+	var w migWork
+	var bestCap [stackMIGProfiles]int
 	best, bestGPU := migChoice{free: -1}, -1
 	for i, g := range gpus {
-		c, err := g.choose()
+		c, err := g.choose(&w)
 		if err != nil {
 			return 0, gpu.Placement{}, fmt.Errorf("gpu %d: %w", i, err)
 		}
@@ -65,6 +68,12 @@ func PickMIGDevice(gpus []MIGGPU) (int, gpu.Placement, error) {
 			continue
 		}
 		if bestGPU < 0 || c.betterAcrossGPUs(best) {
+			// c.capacity is w's scratch, which the next choice reuses.
+			keep := bestCap[:0]
+			if len(c.capacity) > len(bestCap) {
+				keep = make([]int, 0, len(c.capacity))
+			}
+			c.capacity = append(keep, c.capacity...)
 			best, bestGPU = c, i
 		}
 	}
@@ -88,8 +97,26 @@ func (c migChoice) betterAcrossGPUs(o migChoice) bool {
 	return slices.Compare(c.capacity, o.capacity) > 0
 }
 
-// choose validates g and finds its best free slice.
-func (g MIGGPU) choose() (migChoice, error) {
+// Sizes of the scratch of a MIG choice kept on the stack; larger geometries
+// use the heap.
+const (
+	stackMIGProfiles   = 16
+	stackMIGPlacements = 64
+)
+
+// migWork is the scratch memory of MIG choices, reused GPU after GPU.
+type migWork struct {
+	order  [stackMIGProfiles]int
+	bounds [stackMIGProfiles + 1]int
+	max    [stackMIGProfiles]int
+	flat   [stackMIGPlacements]uint64
+	free   [64]uint64 // a GPU has at most 64 memory slices, so at most 64 free slices that do not overlap
+	caps   [2][stackMIGProfiles]int
+}
+
+// choose validates g and finds its best free slice. The choice's capacity is
+// w's scratch.
+func (g MIGGPU) choose(w *migWork) (migChoice, error) {
 	if len(g.Profiles) == 0 {
 		return migChoice{}, errors.New("gpu has no mig profiles")
 	}
@@ -105,23 +132,17 @@ func (g MIGGPU) choose() (migChoice, error) {
 	if total > 64 {
 		return migChoice{}, fmt.Errorf("mig geometry spans %d memory slices, at most 64 are supported", total)
 	}
-	span := func(pl gpu.Placement, what string) (uint64, error) {
-		if pl.Start < 0 || pl.Size < 1 || pl.Start+pl.Size > total {
-			return 0, fmt.Errorf("%s slice %s is outside the gpu's memory slices 0 to %d", what, pl, total-1)
-		}
-		return (uint64(1)<<pl.Size - 1) << pl.Start, nil
-	}
 	var used uint64
 	for _, pl := range g.Used {
-		m, err := span(pl, "used")
+		m, err := span(pl, total, "used")
 		if err != nil {
 			return migChoice{}, err
 		}
 		used |= m
 	}
-	masks := make([]uint64, len(g.Free))
+	masks := w.free[:0]
 	for i, pl := range g.Free {
-		m, err := span(pl, "free")
+		m, err := span(pl, total, "free")
 		if err != nil {
 			return migChoice{}, err
 		}
@@ -133,39 +154,66 @@ func (g MIGGPU) choose() (migChoice, error) {
 				return migChoice{}, fmt.Errorf("free slices %s and %s overlap", g.Free[j], pl)
 			}
 		}
-		masks[i] = m
+		masks = append(masks, m)
 	}
 	all := uint64(1)<<total - 1
-	geometry := newMIGGeometry(g.Profiles)
 	best := migChoice{free: -1, freeCount: bits.OnesCount64(all &^ used)}
-	var scratch []int
+	if len(masks) == 0 {
+		return best, nil
+	}
+	geometry := newMIGGeometry(g.Profiles, w)
+	bestCap, scratch := w.caps[0][:0], w.caps[1][:0]
 	for i, m := range masks {
 		scratch = geometry.capacity(all&^used&^m, scratch[:0])
 		c := 0
 		if best.free >= 0 {
-			c = slices.Compare(scratch, best.capacity)
+			c = slices.Compare(scratch, bestCap)
 		}
 		if best.free < 0 || c > 0 || (c == 0 && g.Free[i].Start < g.Free[best.free].Start) {
 			best.free = i
-			best.capacity, scratch = scratch, best.capacity
+			bestCap, scratch = scratch, bestCap
 		}
 	}
+	best.capacity = bestCap
 	return best, nil
 }
 
-// migGeometry is a GPU's profiles, largest first (by slice count, then name),
-// each with its placements as memory-slice masks, earliest-ending first.
-type migGeometry struct {
-	masks [][]uint64
-	max   []int
+// span returns the memory slices of a placement as a mask, failing when it
+// is outside the GPU's total memory slices.
+func span(pl gpu.Placement, total int, what string) (uint64, error) {
+	if pl.Start < 0 || pl.Size < 1 || pl.Start+pl.Size > total {
+		return 0, fmt.Errorf("%s slice %s is outside the gpu's memory slices 0 to %d", what, pl, total-1)
+	}
+	return (uint64(1)<<pl.Size - 1) << pl.Start, nil
 }
 
-func newMIGGeometry(profiles []gpu.MIGProfileInfo) migGeometry {
-	order := make([]int, len(profiles))
-	count := 0
-	for i, p := range profiles {
-		order[i] = i
+// migGeometry is a GPU's profiles, largest first (by slice count, then name),
+// each with its placements as memory-slice masks, earliest-ending first:
+// profile i's are flat[bounds[i]:bounds[i+1]].
+type migGeometry struct {
+	flat   []uint64
+	bounds []int
+	max    []int
+}
+
+// newMIGGeometry builds the geometry of profiles in w's scratch (on the heap
+// when it does not fit).
+func newMIGGeometry(profiles []gpu.MIGProfileInfo, w *migWork) migGeometry {
+	np, count := len(profiles), 0
+	for _, p := range profiles {
 		count += len(p.Placements)
+	}
+	order := w.order[:0]
+	g := migGeometry{flat: w.flat[:0], bounds: w.bounds[:0], max: w.max[:0]}
+	if np > stackMIGProfiles {
+		order = make([]int, 0, np)
+		g.bounds, g.max = make([]int, 0, np+1), make([]int, 0, np)
+	}
+	if count > len(w.flat) {
+		g.flat = make([]uint64, 0, count)
+	}
+	for i := range profiles {
+		order = append(order, i)
 	}
 	slices.SortStableFunc(order, func(x, y int) int {
 		if c := cmp.Compare(profiles[y].SliceCount, profiles[x].SliceCount); c != 0 {
@@ -173,17 +221,16 @@ func newMIGGeometry(profiles []gpu.MIGProfileInfo) migGeometry {
 		}
 		return strings.Compare(profiles[x].Name, profiles[y].Name)
 	})
-	g := migGeometry{masks: make([][]uint64, len(profiles)), max: make([]int, len(profiles))}
-	flat := make([]uint64, 0, count)
-	for i, pi := range order {
+	g.bounds = append(g.bounds, 0)
+	for _, pi := range order {
 		p := &profiles[pi]
-		start := len(flat)
+		start := len(g.flat)
 		for _, pl := range p.Placements {
-			flat = append(flat, (uint64(1)<<pl.Size-1)<<pl.Start)
+			g.flat = append(g.flat, (uint64(1)<<pl.Size-1)<<pl.Start)
 		}
-		g.masks[i] = flat[start:len(flat):len(flat)]
-		slices.SortFunc(g.masks[i], func(x, y uint64) int { return cmp.Compare(bits.Len64(x), bits.Len64(y)) })
-		g.max[i] = p.MaxInstances
+		slices.SortFunc(g.flat[start:], func(x, y uint64) int { return cmp.Compare(bits.Len64(x), bits.Len64(y)) })
+		g.bounds = append(g.bounds, len(g.flat))
+		g.max = append(g.max, p.MaxInstances)
 	}
 	return g
 }
@@ -192,10 +239,10 @@ func newMIGGeometry(profiles []gpu.MIGProfileInfo) migGeometry {
 // free memory slices: earliest-ending placements first, which is optimal for
 // intervals, capped at the profile's MaxInstances.
 func (g migGeometry) capacity(free uint64, out []int) []int {
-	for i, masks := range g.masks {
+	for i, limit := range g.max {
 		count, left := 0, free
-		for _, m := range masks {
-			if g.max[i] > 0 && count >= g.max[i] {
+		for _, m := range g.flat[g.bounds[i]:g.bounds[i+1]] {
+			if limit > 0 && count >= limit {
 				break
 			}
 			if left&m == m {

@@ -5,10 +5,14 @@ package topology
 // reference that TestAllocateMatchesReference compares the search against.
 
 import (
+	"cmp"
+	"errors"
+	"fmt"
 	"math"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tessera-gpu/tessera/pkg/gpu"
@@ -325,6 +329,170 @@ func refCombinations(n, r, limit int) int {
 	return c
 }
 
+// The MIG slice choice as it was before it was made allocation-free.
+
+// PickMIGDevice returns the GPU (its position in gpus) and the free slice to
+// serve a request for one slice of a profile, packing: the GPU with the fewest
+// free memory slices first, so that emptier GPUs stay whole; then the slice
+// PickMIGSlice would choose, by what it leaves of that GPU; then the lowest
+// GPU position.
+//
+// It fails as PickMIGSlice does, naming the GPU, and with an error wrapping
+// ErrInsufficient when no GPU has a free slice.
+func refPickMIGDevice(gpus []MIGGPU) (int, gpu.Placement, error) {
+	best, bestGPU := refMIGChoice{free: -1}, -1
+	for i, g := range gpus {
+		c, err := refChoose(g)
+		if err != nil {
+			return 0, gpu.Placement{}, fmt.Errorf("gpu %d: %w", i, err)
+		}
+		if c.free == -1 {
+			continue
+		}
+		if bestGPU < 0 || c.refBetterAcrossGPUs(best) {
+			best, bestGPU = c, i
+		}
+	}
+	if bestGPU < 0 {
+		return 0, gpu.Placement{}, fmt.Errorf("no free mig slice of the requested profile on any of %d gpus: %w", len(gpus), ErrInsufficient)
+	}
+	return bestGPU, gpus[bestGPU].Free[best.free], nil
+}
+
+// refMIGChoice is the best free slice of one GPU.
+type refMIGChoice struct {
+	free      int   // index into Free; -1 when there is none
+	freeCount int   // free memory slices before the choice
+	capacity  []int // instances placeable afterwards, per profile, largest profile first
+}
+
+func (c refMIGChoice) refBetterAcrossGPUs(o refMIGChoice) bool {
+	if c.freeCount != o.freeCount {
+		return c.freeCount < o.freeCount
+	}
+	return slices.Compare(c.capacity, o.capacity) > 0
+}
+
+// choose validates g and finds its best free slice.
+func refChoose(g MIGGPU) (refMIGChoice, error) {
+	if len(g.Profiles) == 0 {
+		return refMIGChoice{}, errors.New("gpu has no mig profiles")
+	}
+	total := 0
+	for _, p := range g.Profiles {
+		for _, pl := range p.Placements {
+			if pl.Start < 0 || pl.Size < 1 {
+				return refMIGChoice{}, fmt.Errorf("mig profile %s has placement %s, want start >= 0 and size >= 1", p.Name, pl)
+			}
+			total = max(total, pl.Start+pl.Size)
+		}
+	}
+	if total > 64 {
+		return refMIGChoice{}, fmt.Errorf("mig geometry spans %d memory slices, at most 64 are supported", total)
+	}
+	span := func(pl gpu.Placement, what string) (uint64, error) {
+		if pl.Start < 0 || pl.Size < 1 || pl.Start+pl.Size > total {
+			return 0, fmt.Errorf("%s slice %s is outside the gpu's memory slices 0 to %d", what, pl, total-1)
+		}
+		return (uint64(1)<<pl.Size - 1) << pl.Start, nil
+	}
+	var used uint64
+	for _, pl := range g.Used {
+		m, err := span(pl, "used")
+		if err != nil {
+			return refMIGChoice{}, err
+		}
+		used |= m
+	}
+	masks := make([]uint64, len(g.Free))
+	for i, pl := range g.Free {
+		m, err := span(pl, "free")
+		if err != nil {
+			return refMIGChoice{}, err
+		}
+		if m&used != 0 {
+			return refMIGChoice{}, fmt.Errorf("free slice %s overlaps a used slice (used: %s)", pl, placementList(g.Used))
+		}
+		for j := range i {
+			if m&masks[j] != 0 {
+				return refMIGChoice{}, fmt.Errorf("free slices %s and %s overlap", g.Free[j], pl)
+			}
+		}
+		masks[i] = m
+	}
+	all := uint64(1)<<total - 1
+	geometry := refNewMIGGeometry(g.Profiles)
+	best := refMIGChoice{free: -1, freeCount: bits.OnesCount64(all &^ used)}
+	var scratch []int
+	for i, m := range masks {
+		scratch = geometry.refCapacity(all&^used&^m, scratch[:0])
+		c := 0
+		if best.free >= 0 {
+			c = slices.Compare(scratch, best.capacity)
+		}
+		if best.free < 0 || c > 0 || (c == 0 && g.Free[i].Start < g.Free[best.free].Start) {
+			best.free = i
+			best.capacity, scratch = scratch, best.capacity
+		}
+	}
+	return best, nil
+}
+
+// refMIGGeometry is a GPU's profiles, largest first (by slice count, then name),
+// each with its placements as memory-slice masks, earliest-ending first.
+type refMIGGeometry struct {
+	masks [][]uint64
+	max   []int
+}
+
+func refNewMIGGeometry(profiles []gpu.MIGProfileInfo) refMIGGeometry {
+	order := make([]int, len(profiles))
+	count := 0
+	for i, p := range profiles {
+		order[i] = i
+		count += len(p.Placements)
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		if c := cmp.Compare(profiles[y].SliceCount, profiles[x].SliceCount); c != 0 {
+			return c
+		}
+		return strings.Compare(profiles[x].Name, profiles[y].Name)
+	})
+	g := refMIGGeometry{masks: make([][]uint64, len(profiles)), max: make([]int, len(profiles))}
+	flat := make([]uint64, 0, count)
+	for i, pi := range order {
+		p := &profiles[pi]
+		start := len(flat)
+		for _, pl := range p.Placements {
+			flat = append(flat, (uint64(1)<<pl.Size-1)<<pl.Start)
+		}
+		g.masks[i] = flat[start:len(flat):len(flat)]
+		slices.SortFunc(g.masks[i], func(x, y uint64) int { return cmp.Compare(bits.Len64(x), bits.Len64(y)) })
+		g.max[i] = p.MaxInstances
+	}
+	return g
+}
+
+// capacity appends to out, per profile, how many instances fit at once in the
+// free memory slices: earliest-ending placements first, which is optimal for
+// intervals, capped at the profile's MaxInstances.
+func (g refMIGGeometry) refCapacity(free uint64, out []int) []int {
+	for i, masks := range g.masks {
+		count, left := 0, free
+		for _, m := range masks {
+			if g.max[i] > 0 && count >= g.max[i] {
+				break
+			}
+			if left&m == m {
+				count++
+				left &^= m
+			}
+		}
+		out = append(out, count)
+	}
+	return out
+}
+
 // refAllocate is Allocate on the reference search.
 func (a *Allocator) refAllocate(free, must []int, k int) ([]int, error) {
 	freeMask, mustMask, err := a.request(free, must, k)
@@ -442,6 +610,75 @@ func TestAllocateMatchesReference(t *testing.T) {
 		_, wantQ := a.refBest(fm, mm, k, 1)
 		if q, err := a.BestQuality(free, must, k); err != nil || q != wantQ.public() {
 			t.Fatalf("case %d: BestQuality(%v, %v, %d) = %v, %v; the reference finds %v", i, free, must, k, q, err, wantQ.public())
+		}
+	}
+}
+
+// TestPickMIGDeviceMatchesReference checks PickMIGDevice against the choice
+// it replaced on random layouts of H100s and of a made-up geometry with more
+// profiles, including inconsistent ones (the errors must match too).
+func TestPickMIGDeviceMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	aligned := func(size, limit, total int) []gpu.Placement {
+		var out []gpu.Placement
+		for s := 0; s < limit && s+size <= total; s += size {
+			out = append(out, gpu.Placement{Start: s, Size: size})
+		}
+		return out
+	}
+	h100 := []gpu.MIGProfileInfo{
+		{Name: "1g.10gb", SliceCount: 1, MaxInstances: 7, Placements: aligned(1, 7, 8)},
+		{Name: "1g.10gb+me", SliceCount: 1, MaxInstances: 1, Placements: aligned(1, 7, 8)},
+		{Name: "1g.20gb", SliceCount: 1, MaxInstances: 4, Placements: aligned(2, 8, 8)},
+		{Name: "2g.20gb", SliceCount: 2, MaxInstances: 3, Placements: aligned(2, 6, 8)},
+		{Name: "3g.40gb", SliceCount: 3, MaxInstances: 2, Placements: aligned(4, 8, 8)},
+		{Name: "4g.40gb", SliceCount: 4, MaxInstances: 1, Placements: aligned(4, 4, 8)},
+		{Name: "7g.80gb", SliceCount: 7, MaxInstances: 1, Placements: aligned(8, 8, 8)},
+	}
+	var wide []gpu.MIGProfileInfo // 20 profiles over 40 memory slices
+	for i := range 20 {
+		size := 1 + i%5
+		wide = append(wide, gpu.MIGProfileInfo{Name: fmt.Sprintf("p%02d", 19-i), SliceCount: size, MaxInstances: rng.IntN(9), Placements: aligned(size, 40, 40)})
+	}
+	for i := range 3000 {
+		profiles, total := h100, 8
+		if rng.IntN(4) == 0 {
+			profiles, total = wide, 40
+		}
+		var gpus []MIGGPU
+		for range 1 + rng.IntN(8) {
+			g := MIGGPU{Profiles: profiles}
+			// Cut the GPU into random slices of random profiles.
+			for at := 0; at < total; {
+				size := 1 + rng.IntN(min(4, total-at))
+				pl := gpu.Placement{Start: at, Size: size}
+				switch rng.IntN(4) {
+				case 0:
+					g.Used = append(g.Used, pl)
+				case 1, 2:
+					g.Free = append(g.Free, pl)
+				}
+				at += size
+			}
+			if rng.IntN(50) == 0 { // an inconsistent layout
+				g.Free = append(g.Free, gpu.Placement{Start: rng.IntN(total + 2), Size: 1})
+			}
+			gpus = append(gpus, g)
+		}
+		wantGPU, want, wantErr := refPickMIGDevice(gpus)
+		gotGPU, got, err := PickMIGDevice(gpus)
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) || (err == nil && (gotGPU != wantGPU || got != want)) {
+			t.Fatalf("case %d: PickMIGDevice = %d, %v, %v; the reference chooses %d, %v, %v", i, gotGPU, got, err, wantGPU, want, wantErr)
+		}
+		for j, g := range gpus {
+			want, wantErr := refChoose(g)
+			got, err := PickMIGSlice(g)
+			if fmt.Sprint(err) != fmt.Sprint(wantErr) && !(wantErr == nil && want.free == -1) {
+				t.Fatalf("case %d gpu %d: PickMIGSlice error %v, the reference %v", i, j, err, wantErr)
+			}
+			if err == nil && got != g.Free[want.free] {
+				t.Fatalf("case %d gpu %d: PickMIGSlice = %v, the reference chooses %v", i, j, got, g.Free[want.free])
+			}
 		}
 	}
 }
