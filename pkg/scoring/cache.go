@@ -313,8 +313,9 @@ func (n *NodeCache) wholeMask() uint64 {
 }
 
 // bestBefore is, per look-ahead size, the best quality the node's free whole
-// GPUs offer now (cached per set of free whole GPUs).
-func (n *NodeCache) bestBefore(s *Scorer) []bestQ {
+// GPUs offer now (cached per set of free whole GPUs). known, when not nil,
+// is already known: that of the size known.Size.
+func (n *NodeCache) bestBefore(s *Scorer, known *topology.Quality) []bestQ {
 	mask := n.wholeMask()
 	if n.bestOK && n.bestMask == mask {
 		return n.best
@@ -324,7 +325,11 @@ func (n *NodeCache) bestBefore(s *Scorer) []bestQ {
 	n.scratch = free
 	for _, m := range s.cfg.Lookahead {
 		b := bestQ{}
-		if len(free) >= m {
+		switch {
+		case len(free) < m:
+		case known != nil && known.Size == m:
+			b = bestQ{q: *known, ok: true}
+		default:
 			if q, err := n.alloc.BestQuality(free, nil, m); err == nil {
 				b = bestQ{q: q, ok: true}
 			}

@@ -459,15 +459,15 @@ func (s *Scorer) scoreWhole(n *NodeCache, r *Request, res *Result) error {
 	key := wholeKey{cand: bitmask(free), all: n.wholeMask(), k: k}
 	e, ok := n.whole[key]
 	if !ok {
-		set, err := n.alloc.Allocate(free, nil, k)
+		set, q, err := n.alloc.AllocateQuality(free, nil, k)
 		if err != nil {
 			return fmt.Errorf("node %q: allocating %d gpus: %w", n.st.Name, k, err)
 		}
-		q, err := n.alloc.Quality(set)
-		if err != nil {
-			return fmt.Errorf("node %q: %w", n.st.Name, err)
+		var known *topology.Quality // the best k-set of all free whole GPUs
+		if key.cand == key.all {
+			known = &q
 		}
-		e = wholeEntry{set: set, q: q, keep: n.keepScore(s, set)}
+		e = wholeEntry{set: set, q: q, keep: n.keepScore(s, set, known)}
 		if n.whole == nil || len(n.whole) >= maxWholeEntries {
 			n.whole = map[wholeKey]wholeEntry{}
 		}
@@ -533,9 +533,10 @@ func InterconnectScore(q topology.Quality) float64 {
 
 // keepScore is the share of look-ahead sizes whose best set quality, among
 // the node's free whole GPUs, the placement of set leaves intact (1 when
-// none was available before).
-func (n *NodeCache) keepScore(s *Scorer, set []int) float64 {
-	before := n.bestBefore(s)
+// none was available before). known, when not nil, is the best quality of a
+// set of len(set) GPUs among them.
+func (n *NodeCache) keepScore(s *Scorer, set []int, known *topology.Quality) float64 {
+	before := n.bestBefore(s, known)
 	if len(before) == 0 {
 		return 1
 	}
@@ -556,8 +557,7 @@ func (n *NodeCache) keepScore(s *Scorer, set []int) float64 {
 		if len(rest) < m {
 			continue
 		}
-		q, err := n.alloc.BestQuality(rest, nil, m)
-		if err == nil && q.Compare(before[i].q) >= 0 {
+		if ok, err := n.alloc.Offers(rest, m, before[i].q); err == nil && ok {
 			kept++
 		}
 	}

@@ -169,14 +169,21 @@ func (a *Allocator) Len() int { return a.n }
 // mustInclude has more than k positions; and with an error wrapping
 // ErrInsufficient when free has fewer than k positions.
 func (a *Allocator) Allocate(free, mustInclude []int, k int) ([]int, error) {
+	set, _, err := a.AllocateQuality(free, mustInclude, k)
+	return set, err
+}
+
+// AllocateQuality is Allocate that also returns the chosen set's quality,
+// which is what BestQuality returns for the same request.
+func (a *Allocator) AllocateQuality(free, mustInclude []int, k int) ([]int, Quality, error) {
 	freeMask, mustMask, err := a.request(free, mustInclude, k)
 	if err != nil {
-		return nil, err
+		return nil, Quality{}, err
 	}
 	var w work
 	var ties [MaxTieCandidates]uint64
-	set, _ := a.best(freeMask, mustMask, k, ties[:], &w)
-	return positions(set), nil
+	set, q := a.best(freeMask, mustMask, k, ties[:], &w)
+	return positions(set), q.public(), nil
 }
 
 // BestQuality returns the quality of the set Allocate would choose for k GPUs
@@ -191,6 +198,30 @@ func (a *Allocator) BestQuality(free, mustInclude []int, k int) (Quality, error)
 	var one [1]uint64
 	_, q := a.best(freeMask, mustMask, k, one[:], &w)
 	return q.public(), nil
+}
+
+// Offers reports whether BestQuality(free, nil, k) ranks at least q (see
+// Quality.Compare), usually with less work: the search prunes every set that
+// ranks below q and stops at the first set that does not. It fails as
+// BestQuality does.
+func (a *Allocator) Offers(free []int, k int, q Quality) (bool, error) {
+	freeMask, _, err := a.request(free, nil, k)
+	if err != nil {
+		return false, err
+	}
+	if k == 1 || combinations(len(free), k, a.limit) > a.limit {
+		// A single GPU's quality differs from the search's (no weakest
+		// pair), and the greedy search must run whole to give BestQuality's
+		// answer.
+		var w work
+		var one [1]uint64
+		_, best := a.best(freeMask, 0, k, one[:], &w)
+		return best.public().Compare(q) >= 0, nil
+	}
+	var w work
+	var one [1]uint64
+	ties, _ := a.searchFrom(freeMask, 0, k, one[:], &w, &q)
+	return len(ties) > 0, nil
 }
 
 // Quality returns the quality of a set of GPU positions. It fails when the set

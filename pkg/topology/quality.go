@@ -1,7 +1,6 @@
 package topology
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 
@@ -31,16 +30,25 @@ type Quality struct {
 // MinNVLinks (more is better), NVLinks (more), PCIe (closer) and NUMANodes
 // (fewer). Size is not compared: compare qualities of sets of the same size.
 func (q Quality) Compare(o Quality) int {
-	if c := cmp.Compare(q.MinNVLinks, o.MinNVLinks); c != 0 {
-		return c
+	switch {
+	case q.MinNVLinks != o.MinNVLinks:
+		return sign(q.MinNVLinks > o.MinNVLinks)
+	case q.NVLinks != o.NVLinks:
+		return sign(q.NVLinks > o.NVLinks)
+	case q.PCIe != o.PCIe:
+		return sign(q.PCIe < o.PCIe)
+	case q.NUMANodes != o.NUMANodes:
+		return sign(q.NUMANodes < o.NUMANodes)
 	}
-	if c := cmp.Compare(q.NVLinks, o.NVLinks); c != 0 {
-		return c
+	return 0
+}
+
+// sign is 1 when better, -1 otherwise.
+func sign(better bool) int {
+	if better {
+		return 1
 	}
-	if c := cmp.Compare(o.PCIe, q.PCIe); c != 0 {
-		return c
-	}
-	return cmp.Compare(o.NUMANodes, q.NUMANodes)
+	return -1
 }
 
 // Better reports whether q ranks strictly better than o.

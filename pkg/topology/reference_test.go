@@ -611,6 +611,38 @@ func TestAllocateMatchesReference(t *testing.T) {
 		if q, err := a.BestQuality(free, must, k); err != nil || q != wantQ.public() {
 			t.Fatalf("case %d: BestQuality(%v, %v, %d) = %v, %v; the reference finds %v", i, free, must, k, q, err, wantQ.public())
 		}
+		if set, q, err := a.AllocateQuality(free, must, k); err != nil || !slices.Equal(set, want) || q != wantQ.public() {
+			t.Fatalf("case %d: AllocateQuality(%v, %v, %d) = %v, %v, %v; want %v, %v", i, free, must, k, set, q, err, want, wantQ.public())
+		}
+		// Offers, against thresholds around the best k-set of free and the
+		// quality of random k-sets.
+		_, bestQ := a.refBest(fm, 0, k, 1)
+		bestQ = bestQ.public()
+		thresholds := []Quality{bestQ}
+		for _, d := range []Quality{{MinNVLinks: 1}, {NVLinks: 1}, {PCIe: -1}, {NUMANodes: -1}, {NVLinks: -1}, {PCIe: 1}} {
+			q := bestQ
+			q.MinNVLinks += d.MinNVLinks
+			q.NVLinks += d.NVLinks
+			q.PCIe += d.PCIe
+			q.NUMANodes += d.NUMANodes
+			thresholds = append(thresholds, q)
+		}
+		perm := rng.Perm(len(free))
+		set := make([]int, k)
+		for j := range k {
+			set[j] = free[perm[j]]
+		}
+		q, err := a.Quality(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		thresholds = append(thresholds, q)
+		for _, q := range thresholds {
+			want := bestQ.Compare(q) >= 0
+			if got, err := a.Offers(free, k, q); err != nil || got != want {
+				t.Fatalf("case %d: Offers(%v, %d, %v) = %v, %v; the best set is %v", i, free, k, q, got, err, bestQ)
+			}
+		}
 	}
 }
 
@@ -673,11 +705,17 @@ func TestPickMIGDeviceMatchesReference(t *testing.T) {
 		for j, g := range gpus {
 			want, wantErr := refChoose(g)
 			got, err := PickMIGSlice(g)
-			if fmt.Sprint(err) != fmt.Sprint(wantErr) && !(wantErr == nil && want.free == -1) {
-				t.Fatalf("case %d gpu %d: PickMIGSlice error %v, the reference %v", i, j, err, wantErr)
-			}
-			if err == nil && got != g.Free[want.free] {
-				t.Fatalf("case %d gpu %d: PickMIGSlice = %v, the reference chooses %v", i, j, got, g.Free[want.free])
+			switch {
+			case wantErr != nil:
+				if fmt.Sprint(err) != wantErr.Error() {
+					t.Fatalf("case %d gpu %d: PickMIGSlice error %v, the reference %v", i, j, err, wantErr)
+				}
+			case want.free == -1:
+				if !errors.Is(err, ErrInsufficient) {
+					t.Fatalf("case %d gpu %d: PickMIGSlice = %v, %v; the reference finds no free slice", i, j, got, err)
+				}
+			case err != nil || got != g.Free[want.free]:
+				t.Fatalf("case %d gpu %d: PickMIGSlice = %v, %v; the reference chooses %v", i, j, got, err, g.Free[want.free])
 			}
 		}
 	}

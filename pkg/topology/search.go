@@ -95,6 +95,9 @@ type searcher struct {
 	nties int
 	far   []gpu.PCIePath
 	cand  []int // candidate positions, ascending (greedy search only)
+	// first stops the search at the first set found (searching from a
+	// threshold); stop says it was.
+	first, stop bool
 }
 
 // leaf records a complete set found by the greedy search, which may find a
@@ -118,23 +121,38 @@ func (s *searcher) leaf(p partial) {
 	s.ties[0], s.nties = p.mask, 1
 }
 
-// found records a complete set found by dfs, which finds each set once.
-func (s *searcher) found(mask uint64, q Quality) {
+// found records a complete set found by dfs, which finds each set once, of
+// the quality given by its fields (passed apart: copying Qualities in the
+// innermost loop is slow).
+func (s *searcher) found(mask uint64, minNV, nv int, path gpu.PCIePath, numa int) {
 	if s.have {
-		c := q.Compare(s.best)
-		if c < 0 {
-			return
-		}
-		if c == 0 {
+		b := &s.best
+		better := false
+		switch {
+		case minNV != b.MinNVLinks:
+			better = minNV > b.MinNVLinks
+		case nv != b.NVLinks:
+			better = nv > b.NVLinks
+		case path != b.PCIe:
+			better = path < b.PCIe
+		case numa != b.NUMANodes:
+			better = numa < b.NUMANodes
+		default:
 			if s.nties < len(s.ties) {
 				s.ties[s.nties] = mask
 				s.nties++
+				s.stop = s.first
 			}
 			return
 		}
+		if !better {
+			return
+		}
 	}
-	s.have, s.best = true, q
+	s.have = true
+	s.best.Size, s.best.MinNVLinks, s.best.NVLinks, s.best.PCIe, s.best.NUMANodes = s.k, minNV, nv, path, numa
 	s.ties[0], s.nties = mask, 1
+	s.stop = s.first
 }
 
 // dfs enumerates every way to complete p (at least one device short of k)
@@ -158,13 +176,10 @@ func (s *searcher) dfs(p partial, rem uint64) {
 			for pm := p.mask; pm != 0; pm &= pm - 1 {
 				minNV = min(minNV, row[bits.TrailingZeros64(pm)])
 			}
-			s.found(p.mask|1<<c, Quality{
-				Size:       s.k,
-				MinNVLinks: minNV,
-				NVLinks:    p.sumNV + conn[c],
-				PCIe:       max(p.path, far[c]),
-				NUMANodes:  bits.OnesCount64(numa | a.numa[c]),
-			})
+			s.found(p.mask|1<<c, minNV, p.sumNV+conn[c], max(p.path, far[c]), bits.OnesCount64(numa|a.numa[c]))
+			if s.stop {
+				return
+			}
 		}
 		return
 	}
@@ -189,6 +204,9 @@ func (s *searcher) dfs(p partial, rem uint64) {
 			next[j] = max(far[j], prow[j])
 		}
 		s.dfs(q, m)
+		if s.stop {
+			return
+		}
 		for j := range n {
 			conn[j] -= row[j]
 		}
@@ -331,17 +349,27 @@ func (a *Allocator) best(free, must uint64, k int, ties []uint64, w *work) (uint
 // search finds the best k-sets of free that contain must, up to cap(ties) of
 // them in the order found, and their quality.
 func (a *Allocator) search(free, must uint64, k int, ties []uint64, w *work) ([]uint64, Quality) {
+	return a.searchFrom(free, must, k, ties, w, nil)
+}
+
+// searchFrom is search; with a threshold, it is an exhaustive search (k >= 2)
+// for the first set that ranks at least as well, which it returns (no set
+// when there is none).
+func (a *Allocator) searchFrom(free, must uint64, k int, ties []uint64, w *work, threshold *Quality) ([]uint64, Quality) {
 	base := emptyPartial()
 	for m := must; m != 0; m &= m - 1 {
 		base = a.add(base, bits.TrailingZeros64(m))
 	}
 	s := searcher{a: a, w: w, k: k, ties: ties[:cap(ties)]}
+	if threshold != nil {
+		s.have, s.best, s.first = true, *threshold, true
+	}
 	cand := free &^ must
 	if combinations(bits.OnesCount64(cand), k-base.count, a.limit) > a.limit {
 		s.cand = positions(cand)
 		s.greedy(base)
 	} else if base.count == k {
-		s.found(base.mask, base.quality())
+		s.found(base.mask, base.minNV, base.sumNV, base.path, bits.OnesCount64(base.numa))
 	} else {
 		n := a.n
 		s.far = w.farRows(n, k)
