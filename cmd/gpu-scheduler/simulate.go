@@ -102,6 +102,7 @@ func newSimulateCommand() *cobra.Command {
 	cmd.SetUsageFunc((&cobra.Command{}).UsageFunc())
 
 	cmd.AddCommand(newScenariosCommand())
+	cmd.AddCommand(newBoundCommand())
 
 	f := cmd.Flags()
 	f.StringVar(&o.nodes, "nodes", "", "node CSV (columns sn, cpu_milli, memory_mib, gpu, model)")
