@@ -2,6 +2,7 @@ package scoring
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"sort"
 
@@ -35,10 +36,12 @@ type NodeCache struct {
 	migVer    uint64 // changes with the MIG slices' use and the GPUs' health
 	migMemo   map[migKey]migEntry
 
-	scratch   []int
-	migGPUs   []topology.MIGGPU
-	migIdx    []int
-	shareGPUs []topology.ShareGPU
+	scratch []int
+	migGPUs []topology.MIGGPU
+	// migPlacements backs migGPUs' placements.
+	migPlacements []gpu.Placement
+	migIdx        []int
+	shareGPUs     []topology.ShareGPU
 }
 
 type memoEntry struct {
@@ -377,6 +380,24 @@ func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
 			total -= n.sliceFrac[dl.a.GPUs[0]][dl.a.Slice]
 		}
 	}
+	// The healthy GPUs by mode, the whole ones only when free.
+	var whole, mig, share uint64
+	for i := range n.st.GPUs {
+		switch g := &n.st.GPUs[i]; {
+		case !g.Healthy:
+		case g.Mode == ModeWhole:
+			if !g.Used {
+				whole |= 1 << i
+			}
+		case g.Mode == ModeMIG:
+			mig |= 1 << i
+		case g.Mode == ModeShared:
+			share |= 1 << i
+		}
+	}
+	if dl != nil && dl.kind == KindWhole {
+		whole &^= bitmask(dl.a.GPUs)
+	}
 	var out float64
 	for si := range shapes {
 		r, p := shapes[si].r, shapes[si].p
@@ -384,22 +405,30 @@ func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
 			out += p * total
 			continue
 		}
+		// GPUs are taken in ascending position, so that the usable
+		// capacity is summed in the same order whatever the kind.
 		usable, count := 0.0, 0
-		for i := range n.st.GPUs {
-			g := &n.st.GPUs[i]
-			if !g.Healthy || g.Mode != modeFor(r.kind) || !r.allows(n.prod[i]) {
-				continue
-			}
-			switch r.kind {
-			case KindWhole:
-				taken := dl != nil && dl.kind == KindWhole && slices.Contains(dl.a.GPUs, i)
-				if !g.Used && !taken {
-					usable++
-					count++
+		switch r.kind {
+		case KindWhole:
+			m := whole
+			if r.allowed != nil {
+				for rest := m; rest != 0; rest &= rest - 1 {
+					if i := bits.TrailingZeros64(rest); !r.allows(n.prod[i]) {
+						m &^= 1 << i
+					}
 				}
-			case KindMIG:
+			}
+			// A sum of ones: exactly the count.
+			count = bits.OnesCount64(m)
+			usable = float64(count)
+		case KindMIG:
+			for m := mig; m != 0; m &= m - 1 {
+				i := bits.TrailingZeros64(m)
+				if !r.allows(n.prod[i]) {
+					continue
+				}
 				u := 0.0
-				for j, sl := range g.MIGSlices {
+				for j, sl := range n.st.GPUs[i].MIGSlices {
 					if sl.Used || n.sliceProfile[i][j] != r.profile ||
 						(dl != nil && dl.kind == KindMIG && dl.a.GPUs[0] == i && dl.a.Slice == j) {
 						continue
@@ -410,7 +439,14 @@ func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
 					usable += u
 					count++
 				}
-			case KindShare:
+			}
+		case KindShare:
+			for m := share; m != 0; m &= m - 1 {
+				i := bits.TrailingZeros64(m)
+				if !r.allows(n.prod[i]) {
+					continue
+				}
+				g := &n.st.GPUs[i]
 				free := g.ShareFree
 				if dl != nil && dl.kind == KindShare && dl.a.GPUs[0] == i {
 					free -= dl.units

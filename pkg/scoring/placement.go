@@ -594,26 +594,42 @@ type migEntry struct {
 func (s *Scorer) pickMIG(n *NodeCache, r *Request, res *Result) error {
 	n.migGPUs = n.migGPUs[:0]
 	n.migIdx = n.migIdx[:0]
+	// The GPUs' used and free placements, one after the other.
+	pls := n.migPlacements[:0]
 	for i := range n.st.GPUs {
 		g := &n.st.GPUs[i]
 		if g.Mode != ModeMIG || !g.Healthy || !r.allows(n.prod[i]) {
 			continue
 		}
-		mg := topology.MIGGPU{Profiles: g.MIGProfiles}
+		free := 0
 		for j, sl := range g.MIGSlices {
-			switch {
-			case sl.Used:
-				mg.Used = append(mg.Used, sl.Placement)
-			case n.sliceProfile[i][j] == r.profile:
-				mg.Free = append(mg.Free, sl.Placement)
+			if !sl.Used && n.sliceProfile[i][j] == r.profile {
+				free++
 			}
 		}
-		if len(mg.Free) == 0 {
+		if free == 0 {
 			continue
 		}
-		n.migGPUs = append(n.migGPUs, mg)
+		start := len(pls)
+		for _, sl := range g.MIGSlices {
+			if sl.Used {
+				pls = append(pls, sl.Placement)
+			}
+		}
+		mid := len(pls)
+		for j, sl := range g.MIGSlices {
+			if !sl.Used && n.sliceProfile[i][j] == r.profile {
+				pls = append(pls, sl.Placement)
+			}
+		}
+		n.migGPUs = append(n.migGPUs, topology.MIGGPU{
+			Profiles: g.MIGProfiles,
+			Used:     pls[start:mid:mid],
+			Free:     pls[mid:len(pls):len(pls)],
+		})
 		n.migIdx = append(n.migIdx, i)
 	}
+	n.migPlacements = pls
 	if len(n.migGPUs) == 0 {
 		return fmt.Errorf("node %q has no free mig slice %s on a healthy gpu of an allowed product: %w", n.st.Name, r.Demand.MIGProfile, ErrInfeasible)
 	}

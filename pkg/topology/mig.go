@@ -162,14 +162,35 @@ func (g MIGGPU) choose(w *migWork) (migChoice, error) {
 		return best, nil
 	}
 	geometry := newMIGGeometry(g.Profiles, w)
-	bestCap, scratch := w.caps[0][:0], w.caps[1][:0]
+	np := len(geometry.max)
+	var bestCap, scratch []int
+	if np <= stackMIGProfiles {
+		bestCap, scratch = w.caps[0][:np], w.caps[1][:np]
+	} else {
+		bestCap, scratch = make([]int, np), make([]int, np)
+	}
 	for i, m := range masks {
-		scratch = geometry.capacity(all&^used&^m, scratch[:0])
-		c := 0
-		if best.free >= 0 {
-			c = slices.Compare(scratch, bestCap)
+		free := all &^ used &^ m
+		if best.free < 0 {
+			for p := range np {
+				bestCap[p] = geometry.count(p, free)
+			}
+			best.free = i
+			continue
 		}
-		if best.free < 0 || c > 0 || (c == 0 && g.Free[i].Start < g.Free[best.free].Start) {
+		// Compared profile by profile as computed: a slice that leaves
+		// less for a profile than the best so far, after as much for the
+		// profiles before it, is out.
+		c := 0
+		for p := range np {
+			scratch[p] = geometry.count(p, free)
+			if c == 0 {
+				if c = cmp.Compare(scratch[p], bestCap[p]); c < 0 {
+					break
+				}
+			}
+		}
+		if c > 0 || (c == 0 && g.Free[i].Start < g.Free[best.free].Start) {
 			best.free = i
 			bestCap, scratch = scratch, bestCap
 		}
@@ -235,24 +256,21 @@ func newMIGGeometry(profiles []gpu.MIGProfileInfo, w *migWork) migGeometry {
 	return g
 }
 
-// capacity appends to out, per profile, how many instances fit at once in the
-// free memory slices: earliest-ending placements first, which is optimal for
-// intervals, capped at the profile's MaxInstances.
-func (g migGeometry) capacity(free uint64, out []int) []int {
-	for i, limit := range g.max {
-		count, left := 0, free
-		for _, m := range g.flat[g.bounds[i]:g.bounds[i+1]] {
-			if limit > 0 && count >= limit {
-				break
-			}
-			if left&m == m {
-				count++
-				left &^= m
-			}
+// count is how many instances of profile p fit at once in the free memory
+// slices: earliest-ending placements first, which is optimal for intervals,
+// capped at the profile's MaxInstances.
+func (g migGeometry) count(p int, free uint64) int {
+	limit, count := g.max[p], 0
+	for _, m := range g.flat[g.bounds[p]:g.bounds[p+1]] {
+		if limit > 0 && count >= limit {
+			break
 		}
-		out = append(out, count)
+		if free&m == m {
+			count++
+			free &^= m
+		}
 	}
-	return out
+	return count
 }
 
 func placementList(ps []gpu.Placement) string {
