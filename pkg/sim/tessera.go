@@ -14,8 +14,9 @@ import (
 // CPU/GPU ratio (CPU-stranded GPUs), and the expected residue of each GPU's
 // free milli once the target's pods have filled it (scoring.HoleResidue:
 // how well the share sizes pair up). The primary key is the drop, in units
-// of Resolution milli; a small best-fit term breaks its ties, then the node
-// rank.
+// of Resolution milli, less the cost of taking a GPU model that the target's
+// model-constrained pods need while it is scarce (scoring.Scarcity); a small
+// best-fit term breaks its ties, then the node rank.
 type Tessera struct {
 	// Weights of the packing terms; nil uses DefaultTesseraWeights.
 	Weights *scoring.Weights
@@ -35,6 +36,10 @@ type Tessera struct {
 	// (scoring.HoleResidue) as extra fragmentation; 0 uses 0.3, < 0 turns
 	// the term off.
 	HoleWeight float64
+	// ScarcityWeight weighs the cost of taking a GPU model that the
+	// target's model-constrained pods need (scoring.Scarcity); 0 uses 0.25,
+	// < 0 turns the term off. It is 0 on traces without gpu_spec.
+	ScarcityWeight float64
 }
 
 // DefaultTesseraWeights are the packing weights of the tessera policy.
@@ -49,6 +54,8 @@ const (
 	tesseraCPUWeight = 0.3
 	// tesseraHoleWeight weighs the expected residue of free GPU milli.
 	tesseraHoleWeight = 0.3
+	// tesseraScarcityWeight weighs the model-scarcity cost.
+	tesseraScarcityWeight = 0.25
 )
 
 // weightOr returns def for 0, 0 for a negative w, else w.
@@ -103,6 +110,15 @@ func (t Tessera) NewScorer(run *Run) Scorer {
 		mVer:    make([]uint32, n*run.Trace.Classes),
 		mEpoch:  make([]int, n*run.Trace.Classes),
 		epoch:   1,
+		scarceW: weightOr(t.ScarcityWeight, tesseraScarcityWeight),
+	}
+	if s.scarceW != 0 {
+		s.modelFree = make([]float64, len(run.State.Cluster.Models))
+		for i := range run.State.Nodes {
+			f := float64(run.State.Nodes[i].GPUFreeTotal)
+			s.modelFree[run.State.Cluster.Nodes[i].ModelID] += f
+			s.clusterFree += f
+		}
 	}
 	if tw := run.Target; tw != nil {
 		for _, sh := range tw.Shapes {
@@ -135,6 +151,12 @@ type tesseraScorer struct {
 	mVer    []uint32
 	mEpoch  []int
 	free    []int64
+	// scarceW weighs scoring.Scarcity; pressure is the target's per model,
+	// modelFree and clusterFree the free milli-GPU per model and in all.
+	scarceW     float64
+	pressure    []float64
+	modelFree   []float64
+	clusterFree float64
 }
 
 var (
@@ -160,6 +182,9 @@ func (s *tesseraScorer) observe(p *Pod) {
 func (s *tesseraScorer) refresh() {
 	s.shapes = s.wl.Shapes()
 	s.ratio = scoring.GPUPerCPU(s.shapes)
+	if s.scarceW != 0 {
+		s.pressure = scoring.ModelPressure(s.shapes, len(s.st.Cluster.Models))
+	}
 	if s.holeW != 0 {
 		s.holes = scoring.NewHoleResidue(s.shapes, len(s.st.Cluster.Models))
 	}
@@ -177,7 +202,26 @@ func (s *tesseraScorer) frag(nd *scoring.Node) float64 {
 
 func (s *tesseraScorer) PreScore(p *Pod, _ []int) { s.observe(p) }
 
-func (s *tesseraScorer) Committed(p *Pod, _ int, _ []int) { s.observe(p) }
+func (s *tesseraScorer) Committed(p *Pod, n int, _ []int) {
+	if s.modelFree != nil && p.G > 0 {
+		d := float64(p.Demand())
+		s.modelFree[s.st.Cluster.Nodes[n].ModelID] -= d
+		s.clusterFree -= d
+	}
+	s.observe(p)
+}
+
+// scarcity is the model-scarcity cost of p on node n in Score's units. It
+// depends on the whole cluster's free capacity, so it is added outside the
+// per-node memo.
+func (s *tesseraScorer) scarcity(p *Pod, n int) int64 {
+	if s.scarceW == 0 || p.G <= 0 {
+		return 0
+	}
+	m := s.st.Cluster.Nodes[n].ModelID
+	c := s.scarceW * float64(p.Demand()) * scoring.Scarcity(s.pressure[m], s.modelFree[m], s.clusterFree)
+	return scoring.Quantize(c / s.res * 1e6)
+}
 
 func (s *tesseraScorer) node(n int, free []int64, cpu int64) scoring.Node {
 	return scoring.Node{ModelID: s.st.Cluster.Nodes[n].ModelID, CPUFree: cpu, GPUFree: free}
@@ -257,12 +301,12 @@ func (s *tesseraScorer) Score(p *Pod, n int) int64 {
 	k := n*s.classes + p.Class
 	ns := &s.st.Nodes[n]
 	if s.mVer[k] == ns.Version && s.mEpoch[k] == s.epoch {
-		return s.memo[k]
+		return s.memo[k] - s.scarcity(p, n)
 	}
 	v, _ := s.best(p, n)
 	q := scoring.Quantize(v)
 	s.memo[k], s.mVer[k], s.mEpoch[k] = q, ns.Version, s.epoch
-	return q
+	return q - s.scarcity(p, n)
 }
 
 func (s *tesseraScorer) SharedGPU(p *Pod, n int) int {

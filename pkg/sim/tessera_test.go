@@ -66,3 +66,47 @@ func TestTesseraPairsShareSizes(t *testing.T) {
 		})
 	}
 }
+
+func TestTesseraLeavesScarceModels(t *testing.T) {
+	// Two P100 nodes with little CPU per GPU and four G2 nodes. Some pods
+	// may only use P100s. An 810-milli pod that may go anywhere relieves the
+	// P100 node's CPU-stranded GPUs (the CPU term pulls it there), but the
+	// P100s are a ninth of the free capacity and the constrained pods need
+	// them: with the scarcity term it goes to a G2.
+	c := newCluster(t,
+		"p0,16000,65536,2,P100", "p1,16000,65536,2,P100",
+		"g0,96000,393216,8,G2", "g1,96000,393216,8,G2", "g2,96000,393216,8,G2", "g3,96000,393216,8,G2")
+	var rows []string
+	rows = append(rows, podRows("any", 40, 3152, 5600, 1, 810, "")...)
+	rows = append(rows, podRows("big", 40, 12000, 32768, 1, 1000, "")...)
+	rows = append(rows, podRows("cpu", 5, 32000, 32768, 0, 0, "")...)
+	rows = append(rows, podRows("p100", 10, 3152, 5600, 1, 810, "P100")...)
+	tr := newTrace(t, c, rows...)
+	tests := []struct {
+		name   string
+		policy Tessera
+		want   string
+	}{
+		{"without the scarcity term", Tessera{ScarcityWeight: -1}, "p0"},
+		{"default", Tessera{}, "g0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := NewState(c)
+			sc := tt.policy.NewScorer(&Run{State: st, Trace: tr, Target: tr.Target, Rank: []int{0, 1, 2, 3, 4, 5}})
+			p := &tr.Pods[0] // "any-0000": 810 milli, no gpu_spec
+			if p.Name != "any-0000" {
+				t.Fatalf("pod 0 is %s", p.Name)
+			}
+			best, bestN := int64(0), -1
+			for n := range c.Nodes {
+				if s := sc.Score(p, n); bestN < 0 || s > best {
+					best, bestN = s, n
+				}
+			}
+			if got := c.Nodes[bestN].Name; got != tt.want {
+				t.Errorf("chose %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
