@@ -24,17 +24,17 @@ type NodeCache struct {
 	free         float64     // free healthy GPU capacity, in GPUs
 	version      uint64
 
-	memo      map[reqKey]memoEntry
+	memo      lastMap[reqKey, memoEntry]
 	fragVer   uint64
 	fragEpoch uint64
 	fragVal   float64
 	bestMask  uint64
 	bestOK    bool
 	best      []bestQ
-	whole     map[wholeKey]wholeEntry
+	whole     lastMap[wholeKey, wholeEntry]
 	cand      []int
 	migVer    uint64 // changes with the MIG slices' use and the GPUs' health
-	migMemo   map[migKey]migEntry
+	migMemo   lastMap[migKey, migEntry]
 
 	scratch []int
 	migGPUs []topology.MIGGPU
@@ -550,6 +550,38 @@ func (w *demandWorkload) shapes(limit int, dst []targetShape) []targetShape {
 
 // dropCaches forgets every derived value (tests measure the cold path).
 func (n *NodeCache) dropCaches() {
-	n.memo, n.whole, n.bestOK, n.migMemo = nil, nil, false, nil
+	n.memo, n.whole, n.bestOK, n.migMemo = lastMap[reqKey, memoEntry]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}
 	n.fragVer = 0
+}
+
+// lastMap is a map that keeps its most recent entry out of the map: a node
+// scored for one kind of pod at a time, as in a scheduling cycle, needs no
+// map look-up and no map at all.
+type lastMap[K comparable, V any] struct {
+	ok   bool
+	key  K
+	val  V
+	more map[K]V
+}
+
+// get returns the value stored under k.
+func (m *lastMap[K, V]) get(k K) (V, bool) {
+	if m.ok && m.key == k {
+		return m.val, true
+	}
+	v, ok := m.more[k]
+	return v, ok
+}
+
+// put stores v under k; when the map already holds limit entries (limit >
+// 0), it starts over.
+func (m *lastMap[K, V]) put(k K, v V, limit int) {
+	if m.ok && m.key != k {
+		if m.more == nil || (limit > 0 && len(m.more) >= limit) {
+			m.more = map[K]V{}
+		}
+		m.more[m.key] = m.val
+	}
+	delete(m.more, k)
+	m.ok, m.key, m.val = true, k, v
 }

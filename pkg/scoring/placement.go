@@ -346,14 +346,11 @@ func (s *Scorer) SetTarget(reqs []*Request, weights []float64) error {
 // (Assume, Forget) or the target workload is refreshed; the returned
 // Assignment must not be modified.
 func (s *Scorer) Score(n *NodeCache, r *Request) Result {
-	if e, ok := n.memo[r.key]; ok && e.version == n.version && e.epoch == s.epoch {
+	if e, ok := n.memo.get(r.key); ok && e.version == n.version && e.epoch == s.epoch {
 		return e.res
 	}
 	res := s.score(n, r)
-	if n.memo == nil {
-		n.memo = map[reqKey]memoEntry{}
-	}
-	n.memo[r.key] = memoEntry{version: n.version, epoch: s.epoch, res: res}
+	n.memo.put(r.key, memoEntry{version: n.version, epoch: s.epoch, res: res}, 0)
 	return res
 }
 
@@ -457,7 +454,7 @@ func (s *Scorer) scoreWhole(n *NodeCache, r *Request, res *Result) error {
 	// GPUs, all free whole GPUs and k: cached by those, they survive
 	// changes of CPU, memory, MIG slices and shares.
 	key := wholeKey{cand: bitmask(free), all: n.wholeMask(), k: k}
-	e, ok := n.whole[key]
+	e, ok := n.whole.get(key)
 	if !ok {
 		set, q, err := n.alloc.AllocateQuality(free, nil, k)
 		if err != nil {
@@ -468,10 +465,7 @@ func (s *Scorer) scoreWhole(n *NodeCache, r *Request, res *Result) error {
 			known = &q
 		}
 		e = wholeEntry{set: set, q: q, keep: n.keepScore(s, set, known)}
-		if n.whole == nil || len(n.whole) >= maxWholeEntries {
-			n.whole = map[wholeKey]wholeEntry{}
-		}
-		n.whole[key] = e
+		n.whole.put(key, e, maxWholeEntries)
 	}
 	res.Assignment.GPUs = e.set
 	res.Quality = e.q
@@ -571,15 +565,12 @@ func (s *Scorer) scoreMIG(n *NodeCache, r *Request, res *Result) error {
 	// The choice depends only on the MIG GPUs' slices and health: cached
 	// by their version, it survives changes of CPU, whole GPUs and shares.
 	key := migKey{profile: r.profile, allowed: r.key.allowed}
-	if e, ok := n.migMemo[key]; ok && e.ver == n.migVer {
+	if e, ok := n.migMemo.get(key); ok && e.ver == n.migVer {
 		res.Assignment = e.a
 		return e.err
 	}
 	err := s.pickMIG(n, r, res)
-	if n.migMemo == nil || len(n.migMemo) >= maxWholeEntries {
-		n.migMemo = map[migKey]migEntry{}
-	}
-	n.migMemo[key] = migEntry{ver: n.migVer, a: res.Assignment, err: err}
+	n.migMemo.put(key, migEntry{ver: n.migVer, a: res.Assignment, err: err}, maxWholeEntries)
 	return err
 }
 

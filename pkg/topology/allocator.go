@@ -42,6 +42,7 @@ type Allocator struct {
 	path      []gpu.PCIePath // n×n PCIe paths
 	numa      []uint64       // per device: one bit for its NUMA node
 	maxNV     int            // the largest NVLink count between any pair
+	uniform   bool           // every pair has maxNV NVLinks
 	deg       []int          // per device: its NVLinks to all others
 	top       []int          // n×n: top[d*n+m] is the sum of d's m largest NVLink counts
 	lookahead []int          // look-ahead sizes besides k, largest first
@@ -122,6 +123,14 @@ func New(t gpu.Topology, numa []int, opts ...Option) (*Allocator, error) {
 			a.nv[i*n+j] = l.NVLinks
 			a.path[i*n+j] = l.PCIe
 			a.maxNV = max(a.maxNV, l.NVLinks)
+		}
+	}
+	a.uniform = true
+	for i := range n {
+		for j := range n {
+			if i != j && a.nv[i*n+j] != a.maxNV {
+				a.uniform = false
+			}
 		}
 	}
 	for d := range n {

@@ -165,6 +165,10 @@ func (s *searcher) dfs(p partial, rem uint64) {
 		return
 	}
 	a, n := s.a, s.a.n
+	if a.uniform {
+		s.dfsUniform(p, rem, need)
+		return
+	}
 	conn := &s.w.conn
 	far := s.far[p.count*n : (p.count+1)*n]
 	if need == 1 {
@@ -213,6 +217,49 @@ func (s *searcher) dfs(p partial, rem uint64) {
 	}
 }
 
+// dfsUniform is dfs on a node whose every pair of GPUs has the same NVLink
+// count (an NVSwitch fabric, or no NVLink at all): a set's weakest pair and
+// NVLink total follow from its size, so only the PCIe paths are tracked.
+func (s *searcher) dfsUniform(p partial, rem uint64, need int) {
+	a, n := s.a, s.a.n
+	far := s.far[p.count*n : (p.count+1)*n]
+	// What each GPU added to p brings: its links to p's members.
+	minNV, sumNV := p.minNV, p.sumNV+a.maxNV*p.count
+	if p.count > 0 {
+		minNV = min(minNV, a.maxNV)
+	}
+	if need == 1 {
+		for m := rem; m != 0; m &= m - 1 {
+			c := bits.TrailingZeros64(m)
+			s.found(p.mask|1<<c, minNV, sumNV, max(p.path, far[c]), bits.OnesCount64(p.numa|a.numa[c]))
+			if s.stop {
+				return
+			}
+		}
+		return
+	}
+	next := s.far[(p.count+1)*n : (p.count+2)*n]
+	for m := rem; bits.OnesCount64(m) >= need; {
+		c := bits.TrailingZeros64(m)
+		m &= m - 1
+		prow := a.path[c*n : (c+1)*n]
+		for j := range n {
+			next[j] = max(far[j], prow[j])
+		}
+		s.dfs(partial{
+			mask:  p.mask | 1<<c,
+			count: p.count + 1,
+			minNV: minNV,
+			sumNV: sumNV,
+			path:  max(p.path, far[c]),
+			numa:  p.numa | a.numa[c],
+		}, m)
+		if s.stop {
+			return
+		}
+	}
+}
+
 // promising reports whether a completion of p (need devices short) with
 // candidates from rem may still rank above the best set found, or equal to it
 // while fewer than maxTies sets tie. It compares an optimistic bound on the
@@ -227,7 +274,13 @@ func (s *searcher) promising(p partial, rem uint64, need int) bool {
 	if minNV != b.MinNVLinks {
 		return minNV > b.MinNVLinks
 	}
-	if nv := s.nvBound(p, rem, need); nv != b.NVLinks {
+	var nv int
+	if s.a.uniform {
+		nv = s.a.maxNV * s.k * (s.k - 1) / 2 // every k-set's
+	} else {
+		nv = s.nvBound(p, rem, need)
+	}
+	if nv != b.NVLinks {
 		return nv > b.NVLinks
 	}
 	if path := max(p.path, s.pathBound(p.count, rem, need)); path != b.PCIe {
