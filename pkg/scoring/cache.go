@@ -470,16 +470,6 @@ func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
 	return out
 }
 
-func modeFor(k Kind) GPUMode {
-	switch k {
-	case KindMIG:
-		return ModeMIG
-	case KindShare:
-		return ModeShared
-	}
-	return ModeWhole
-}
-
 // Fragmentation returns the node's expected fragmentation, in GPUs, against
 // the scorer's current target workload.
 func (s *Scorer) Fragmentation(n *NodeCache) float64 { return n.fragBefore(s) }

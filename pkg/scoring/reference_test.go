@@ -90,6 +90,16 @@ func (n *NodeCache) refFrag(shapes []targetShape, dl *delta) float64 {
 	return out
 }
 
+func modeFor(k Kind) GPUMode {
+	switch k {
+	case KindMIG:
+		return ModeMIG
+	case KindShare:
+		return ModeShared
+	}
+	return ModeWhole
+}
+
 // refKeepScore is keepScore as it was: every best quality searched for.
 func (n *NodeCache) refKeepScore(s *Scorer, set []int) float64 {
 	var free, rest []int
@@ -246,16 +256,32 @@ func TestScoreMatchesReference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for j := range 20 {
+		var seen []*Request
+		for j := range 40 {
 			r, err := s.Compile(refDemand(rng))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(seen) > 0 && rng.IntN(2) == 0 { // a pod scored before, maybe cached
+				r = seen[rng.IntN(len(seen))]
+			} else {
+				seen = append(seen, r)
 			}
 			if rng.IntN(3) == 0 {
 				n.dropCaches()
 			}
 			res := s.Score(n, r)
 			where := fmt.Sprintf("case %d.%d: %+v", i, j, r.Demand)
+			// The result, perhaps from the node's caches, is the one
+			// computed without them (on a copy of the node: its state
+			// shared, its caches dropped, its cached best qualities
+			// not overwritten).
+			fresh := *n
+			fresh.best = nil
+			fresh.dropCaches()
+			if want := s.score(&fresh, r); fmt.Sprint(want) != fmt.Sprint(res) {
+				t.Fatalf("%s: Score = %+v, without caches %+v", where, res, want)
+			}
 			if got, want := n.frag(s.shapes, nil), n.refFrag(s.shapes, nil); got != want {
 				t.Fatalf("%s: fragmentation %v, the reference %v", where, got, want)
 			}
@@ -281,7 +307,7 @@ func TestScoreMatchesReference(t *testing.T) {
 					t.Fatalf("%s: keep %v, the reference %v", where, res.Keep, want)
 				}
 			}
-			if rng.IntN(2) == 0 {
+			if rng.IntN(4) == 0 {
 				if err := n.Assume(r, res.Assignment); err != nil {
 					t.Fatal(err)
 				}
