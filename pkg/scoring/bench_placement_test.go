@@ -109,3 +109,25 @@ func BenchmarkAllocateBaseline(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNewNode is what a node costs when the scorer first sees it
+// (validating and copying its state, building its allocator's tables): paid
+// once per node, not per Score.
+func BenchmarkNewNode(b *testing.B) {
+	layout := map[int][]string{4: {"1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"}, 5: {"1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb"}, 6: {"3g.40gb", "3g.40gb"}, 7: {"2g.20gb", "2g.20gb", "2g.20gb"}}
+	for _, tc := range []struct {
+		name string
+		st   scoring.NodeState
+	}{
+		{"mixed", use(nodeState(b, "dgx", "dgx-h100", layout), 1)},
+		{"idle", nodeState(b, "dgx", "dgx-h100", nil)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			s := newScorer(b, nil)
+			for i := 0; i < b.N; i++ {
+				n := newNode(b, s, tc.st)
+				s.RemoveNode(n)
+			}
+		})
+	}
+}

@@ -52,6 +52,13 @@
 // lookups, and keeps the best result.
 //
 // Breaking ties costs at most MaxTieCandidates (64) look-aheads; a look-ahead
-// runs one search (bounded as above, without tie-breaking) per set it takes.
+// runs one search (bounded as above, without tie-breaking) per set it takes,
+// and stops as soon as its sequence tells the tie from the best one so far.
 // Sets that tie beyond the first 64 found are not considered.
+//
+// The search allocates nothing but the returned set: candidates are bit
+// masks, and its scratch lives on the caller's stack. On a node whose every
+// pair of GPUs has the same NVLink count (an NVSwitch fabric, or no NVLink),
+// a set's weakest pair and NVLink total follow from its size, so the search
+// follows only PCIe paths and NUMA nodes there.
 package topology
