@@ -81,6 +81,12 @@ bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under 
 		--policy random,dotprod,gpuclustering,gpupacking,bestfit,fgd,tessera --seeds 42-51 --tune 1.3 \
 		--anchor $(ANCHOR) --tolerance 0.5 --out _output/placement
 
+.PHONY: bench-placement-bound
+bench-placement-bound: ## Upper bound on the allocation any placement policy can reach on TRACES' default trace, seeds 42-51 at 130 %; write _output/bound.
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
+	$(BIN)/gpu-scheduler simulate bound --nodes $(TRACES)/openb_node_list_gpu_node.csv \
+		--pods $(TRACES)/openb_pod_list_default.csv --seeds 42-51 --tune 1.3 --out _output/bound
+
 .PHONY: bench-scenarios
 bench-scenarios: ## Run the synthetic scenarios (MIG, NVLink islands, time-shared GPUs, product constraints) under tessera and the baselines, seeds 42-51; write _output/scenarios.
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
