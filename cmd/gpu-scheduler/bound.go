@@ -24,7 +24,7 @@ const boundLong = `Compute, per seed, an upper bound on the final GPU allocation
 policy (even one that knows the future) can reach under the replay's protocol, on
 the same arrival order as ` + "`simulate`" + ` (same seeds and --tune). Every allocation
 sample is at most the final allocation, so the bound also caps the allocation at
-130 % arrived demand.
+130 % arrived demand (up to 0.01 pp: the curve rounds to 0.01 %).
 
 The argument: pods never leave and a pod is placed whenever some node fits it.
 For a corner C = (cpu, memory) (--corners), let T be the arrival of the last

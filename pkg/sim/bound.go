@@ -14,7 +14,9 @@ import (
 // a clairvoyant one, can reach on one arrival order under the protocol (pods
 // placed one at a time, never rejected while some node fits them, never
 // leaving). Since every allocation sample is at most the final allocation, the
-// bound also caps the allocation at any arrived demand, 130 % included.
+// bound also caps the allocation at any arrived demand, 130 % included (up to
+// the curve's rounding: Discretize rounds samples and means to 0.01 %, so a
+// curve value may exceed the bound by at most 0.01 pp).
 //
 // The argument. Take corners C_g = (cpu, memory) (BoundOptions.Corners). Let
 // T_g be the arrival index of the last placed pod with G = 1000 (any K) whose
