@@ -12,7 +12,7 @@ import (
 
 // NodeCache is one node's GPU state with what scoring derives from it, kept
 // incrementally: Assume and Forget change the state in place and invalidate
-// the node's cached scores, so scoring a pod on an unchanged node is a map
+// the node's cached scores, so scoring a pod on an unchanged node is a
 // look-up. Create nodes with Scorer.NewNode; a NodeCache belongs to its Scorer.
 type NodeCache struct {
 	st           NodeState
