@@ -74,12 +74,12 @@ TRACES ?= ../shared/traces
 ANCHOR ?= ../shared/benchmarks/fgd-anchor.csv
 
 .PHONY: bench-placement
-bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under the six FGD baselines and tessera, seeds 42-51; compare with ANCHOR; write _output/placement.
+bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under the six FGD baselines and tessera, seeds 42-51; compare with ANCHOR; each trace's upper bound (any policy); write _output/placement.
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
 	$(BIN)/gpu-scheduler simulate --nodes $(TRACES)/openb_node_list_gpu_node.csv \
 		--pods "$$(ls $(TRACES)/openb_pod_list_*.csv | paste -sd, -)" \
 		--policy random,dotprod,gpuclustering,gpupacking,bestfit,fgd,tessera --seeds 42-51 --tune 1.3 \
-		--anchor $(ANCHOR) --tolerance 0.5 --out _output/placement
+		--anchor $(ANCHOR) --tolerance 0.5 --bound --out _output/placement
 
 .PHONY: bench-placement-bound
 bench-placement-bound: ## Upper bound on the allocation any placement policy can reach on TRACES' default trace, seeds 42-51 at 130 %; write _output/bound.

@@ -32,17 +32,23 @@ For each pod CSV, policy and seed the replay:
 Policies: random, dotprod, gpuclustering, gpupacking, bestfit, fgd (all means
 these six baselines), and tessera: Tessera's scoring (pkg/scoring), FGD's
 fragmentation against a target workload learned online from arriving pods,
-plus GPU capacity stranded by the node's CPU.
+plus GPU capacity stranded by the node's CPU, the expected residue of partly
+used GPUs, and the cost of taking a GPU model that gpu_spec pods need.
+
+With --bound, each trace also gets an upper bound on the final allocation of
+any policy on the same arrival orders (mean over the seeds; see simulate bound
+--help), in summary.csv/json (bound_at_130) and on the charts.
 
 Outputs in --out:
   runs.csv      one row per replay: trace, policy, seed, pods, placed, failed and
                 the allocation % at X = 0..130
   summary.csv   one row per trace and policy: mean allocation % at 100 and 130
                 over the seeds, seed count, failed pods, wall time and, with
-                --anchor, the published value and the difference
+                --anchor, the published value and the difference; with --bound,
+                the upper bound
   summary.json  the same, with the settings used
   curve_<trace>.svg  allocation % against arrived demand, one line per policy
-                (mean over seeds)
+                (mean over seeds); curve_<trace>_zoom.svg the same from 80 %
 The summary table is also printed on stdout. Rows that cannot be read are
 reported as file:line on stderr and skipped; the counts are printed at the end.
 Progress goes to stderr: a bar on a terminal, one line per replay otherwise.
@@ -50,7 +56,8 @@ Progress goes to stderr: a bar on a terminal, one line per replay otherwise.
 Subcommands:
   scenarios  synthetic clusters the traces cannot express (MIG layouts, NVLink
              islands, time-shared GPUs, product constraints): gpu-scheduler
-             simulate scenarios --help`
+             simulate scenarios --help
+  bound      the upper bound alone, per seed: gpu-scheduler simulate bound --help`
 
 const simulateExample = `  # The FGD paper's matrix on one trace, compared with the published numbers:
   gpu-scheduler simulate --nodes traces/openb_node_list_gpu_node.csv \
@@ -73,6 +80,7 @@ type simulateOptions struct {
 	parallel  int
 	progress  string
 	maxIssues int
+	bound     bool
 }
 
 func newSimulateCommand() *cobra.Command {
@@ -116,6 +124,7 @@ func newSimulateCommand() *cobra.Command {
 	f.IntVar(&o.parallel, "parallel", 0, "replays run at once (0: GOMAXPROCS)")
 	f.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (bar on a terminal, lines otherwise), bar, lines or none")
 	f.IntVar(&o.maxIssues, "max-issues", 20, "input problems printed per file (counts are always printed; -1 prints all)")
+	f.BoolVar(&o.bound, "bound", false, "also compute each trace's upper bound on any policy's allocation (simulate bound) into the summary and the charts")
 	return cmd
 }
 
@@ -124,7 +133,7 @@ func newSimulateCommand() *cobra.Command {
 func (o *simulateOptions) config() (sim.SimulateConfig, error) {
 	cfg := sim.SimulateConfig{
 		NodesFile: o.nodes, Tune: o.tune, OutDir: o.out, AnchorFile: o.anchor,
-		Tolerance: o.tolerance, Parallel: o.parallel, MaxIssues: o.maxIssues,
+		Tolerance: o.tolerance, Parallel: o.parallel, MaxIssues: o.maxIssues, Bound: o.bound,
 	}
 	for _, p := range o.pods {
 		if p = strings.TrimSpace(p); p != "" {

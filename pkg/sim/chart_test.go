@@ -15,18 +15,38 @@ func TestWriteCharts(t *testing.T) {
 	results := []*Result{
 		{Trace: "default", Policy: "FGD", Seed: 42, Curve: a},
 		{Trace: "default", Policy: "Tessera", Seed: 42, Curve: b},
+		{Trace: "other", Policy: "FGD", Seed: 42, Curve: a},
 	}
 	dir := t.TempDir()
-	if err := WriteCharts(dir, results); err != nil {
+	if err := WriteCharts(dir, results, map[string]float64{"default": 93.25}); err != nil {
 		t.Fatalf("WriteCharts: %v", err)
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "curve_default.svg"))
-	if err != nil {
-		t.Fatalf("reading chart: %v", err)
+	tests := []struct {
+		file    string
+		want    []string
+		notWant []string
+	}{
+		{"curve_default.svg", []string{"<svg", "FGD", "Tessera", BoundLabel + " (93.25 %)"}, nil},
+		{"curve_default_zoom.svg", []string{"<svg", "FGD", "Tessera", BoundLabel, "from 80 % arrived demand"}, nil},
+		{"curve_other.svg", []string{"<svg", "FGD"}, []string{BoundLabel, "Tessera"}},
+		{"curve_other_zoom.svg", []string{"<svg", "FGD"}, []string{BoundLabel}},
 	}
-	for _, want := range []string{"<svg", "FGD", "Tessera"} {
-		if !strings.Contains(string(data), want) {
-			t.Errorf("chart lacks %q", want)
-		}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(dir, tt.file))
+			if err != nil {
+				t.Fatalf("reading chart: %v", err)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(string(data), want) {
+					t.Errorf("chart lacks %q", want)
+				}
+			}
+			for _, nw := range tt.notWant {
+				if strings.Contains(string(data), nw) {
+					t.Errorf("chart has %q", nw)
+				}
+			}
+		})
 	}
 }

@@ -93,13 +93,17 @@ func TestSummarizeAndWrite(t *testing.T) {
 		t.Errorf("MaxAbsDiff130 = %v, %v", d, ok)
 	}
 
+	SetBounds(sums, map[string]float64{"default": 96.5, "other": 90})
+	if sums[0].Bound130 == nil || *sums[0].Bound130 != 96.5 || sums[1].Bound130 == nil || *sums[1].Bound130 != 96.5 {
+		t.Errorf("bounds not set on every summary of the trace: %+v", sums)
+	}
 	var b bytes.Buffer
 	if err := WriteSummaryCSV(&b, sums); err != nil {
 		t.Fatal(err)
 	}
-	want := "trace,policy,seeds,alloc_pct_at_100,alloc_pct_at_130,anchor_at_100,anchor_at_130,diff_at_100,diff_at_130,failed_pods_mean,pods_mean,wall_seconds_mean\n" +
-		"default,FGD,2,95.250,95.750,95.23,95.39,0.020,0.360,3.0,11.0,2.000\n" +
-		"default,Random,1,86.000,,,,,,5.0,10.0,0.000\n"
+	want := "trace,policy,seeds,alloc_pct_at_100,alloc_pct_at_130,anchor_at_100,anchor_at_130,diff_at_100,diff_at_130,failed_pods_mean,pods_mean,wall_seconds_mean,bound_at_130\n" +
+		"default,FGD,2,95.250,95.750,95.23,95.39,0.020,0.360,3.0,11.0,2.000,96.500\n" +
+		"default,Random,1,86.000,,,,,,5.0,10.0,0.000,96.500\n"
 	if b.String() != want {
 		t.Errorf("summary csv:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -253,8 +257,41 @@ func TestSimulate(t *testing.T) {
 		}
 	}
 
+	// --bound: each trace's bound in the summary (at least every policy's
+	// allocation) and on both charts.
+	bcfg := cfg
+	bcfg.Bound, bcfg.OutDir = true, filepath.Join(dir, "bound")
+	stderr.Reset()
+	if err := Simulate(context.Background(), bcfg, &stdout, &stderr); err != nil {
+		t.Fatalf("Simulate with bound: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "upper bound on tiny (any policy, mean of 2 seeds): ") {
+		t.Errorf("stderr lacks the bound:\n%s", stderr.String())
+	}
+	var doc struct {
+		Results []Summary `json:"results"`
+	}
+	data, err := os.ReadFile(filepath.Join(bcfg.OutDir, SummaryJSONFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("summary.json: %v", err)
+	}
+	for _, r := range doc.Results {
+		if r.Bound130 == nil || *r.Bound130 < r.At130-1e-9 || *r.Bound130 > 100 {
+			t.Errorf("%s: bound %v against allocation %v at 130 %%", r.Policy, r.Bound130, r.At130)
+		}
+	}
+	for _, f := range []string{"curve_tiny.svg", "curve_tiny_zoom.svg"} {
+		svg, err := os.ReadFile(filepath.Join(bcfg.OutDir, f))
+		if err != nil || !strings.Contains(string(svg), BoundLabel) {
+			t.Errorf("%s: no bound line (%v)", f, err)
+		}
+	}
+
 	cfg.Tolerance = 0.5
-	err := Simulate(context.Background(), cfg, &stdout, &stderr)
+	err = Simulate(context.Background(), cfg, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "differs from the anchor by more than 0.50 percentage points at 130%: tiny/FGD") {
 		t.Errorf("tolerance: err = %v", err)
 	}

@@ -109,6 +109,10 @@ type Summary struct {
 	Pods       float64 `json:"pods_mean"`
 	// WallSeconds is the mean wall time of one replay.
 	WallSeconds float64 `json:"wall_seconds_mean"`
+	// Bound130, when computed (SimulateConfig.Bound), is the trace's mean
+	// over seeds of UpperBound: no policy's final allocation, hence none at
+	// 130 %, exceeds it on those arrival orders.
+	Bound130 *float64 `json:"bound_at_130,omitempty"`
 }
 
 // Summarize groups results by trace and policy (keeping their order) and
@@ -218,19 +222,28 @@ func WriteRunsCSV(w io.Writer, results []*Result) error {
 	return nil
 }
 
+// SetBounds sets Bound130 on every summary whose trace has a bound.
+func SetBounds(sums []Summary, bounds map[string]float64) {
+	for i := range sums {
+		if b, ok := bounds[sums[i].Trace]; ok {
+			sums[i].Bound130 = ptr(b)
+		}
+	}
+}
+
 // WriteSummaryCSV writes one row per trace and policy.
 func WriteSummaryCSV(w io.Writer, sums []Summary) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write([]string{"trace", "policy", "seeds", "alloc_pct_at_100", "alloc_pct_at_130",
 		"anchor_at_100", "anchor_at_130", "diff_at_100", "diff_at_130",
-		"failed_pods_mean", "pods_mean", "wall_seconds_mean"}); err != nil {
+		"failed_pods_mean", "pods_mean", "wall_seconds_mean", "bound_at_130"}); err != nil {
 		return fmt.Errorf("writing summary csv: %w", err)
 	}
 	for _, s := range sums {
 		if err := cw.Write([]string{s.Trace, s.Policy, strconv.Itoa(s.Seeds),
 			fmtNum(s.At100, 3), fmtNum(s.At130, 3),
 			fmtPtr(s.Anchor100, 2), fmtPtr(s.Anchor130, 2), fmtPtr(s.Diff100, 3), fmtPtr(s.Diff130, 3),
-			fmtNum(s.FailedPods, 1), fmtNum(s.Pods, 1), fmtNum(s.WallSeconds, 3)}); err != nil {
+			fmtNum(s.FailedPods, 1), fmtNum(s.Pods, 1), fmtNum(s.WallSeconds, 3), fmtPtr(s.Bound130, 3)}); err != nil {
 			return fmt.Errorf("writing summary csv: %w", err)
 		}
 	}
@@ -303,9 +316,9 @@ const (
 	SummaryJSONFile = "summary.json"
 )
 
-// WriteOutputs writes runs.csv, summary.csv, summary.json and one chart per
-// trace (ChartFile) into dir,
-// creating it if needed.
+// WriteOutputs writes runs.csv, summary.csv, summary.json and two charts per
+// trace (ChartFile, ZoomChartFile) into dir, creating it if needed. The
+// charts draw each trace's Bound130 when the summaries carry one.
 func WriteOutputs(dir string, results []*Result, doc SummaryDoc) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating output directory: %w", err)
@@ -334,7 +347,13 @@ func WriteOutputs(dir string, results []*Result, doc SummaryDoc) error {
 	if err := write(SummaryJSONFile, func(w io.Writer) error { return WriteSummaryJSON(w, doc) }); err != nil {
 		return err
 	}
-	return WriteCharts(dir, results)
+	bounds := map[string]float64{}
+	for _, s := range doc.Results {
+		if s.Bound130 != nil {
+			bounds[s.Trace] = *s.Bound130
+		}
+	}
+	return WriteCharts(dir, results, bounds)
 }
 
 // WriteTable writes the summaries as an aligned text table (for terminals
