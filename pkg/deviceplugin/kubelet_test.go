@@ -181,6 +181,11 @@ func (k *kubelet) admit(t *testing.T, p *v1.Pod) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		if opts == nil {
+			// The device manager answers nil options when it allocated nothing
+			// to the container (its resource is not registered yet).
+			return nil, fmt.Errorf("container %s of pod %s got no devices", c.Name, p.Name)
+		}
 		var val []string
 		for _, e := range opts.Envs {
 			if e.Name == deviceplugin.VisibleDevicesEnv {

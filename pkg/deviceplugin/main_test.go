@@ -13,7 +13,12 @@ import (
 // /var/lib/kubelet/device-plugins/kubelet.sock. To run it in a test without
 // touching the host, TestMain re-executes the test binary in a new user and
 // mount namespace and bind-mounts a temporary directory over /var/lib there.
-const inNamespaceEnv = "TESSERA_DEVICEPLUGIN_TEST_NS"
+const (
+	inNamespaceEnv = "TESSERA_DEVICEPLUGIN_TEST_NS"
+	// varLibEnv names the directory the child mounts over /var/lib; the parent
+	// makes it and removes it when the child exits, so no run leaves it behind.
+	varLibEnv = "TESSERA_DEVICEPLUGIN_TEST_VARLIB"
+)
 
 // namespaceSkip is why kubelet tests cannot run here ("" when they can).
 var namespaceSkip string
@@ -35,9 +40,14 @@ func TestMain(m *testing.M) {
 }
 
 func reexecInNamespace() (int, error) {
+	dir, err := os.MkdirTemp("", "tessera-varlib-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
 	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), inNamespaceEnv+"=1")
+	cmd.Env = append(os.Environ(), inNamespaceEnv+"=1", varLibEnv+"="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
@@ -60,9 +70,9 @@ func privateVarLib() error {
 	if err := syscall.Mount("", "/", "", syscall.MS_PRIVATE|syscall.MS_REC, ""); err != nil {
 		return fmt.Errorf("making / private: %w", err)
 	}
-	dir, err := os.MkdirTemp("", "tessera-varlib-")
-	if err != nil {
-		return err
+	dir := os.Getenv(varLibEnv)
+	if dir == "" {
+		return fmt.Errorf("%s is not set by the parent test process", varLibEnv)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "kubelet", "device-plugins"), 0o750); err != nil {
 		return err

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 	api "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
@@ -25,7 +27,16 @@ type Config struct {
 	KubeletSocket string
 	// RegisterTimeout bounds one registration call (default 10s).
 	RegisterTimeout time.Duration
+	// RegisterBackoff paces the retries of a failed registration (default:
+	// 20 ms doubling to 400 ms, 20 % jitter, retried until it succeeds or the
+	// kubelet's socket is recreated). The cap keeps re-registration within a
+	// second of the kubelet listening.
+	RegisterBackoff wait.Backoff
 }
+
+// defaultRegisterBackoff retries forever: Steps is only a counter here, the
+// cap is what bounds the wait.
+var defaultRegisterBackoff = wait.Backoff{Duration: 20 * time.Millisecond, Factor: 2, Jitter: 0.2, Cap: 400 * time.Millisecond, Steps: math.MaxInt32}
 
 // HealthSource answers whether a GPU or MIG device, by UUID, is healthy.
 type HealthSource interface {
@@ -45,8 +56,18 @@ type Manager struct {
 	resources []Resource
 	// withheld devices (by GPU or MIG UUID) are advertised unhealthy.
 	withheld map[string]bool
+	// registered names the resources the kubelet accepted since their server
+	// last (re)started; registerFailures counts refused attempts.
+	registered       map[string]bool
+	registerFailures int
 	// servers is owned by Run's goroutine.
 	servers map[string]*server
+	// unregistered names the resources whose server failed to start or to
+	// register; Run's goroutine retries them with backoff. A kubelet socket
+	// file appears before the kubelet listens on it (bind precedes listen), so
+	// the first attempt after a restart may be refused.
+	unregistered map[string]bool
+	backoff      wait.Backoff
 
 	reconfigure chan struct{}
 	healthWake  chan struct{}
@@ -63,12 +84,17 @@ func NewManager(cfg Config, health HealthSource) *Manager {
 	if cfg.RegisterTimeout == 0 {
 		cfg.RegisterTimeout = 10 * time.Second
 	}
+	if cfg.RegisterBackoff.Duration == 0 {
+		cfg.RegisterBackoff = defaultRegisterBackoff
+	}
 	return &Manager{
-		cfg:         cfg,
-		health:      health,
-		servers:     map[string]*server{},
-		reconfigure: make(chan struct{}, 1),
-		healthWake:  make(chan struct{}, 1),
+		cfg:          cfg,
+		health:       health,
+		servers:      map[string]*server{},
+		unregistered: map[string]bool{},
+		registered:   map[string]bool{},
+		reconfigure:  make(chan struct{}, 1),
+		healthWake:   make(chan struct{}, 1),
 	}
 }
 
@@ -94,6 +120,30 @@ func (m *Manager) Resources() []Resource {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]Resource(nil), m.resources...)
+}
+
+// RegistrationStatus reports whether every configured resource is registered
+// with the kubelet and how many registration attempts have failed so far.
+func (m *Manager) RegistrationStatus() (registered bool, failures int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.resources {
+		if !m.registered[r.Name] {
+			return false, m.registerFailures
+		}
+	}
+	return m.machine != nil, m.registerFailures
+}
+
+func (m *Manager) setRegistered(name string, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ok {
+		m.registered[name] = true
+	} else {
+		delete(m.registered, name)
+		m.registerFailures++
+	}
 }
 
 // HealthChanged makes every server re-send its device list with current health.
@@ -153,7 +203,30 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	defer m.stopAll()
 
+	// retry fires while some resource is unregistered; nil otherwise.
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	schedule := func(reset bool) {
+		if reset {
+			m.backoff = m.cfg.RegisterBackoff
+		}
+		if retry != nil {
+			retry.Stop()
+			retry, retryC = nil, nil
+		}
+		if len(m.unregistered) > 0 {
+			retry = time.NewTimer(m.backoff.Step())
+			retryC = retry.C
+		}
+	}
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+
 	m.sync(ctx, true)
+	schedule(true)
 	for {
 		select {
 		case <-ctx.Done():
@@ -161,6 +234,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-m.reconfigure:
 			m.sync(ctx, false)
+			schedule(true)
+		case <-retryC:
+			retry, retryC = nil, nil
+			m.retryUnregistered(ctx)
+			schedule(false)
 		case <-m.healthWake:
 			for _, s := range m.servers {
 				s.notify()
@@ -173,6 +251,7 @@ func (m *Manager) Run(ctx context.Context) error {
 				logger.Info("Kubelet socket recreated; restarting and re-registering every device plugin server")
 				m.stopAll()
 				m.sync(ctx, true)
+				schedule(true)
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -197,30 +276,74 @@ func (m *Manager) sync(ctx context.Context, all bool) {
 			logger.Info("No longer advertising resource", "resource", name)
 			s.stop()
 			delete(m.servers, name)
+			m.mu.Lock()
+			delete(m.registered, name)
+			m.mu.Unlock()
+		}
+	}
+	for name := range m.unregistered {
+		if _, ok := want[name]; !ok {
+			delete(m.unregistered, name)
 		}
 	}
 	for name, r := range want {
 		s, ok := m.servers[name]
 		if ok {
 			s.update(r)
-			if !all {
+			if !all && !m.unregistered[name] {
 				continue
 			}
-		} else {
-			s = newServer(m, r)
-			if err := s.start(ctx); err != nil {
-				logger.Error(err, "Starting device plugin server", "resource", name)
-				continue
-			}
-			m.servers[name] = s
 		}
-		if err := s.register(ctx, m.cfg.KubeletSocket); err != nil {
-			// The kubelet may not be up yet; its socket's creation triggers another attempt.
-			logger.Error(err, "Registering with the kubelet", "resource", name)
-			continue
-		}
-		logger.Info("Registered device plugin", "resource", name, "devices", len(r.Devices))
+		m.startAndRegister(ctx, r)
 	}
+}
+
+// retryUnregistered makes another attempt for every resource not yet
+// registered with the kubelet.
+func (m *Manager) retryUnregistered(ctx context.Context) {
+	want := map[string]Resource{}
+	for _, r := range m.Resources() {
+		want[r.Name] = r
+	}
+	for name := range m.unregistered {
+		if r, ok := want[name]; ok {
+			m.startAndRegister(ctx, r)
+		} else {
+			delete(m.unregistered, name)
+		}
+	}
+}
+
+// startAndRegister starts r's server if it is not running and registers it;
+// a failure leaves r in the unregistered set for Run to retry.
+func (m *Manager) startAndRegister(ctx context.Context, r Resource) {
+	logger := klog.FromContext(ctx)
+	s, ok := m.servers[r.Name]
+	if !ok {
+		s = newServer(m, r)
+		if err := s.start(ctx); err != nil {
+			logger.Error(err, "Starting device plugin server; will retry", "resource", r.Name)
+			m.unregistered[r.Name] = true
+			m.setRegistered(r.Name, false)
+			return
+		}
+		m.servers[r.Name] = s
+	}
+	if err := s.register(ctx, m.cfg.KubeletSocket); err != nil {
+		// The kubelet may not be up yet, or its socket exists but does not
+		// listen yet: retried with backoff, and again when the socket is recreated.
+		if !m.unregistered[r.Name] {
+			logger.Info("Registering with the kubelet failed; will retry", "resource", r.Name, "err", err.Error())
+		} else {
+			logger.V(4).Info("Registering with the kubelet failed again", "resource", r.Name, "err", err.Error())
+		}
+		m.unregistered[r.Name] = true
+		m.setRegistered(r.Name, false)
+		return
+	}
+	delete(m.unregistered, r.Name)
+	m.setRegistered(r.Name, true)
+	logger.Info("Registered device plugin", "resource", r.Name, "devices", len(r.Devices))
 }
 
 func (m *Manager) stopAll() {
@@ -228,4 +351,8 @@ func (m *Manager) stopAll() {
 		s.stop()
 		delete(m.servers, name)
 	}
+	clear(m.unregistered)
+	m.mu.Lock()
+	clear(m.registered)
+	m.mu.Unlock()
 }

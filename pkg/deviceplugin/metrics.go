@@ -54,10 +54,21 @@ func (m *Metrics) failed() {
 var devicesDesc = prometheus.NewDesc("tessera_device_plugin_devices",
 	"Device IDs advertised to the kubelet, per resource and health.", []string{"resource", "health"}, nil)
 
+var (
+	registeredDesc = prometheus.NewDesc("tessera_device_plugin_registered",
+		"1 when every configured resource is registered with the kubelet, 0 while registration is being retried.", nil, nil)
+	registerFailuresDesc = prometheus.NewDesc("tessera_device_plugin_registration_failures_total",
+		"Registration attempts the kubelet refused or did not answer (each is retried with backoff).", nil, nil)
+)
+
 // deviceCollector reports the manager's in-memory resources; it does no I/O.
 type deviceCollector struct{ mgr *Manager }
 
-func (c *deviceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- devicesDesc }
+func (c *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- devicesDesc
+	ch <- registeredDesc
+	ch <- registerFailuresDesc
+}
 
 func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range c.mgr.Resources() {
@@ -70,4 +81,11 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(devicesDesc, prometheus.GaugeValue, float64(healthy), r.Name, api.Healthy)
 		ch <- prometheus.MustNewConstMetric(devicesDesc, prometheus.GaugeValue, float64(len(r.Devices)-healthy), r.Name, api.Unhealthy)
 	}
+	registered, failures := c.mgr.RegistrationStatus()
+	up := 0.0
+	if registered {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(registeredDesc, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(registerFailuresDesc, prometheus.CounterValue, float64(failures))
 }
