@@ -20,6 +20,8 @@ import (
 // not listen yet: the window a starting kubelet leaves between bind and
 // listen, in which a plugin's registration is refused.
 type boundKubelet struct {
+	api.UnimplementedRegistrationServer
+
 	fd   int
 	path string
 	reqs chan *api.RegisterRequest
