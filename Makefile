@@ -8,6 +8,10 @@ BIN          := $(CURDIR)/bin
 VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
 K8S_VERSION  := v1.36.5
 GOLANGCI_VERSION := v2.15.0
+# controller-gen writes the GPUNode deep copies and CRD; v0.21 is the line
+# built against Kubernetes 0.36 modules. Installed through the module proxy.
+CONTROLLER_GEN_VERSION := v0.21.0
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 # go-nvml's cgo preamble declares many functions NVML has deprecated; the
 # warnings say nothing about our code.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -51,15 +55,19 @@ lint: $(BIN)/golangci-lint ## Run go vet and golangci-lint (installed into bin/ 
 	$(GO) vet ./...
 	$(BIN)/golangci-lint run ./...
 
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen $@ && rmdir $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)
+
 .PHONY: generate
-generate: ## Regenerate generated files (docs/machines.md).
-	hack/update-generated.sh
+generate: $(CONTROLLER_GEN) ## Regenerate generated files (docs/machines.md, GPUNode deep copies and CRD).
+	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/update-generated.sh
 
 .PHONY: verify
-verify: ## Check formatting, go.mod tidiness and that generated files are current.
+verify: $(CONTROLLER_GEN) ## Check formatting, go.mod tidiness and that generated files are current.
 	hack/verify-gofmt.sh
 	hack/verify-gomod.sh
-	hack/verify-generated.sh
+	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/verify-generated.sh
 
 .PHONY: bench
 bench: ## Run the Go benchmarks (discovery + telemetry of a simulated DGX H100 with MIG).

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Regenerates checked-in generated files.
+# Regenerates checked-in generated files. Run through `make generate`, which
+# installs the pinned controller-gen and passes it in $CONTROLLER_GEN.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
+: "${CONTROLLER_GEN:?set CONTROLLER_GEN to the controller-gen binary (run: make generate)}"
 go run ./hack/cmd/gen-machine-docs docs/machines.md
+# GPUNode: deep copies beside the types, the CRD into the kustomize base.
+"$CONTROLLER_GEN" object paths=./pkg/inventory/v1alpha1/...
+"$CONTROLLER_GEN" crd:crdVersions=v1 paths=./pkg/inventory/v1alpha1/... output:crd:dir=manifests/base/crd
