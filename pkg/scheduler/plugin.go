@@ -1,4 +1,471 @@
 package scheduler
 
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/utils/clock"
+
+	"github.com/tessera-gpu/tessera/pkg/inventory/client"
+	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/scoring"
+)
+
 // Name is the plugin's name in a KubeSchedulerConfiguration.
 const Name = "TesseraGPU"
+
+// GPUNodeEvent is the cluster event resource of GPUNodes
+// (<plural>.<version>.<group>): kube-scheduler watches it through a dynamic
+// informer to requeue pods this plugin rejected.
+const GPUNodeEvent fwk.EventResource = v1alpha1.Resource + ".v1alpha1." + v1alpha1.GroupName
+
+// NeutralScore is the score of a node Tessera cannot judge (no GPUNode, a
+// stale heartbeat, an inconsistent status): the middle of the range, so
+// that such a node neither wins nor loses by Tessera's score.
+const NeutralScore = fwk.MaxNodeScore / 2
+
+// Plugin is Tessera's kube-scheduler plugin. Every decision is pkg/scoring's;
+// the plugin reads pods and GPUNodes into its model, keeps the assume cache
+// and answers the framework. Its state is guarded by one mutex: the scorer
+// is not safe for concurrent use, and Filter runs in parallel.
+type Plugin struct {
+	handle fwk.Handle
+	args   Args
+	clock  clock.PassiveClock
+
+	mu sync.Mutex
+	c  *cluster
+}
+
+var (
+	_ fwk.PreFilterPlugin   = (*Plugin)(nil)
+	_ fwk.FilterPlugin      = (*Plugin)(nil)
+	_ fwk.PreScorePlugin    = (*Plugin)(nil)
+	_ fwk.ScorePlugin       = (*Plugin)(nil)
+	_ fwk.ScoreExtensions   = (*Plugin)(nil)
+	_ fwk.ReservePlugin     = (*Plugin)(nil)
+	_ fwk.PreBindPlugin     = (*Plugin)(nil)
+	_ fwk.EnqueueExtensions = (*Plugin)(nil)
+	_ fwk.SignPlugin        = (*Plugin)(nil)
+)
+
+// New is the plugin factory for app.WithPlugin: it decodes and validates
+// the arguments (invalid ones stop the scheduler with a message naming the
+// field), starts an informer on GPUNodes and one on pods, and waits for the
+// GPUNodes to be listed once.
+func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	args, err := DecodeArgs(obj)
+	if err != nil {
+		return nil, err
+	}
+	p, err := newPlugin(args, h, clock.RealClock{})
+	if err != nil {
+		return nil, err
+	}
+	if h.KubeConfig() == nil {
+		return nil, errors.New("creating the gpunode informer: the scheduler has no kubeconfig")
+	}
+	gc, err := client.NewForConfig(h.KubeConfig())
+	if err != nil {
+		return nil, err
+	}
+	inf := cache.NewSharedIndexInformer(gc.ListWatch(), &v1alpha1.GPUNode{}, 0, cache.Indexers{})
+	if _, err := inf.AddEventHandler(p.gpuNodeHandler(klog.FromContext(ctx))); err != nil {
+		return nil, fmt.Errorf("watching gpunodes: %w", err)
+	}
+	if h.SharedInformerFactory() != nil {
+		if _, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(p.podHandler(klog.FromContext(ctx))); err != nil {
+			return nil, fmt.Errorf("watching pods: %w", err)
+		}
+	}
+	go inf.RunWithContext(ctx)
+	// Until GPUNodes are listed every node is one Tessera cannot judge,
+	// which is safe (neutral scores, no verdicts) but places the first pods
+	// blindly: wait a bounded time for the list.
+	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), inf.HasSynced) {
+		klog.FromContext(ctx).Info("GPUNodes not listed yet; nodes are neutral to Tessera until they are", "plugin", Name)
+	}
+	return p, nil
+}
+
+func newPlugin(args Args, h fwk.Handle, clk clock.PassiveClock) (*Plugin, error) {
+	scorer, err := scoring.NewScorer(args.Placement)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s scorer: %w", Name, err)
+	}
+	mustRegisterMetrics()
+	return &Plugin{handle: h, args: args, clock: clk, c: newCluster(scorer, args.StaleAfter.Duration)}, nil
+}
+
+// Name implements fwk.Plugin.
+func (p *Plugin) Name() string { return Name }
+
+// cycleData is what PreFilter learns about a pod, for the rest of its cycle.
+type cycleData struct {
+	d                  PodDemand
+	allowed, preferred []string
+	// reqs are the compiled requests by how a node advertises the pod's
+	// resource; scores are PreScore's, by node. Both are written under
+	// the plugin's lock (reqs) or before Score runs (scores).
+	reqs   map[resMode]*scoring.Request
+	scores map[string]int64
+	// hint is the cluster-wide part of a Filter refusal, computed once.
+	hint map[resMode]string
+}
+
+// Clone shares the data: what changes after PreFilter changes under the
+// plugin's lock and is the same for every copy of the cycle.
+func (c *cycleData) Clone() fwk.StateData { return c }
+
+const stateKey fwk.StateKey = Name
+
+func getCycle(state fwk.CycleState) *cycleData {
+	v, err := state.Read(stateKey)
+	if err != nil {
+		return nil
+	}
+	cd, _ := v.(*cycleData)
+	return cd
+}
+
+// PreFilter reads the pod's GPU demand and refuses, as
+// UnschedulableAndUnresolvable with a reason for `kubectl describe pod`,
+// what no node can host. Pods without GPUs are skipped.
+func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+	defer observe("PreFilter", time.Now())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, err := ReadPod(pod, p.c.isShared)
+	if err != nil {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
+	}
+	if d.Resource == "" {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	if _, ok := IsMIGResource(d.Resource); ok && d.Count > 1 {
+		klog.FromContext(ctx).V(4).Info("Pod asks for several MIG slices; placed by counting alone", "pod", klog.KObj(pod), "count", d.Count)
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	s := p.c.survey(&d, nodes, p.clock.Now())
+	allowed, preferred, err := d.Products(s.products)
+	if err != nil {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
+	}
+	if msg := s.refusal(&d, allowed); msg != "" {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg)
+	}
+	state.Write(stateKey, &cycleData{d: d, allowed: allowed, preferred: preferred, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}})
+	return nil, nil
+}
+
+// PreFilterExtensions implements fwk.PreFilterPlugin; Tessera has none
+// (preemption of GPU pods is judged by counting alone).
+func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
+
+// request compiles the pod's request for a node that advertises its
+// resource as mode. Call with the lock held.
+func (p *Plugin) request(cd *cycleData, mode resMode) (*scoring.Request, error) {
+	if r, ok := cd.reqs[mode]; ok {
+		return r, nil
+	}
+	sd, err := cd.d.demandOn(mode, cd.allowed, cd.preferred)
+	if err != nil {
+		return nil, err
+	}
+	r, err := p.c.scorer.Compile(sd)
+	if err != nil {
+		return nil, err
+	}
+	cd.reqs[mode] = r
+	return r, nil
+}
+
+// syncFree makes the node's free CPU and memory in the scoring model those
+// of the scheduler's NodeInfo (which counts every pod, GPU or not).
+func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
+	alloc, req := ni.GetAllocatable(), ni.GetRequested()
+	cpu := max(0, alloc.GetMilliCPU()-req.GetMilliCPU())
+	mem := max(0, alloc.GetMemory()-req.GetMemory()) >> 20
+	st := e.cache.State()
+	dc, dm := st.CPUFree-cpu, st.MemFree-mem
+	if dc == 0 && dm == 0 {
+		return
+	}
+	// A CPU-only request taken (or given back) moves the free CPU and
+	// memory without touching the GPUs.
+	take := scoring.Demand{CPU: max(dc, 0), Memory: max(dm, 0)}
+	give := scoring.Demand{CPU: max(-dc, 0), Memory: max(-dm, 0)}
+	if r, err := p.c.scorer.Compile(take); err == nil && (take.CPU > 0 || take.Memory > 0) {
+		_ = e.cache.Assume(r, scoring.Assignment{})
+	}
+	if r, err := p.c.scorer.Compile(give); err == nil && (give.CPU > 0 || give.Memory > 0) {
+		_ = e.cache.Forget(r, scoring.Assignment{})
+	}
+}
+
+// Filter judges only what counting cannot see: whether the share units fit
+// on one GPU, the required interconnect, unhealthy devices, free MIG slices
+// of the profile and allowed products. A node Tessera cannot judge passes.
+func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
+	defer observe("Filter", time.Now())
+	cd := getCycle(state)
+	if cd == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.c.fresh(ni.Node().Name, p.clock.Now())
+	if !ok {
+		return nil
+	}
+	mode, has := e.model.resources[cd.d.Resource]
+	if !has {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("node advertises no %s", cd.d.Resource))
+	}
+	r, err := p.request(cd, mode)
+	if err != nil {
+		if errors.Is(err, errManySlices) {
+			return nil
+		}
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
+	}
+	p.syncFree(e, ni)
+	res := p.c.scorer.Score(e.cache, r)
+	if res.Err != nil {
+		klog.FromContext(ctx).V(5).Info("Node refused", "pod", klog.KObj(pod), "node", ni.Node().Name, "reason", res.Err)
+		return fwk.NewStatus(fwk.Unschedulable, p.refusal(cd, mode, e, r))
+	}
+	if cd.d.Interconnect == InterconnectNVLink && mode.kind == scoring.KindWhole && cd.d.Count >= 2 && res.Quality.MinNVLinks == 0 {
+		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("no free set of %d NVLink-connected GPUs (%s=%s)", cd.d.Count, AnnotationInterconnect, InterconnectNVLink))
+	}
+	return nil
+}
+
+// refusal is the reason a node cannot host the pod, in words shared by every
+// node that cannot for the same reason (so `kubectl describe` aggregates
+// them), with the best the cluster has. Call with the lock held.
+func (p *Plugin) refusal(cd *cycleData, mode resMode, e *nodeEntry, r *scoring.Request) string {
+	st := e.cache.State()
+	if st.CPUFree < cd.d.CPU || st.MemFree < cd.d.Memory {
+		return "not enough free CPU or memory beside the free GPUs"
+	}
+	if h, ok := cd.hint[mode]; ok {
+		return h
+	}
+	b := p.c.bestFree(cd, mode, p.clock.Now())
+	var h string
+	switch mode.kind {
+	case scoring.KindShare:
+		h = fmt.Sprintf("no GPU has %d free units of %s", cd.d.Count, cd.d.Resource)
+		if b.node != "" {
+			h += fmt.Sprintf("; largest free: %d on node %s, GPU %d", b.n, b.node, b.gpu)
+		}
+	case scoring.KindMIG:
+		h = fmt.Sprintf("no free MIG slice %s on a healthy GPU of an allowed product", mode.profile)
+		if b.node != "" {
+			h += fmt.Sprintf("; free %s slices: %d, e.g. on node %s", mode.profile, b.n, b.node)
+		}
+	default:
+		h = fmt.Sprintf("no node has %d free healthy GPUs (%s) of an allowed product", cd.d.Count, cd.d.Resource)
+		if b.node != "" {
+			h += fmt.Sprintf("; the most: %d on node %s", b.n, b.node)
+		}
+	}
+	cd.hint[mode] = h
+	_ = r
+	return h
+}
+
+// PreScore scores every node that passed filtering, at once under the lock,
+// so that Score is a look-up; nodes Tessera cannot judge get NeutralScore.
+func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
+	defer observe("PreScore", time.Now())
+	cd := getCycle(state)
+	if cd == nil {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.clock.Now()
+	scores := make(map[string]int64, len(nodes))
+	for _, ni := range nodes {
+		name := ni.Node().Name
+		e, ok := p.c.fresh(name, now)
+		if !ok {
+			continue
+		}
+		mode, has := e.model.resources[cd.d.Resource]
+		if !has {
+			continue
+		}
+		r, err := p.request(cd, mode)
+		if err != nil {
+			continue
+		}
+		p.syncFree(e, ni)
+		res := p.c.scorer.Score(e.cache, r)
+		if res.Err != nil {
+			scores[name] = -1
+			continue
+		}
+		scores[name] = scoring.Quantize(res.Score)
+	}
+	cd.scores = scores
+	return nil
+}
+
+// Score returns PreScore's raw score; NormalizeScore maps it to the
+// framework's range.
+func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *corev1.Pod, ni fwk.NodeInfo) (int64, *fwk.Status) {
+	cd := getCycle(state)
+	if cd == nil || cd.scores == nil {
+		return NeutralScore, nil
+	}
+	s, ok := cd.scores[ni.Node().Name]
+	if !ok {
+		return neutralRaw, nil
+	}
+	return s, nil
+}
+
+// neutralRaw marks a node Tessera cannot judge among the raw scores.
+const neutralRaw = -2
+
+// ScoreExtensions implements fwk.ScorePlugin.
+func (p *Plugin) ScoreExtensions() fwk.ScoreExtensions { return p }
+
+// NormalizeScore maps the judged nodes' raw scores linearly onto
+// [MinNodeScore, MaxNodeScore] (their order is scoring's), a node that no
+// longer fits to MinNodeScore, and the others to NeutralScore.
+func (p *Plugin) NormalizeScore(_ context.Context, state fwk.CycleState, _ *corev1.Pod, scores fwk.NodeScoreList) *fwk.Status {
+	if getCycle(state) == nil {
+		return nil
+	}
+	lo, hi, any := int64(0), int64(0), false
+	for _, s := range scores {
+		if s.Score < 0 {
+			continue
+		}
+		if !any || s.Score < lo {
+			lo = s.Score
+		}
+		if !any || s.Score > hi {
+			hi = s.Score
+		}
+		any = true
+	}
+	for i := range scores {
+		switch s := scores[i].Score; {
+		case s == neutralRaw:
+			scores[i].Score = NeutralScore
+		case s < 0:
+			scores[i].Score = fwk.MinNodeScore
+		case hi == lo:
+			scores[i].Score = fwk.MaxNodeScore
+		default:
+			scores[i].Score = fwk.MinNodeScore + (s-lo)*(fwk.MaxNodeScore-fwk.MinNodeScore)/(hi-lo)
+		}
+	}
+	return nil
+}
+
+// Reserve plans the pod's devices on the chosen node and takes them in the
+// assume cache, so the next pod's cycle sees them held. A node Tessera
+// cannot judge gets no plan. When the node no longer has room (its GPUNode
+// changed since Filter) the pod is rejected and retried.
+func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
+	defer observe("Reserve", time.Now())
+	cd := getCycle(state)
+	if cd == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.c.fresh(nodeName, p.clock.Now())
+	if !ok {
+		return nil
+	}
+	mode, has := e.model.resources[cd.d.Resource]
+	if !has {
+		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("node %s advertises no %s", nodeName, cd.d.Resource))
+	}
+	r, err := p.request(cd, mode)
+	if err != nil {
+		if errors.Is(err, errManySlices) {
+			return nil
+		}
+		return fwk.AsStatus(err)
+	}
+	res := p.c.scorer.Score(e.cache, r)
+	if res.Err != nil {
+		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("node %s no longer has the devices: %v", nodeName, res.Err))
+	}
+	a := res.Assignment
+	a.GPUs = slices.Clone(a.GPUs)
+	ap := &assumedPod{
+		ref:  podRef{namespace: pod.Namespace, name: pod.Name, uid: pod.UID},
+		node: nodeName, req: r, kind: mode.kind, a: a,
+		devices: e.model.devices(mode.kind, a),
+	}
+	if err := p.c.assume(e, ap); err != nil {
+		return fwk.AsStatus(fmt.Errorf("assuming devices %v on node %s: %w", ap.devices, nodeName, err))
+	}
+	p.c.scorer.Observe(r)
+	klog.FromContext(ctx).V(4).Info("Planned devices", "pod", klog.KObj(pod), "node", nodeName, "devices", ap.devices)
+	return nil
+}
+
+// Unreserve gives the pod's planned devices back (a rejected gang member,
+// a failed bind). It is idempotent.
+func (p *Plugin) Unreserve(_ context.Context, _ fwk.CycleState, pod *corev1.Pod, _ string) {
+	defer observe("Unreserve", time.Now())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.c.forget(pod.UID)
+}
+
+// PreBindPreFlight skips pods without a plan.
+func (p *Plugin) PreBindPreFlight(_ context.Context, _ fwk.CycleState, pod *corev1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.c.assumed[pod.UID] == nil {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	return &fwk.PreBindPreFlightResult{}, nil
+}
+
+// PreBind writes the planned devices into the pod (AnnotationDevices), so
+// that a restarted or newly elected scheduler knows them before the agent
+// reports the pod, and people can compare plan and outcome.
+func (p *Plugin) PreBind(ctx context.Context, _ fwk.CycleState, pod *corev1.Pod, _ string) *fwk.Status {
+	defer observe("PreBind", time.Now())
+	p.mu.Lock()
+	ap := p.c.assumed[pod.UID]
+	var devs string
+	if ap != nil {
+		devs = strings.Join(ap.devices, ",")
+	}
+	p.mu.Unlock()
+	if ap == nil {
+		return nil
+	}
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, AnnotationDevices, devs)
+	if _, err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fwk.AsStatus(fmt.Errorf("annotating pod %s/%s with its devices: %w", pod.Namespace, pod.Name, err))
+	}
+	return nil
+}

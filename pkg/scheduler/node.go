@@ -1,0 +1,314 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/scoring"
+)
+
+// resMode is how a node advertises one GPU resource.
+type resMode struct {
+	kind scoring.Kind
+	// profile is the MIG profile of a KindMIG resource.
+	profile string
+}
+
+// podRef names a pod in an allocation report.
+type podRef struct {
+	namespace, name string
+	uid             types.UID
+}
+
+// nodeModel is one node's GPUs as its GPUNode describes them, translated into
+// the scoring node model: the state with the reported allocations applied,
+// the device IDs of each position (to write and compare plans), how the node
+// advertises each GPU resource, and the reported allocations by pod.
+type nodeModel struct {
+	name  string
+	state scoring.NodeState
+	// gpuIDs are the GPUs' UUIDs by position; sliceIDs the MIG UUIDs by
+	// position and slice.
+	gpuIDs   []string
+	sliceIDs [][]string
+	// resources says how each advertised GPU resource maps to the model.
+	resources map[corev1.ResourceName]resMode
+	// shareUnits is the largest number of units any GPU of a shared resource has.
+	shareUnits map[corev1.ResourceName]int
+	products   []string
+	profiles   []string
+	heartbeat  time.Time
+	// reported are the device IDs the agent reports per pod (all
+	// containers and resources together), as GPU or MIG UUIDs.
+	reported map[podRef][]string
+}
+
+// buildModel translates a GPUNode. It fails, saying what is inconsistent or
+// not modelled, for a status the scheduler must not trust: a link matrix
+// that does not match the GPUs, a share count on a MIG GPU, shared MIG
+// slices, two shared resources on one node, a resource that is both MIG and
+// whole, an allocation naming a device the node does not have, or more units
+// held than a GPU has.
+func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
+	st := &gn.Status
+	m := &nodeModel{
+		name:       gn.Name,
+		resources:  map[corev1.ResourceName]resMode{},
+		shareUnits: map[corev1.ResourceName]int{},
+		heartbeat:  st.HeartbeatTime.Time,
+		reported:   map[podRef][]string{},
+	}
+	m.state.Name = gn.Name
+	n := len(st.GPUs)
+	cells, err := v1alpha1.ParseLinks(st.Links, n)
+	if err != nil && n > 0 {
+		return nil, fmt.Errorf("links: %w", err)
+	}
+	m.state.Topology = gpu.NewTopology(n)
+	for i := range cells {
+		for j, c := range cells[i] {
+			if i == j {
+				continue
+			}
+			m.state.Topology.Links[i][j] = gpu.Link{NVLinks: c.NVLinks, NVSwitch: c.NVSwitch, PCIe: pcieFromName(c.PCIe)}
+		}
+	}
+	// Positions of GPU and MIG device IDs, and which resource each device
+	// is advertised under.
+	type devRef struct{ gpu, slice int }
+	byID := map[string]devRef{}
+	sharedRes := corev1.ResourceName("")
+	for i := range st.GPUs {
+		g := &st.GPUs[i]
+		if i > 0 && g.Index <= st.GPUs[i-1].Index {
+			return nil, fmt.Errorf("gpus: index %d after %d, want ascending indices", g.Index, st.GPUs[i-1].Index)
+		}
+		if g.UUID == "" || g.Product == "" {
+			return nil, fmt.Errorf("gpu %d: uuid %q and product %q must be set", g.Index, g.UUID, g.Product)
+		}
+		sg := scoring.GPU{Product: g.Product, NUMANode: -1, Healthy: g.Health == v1alpha1.Healthy}
+		if g.NUMANode != nil {
+			sg.NUMANode = int(*g.NUMANode)
+		}
+		byID[g.UUID] = devRef{i, -1}
+		var ids []string
+		switch {
+		case g.MIGEnabled:
+			if g.Sharing != nil {
+				return nil, fmt.Errorf("gpu %d: mig is enabled and the whole gpu is advertised as %s (%d units): a mig gpu is handed out only as its slices", g.Index, g.Sharing.Resource, g.Sharing.Replicas)
+			}
+			sg.Mode = scoring.ModeMIG
+			sg.MIGProfiles = migGeometry(g.MIGSlices)
+			for _, sl := range g.MIGSlices {
+				ids = append(ids, sl.UUID)
+				byID[sl.UUID] = devRef{i, len(ids) - 1}
+				sg.MIGSlices = append(sg.MIGSlices, scoring.MIGSlice{Profile: sl.Profile, Placement: gpu.Placement{Start: int(sl.Placement.Start), Size: int(sl.Placement.Size)}})
+				if sl.Health != v1alpha1.Healthy {
+					// An unhealthy slice is never handed out: model it as held.
+					sg.MIGSlices[len(sg.MIGSlices)-1].Used = true
+				}
+				if sl.Sharing == nil {
+					sg.MIGSlices[len(sg.MIGSlices)-1].Used = true // not advertised (MIG strategy none)
+					continue
+				}
+				if sl.Sharing.Replicas > 1 {
+					return nil, fmt.Errorf("gpu %d mig slice %s: shared as %d units of %s; shared mig slices are not modelled", g.Index, sl.UUID, sl.Sharing.Replicas, sl.Sharing.Resource)
+				}
+				r := corev1.ResourceName(sl.Sharing.Resource)
+				if old, ok := m.resources[r]; ok && (old.kind != scoring.KindMIG || old.profile != sl.Profile) {
+					return nil, fmt.Errorf("resource %s is advertised both for mig slice %s and for %s", r, sl.Profile, describeMode(old))
+				}
+				m.resources[r] = resMode{kind: scoring.KindMIG, profile: sl.Profile}
+				if !slices.Contains(m.profiles, sl.Profile) {
+					m.profiles = append(m.profiles, sl.Profile)
+				}
+			}
+		case g.Sharing == nil:
+			// Not advertised (the device plugin has no configuration yet):
+			// nothing can be handed out.
+			sg.Healthy = false
+		default:
+			r := corev1.ResourceName(g.Sharing.Resource)
+			if g.Sharing.Replicas > 1 {
+				if sharedRes != "" && sharedRes != r {
+					return nil, fmt.Errorf("gpus are shared under two resources, %s and %s; one shared resource per node is modelled", sharedRes, r)
+				}
+				sharedRes = r
+			}
+			sg.Mode, sg.ShareTotal, sg.ShareFree = scoring.ModeShared, int(g.Sharing.Replicas), int(g.Sharing.Replicas)
+			m.shareUnits[r] = max(m.shareUnits[r], int(g.Sharing.Replicas))
+		}
+		m.gpuIDs = append(m.gpuIDs, g.UUID)
+		m.sliceIDs = append(m.sliceIDs, ids)
+		m.state.GPUs = append(m.state.GPUs, sg)
+		if !slices.Contains(m.products, g.Product) {
+			m.products = append(m.products, g.Product)
+		}
+	}
+	// A resource with a GPU of more than one unit is shared on this node (its
+	// one-unit GPUs are shares of one unit); otherwise it is whole.
+	for i := range st.GPUs {
+		g := &st.GPUs[i]
+		if g.MIGEnabled || g.Sharing == nil {
+			continue
+		}
+		r := corev1.ResourceName(g.Sharing.Resource)
+		kind := scoring.KindWhole
+		if r == sharedRes {
+			kind = scoring.KindShare
+		} else {
+			m.state.GPUs[i].Mode, m.state.GPUs[i].ShareTotal, m.state.GPUs[i].ShareFree = scoring.ModeWhole, 0, 0
+			delete(m.shareUnits, r)
+		}
+		if old, ok := m.resources[r]; ok && old.kind != kind {
+			return nil, fmt.Errorf("resource %s is advertised both for %s and for whole or shared gpus", r, describeMode(old))
+		}
+		m.resources[r] = resMode{kind: kind}
+	}
+	// The reported allocations take their devices.
+	for _, a := range st.Allocations {
+		ref := podRef{namespace: a.Namespace, name: a.Pod, uid: a.PodUID}
+		for _, id := range a.DeviceIDs {
+			base, unit, isUnit := strings.Cut(id, "::")
+			d, ok := byID[base]
+			if !ok {
+				return nil, fmt.Errorf("allocation of pod %s/%s container %s names device %q, which the node does not have", a.Namespace, a.Pod, a.Container, id)
+			}
+			sg := &m.state.GPUs[d.gpu]
+			switch {
+			case d.slice >= 0:
+				sg.MIGSlices[d.slice].Used = true
+			case sg.Mode == scoring.ModeShared:
+				if _, err := strconv.Atoi(unit); isUnit && err != nil {
+					return nil, fmt.Errorf("allocation of pod %s/%s names share unit %q: want <uuid>::<n>", a.Namespace, a.Pod, id)
+				}
+				if sg.ShareFree == 0 {
+					return nil, fmt.Errorf("allocations hold more units of gpu %s than its %d", base, sg.ShareTotal)
+				}
+				sg.ShareFree--
+			default:
+				if sg.Used {
+					return nil, fmt.Errorf("allocations hold whole gpu %s twice", base)
+				}
+				sg.Used = true
+			}
+			if !slices.Contains(m.reported[ref], base) {
+				m.reported[ref] = append(m.reported[ref], base)
+			}
+		}
+	}
+	for ref := range m.reported {
+		slices.Sort(m.reported[ref])
+	}
+	slices.Sort(m.products)
+	slices.Sort(m.profiles)
+	if err := m.state.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func describeMode(m resMode) string {
+	switch m.kind {
+	case scoring.KindMIG:
+		return "mig slice " + m.profile
+	case scoring.KindShare:
+		return "shared gpus"
+	}
+	return "whole gpus"
+}
+
+func pcieFromName(s string) gpu.PCIePath {
+	for p := gpu.PathSingleSwitch; p <= gpu.PathUnknown; p++ {
+		if p.String() == s {
+			return p
+		}
+	}
+	return gpu.PathUnknown
+}
+
+// migGeometry rebuilds a MIG GPU's profile geometry from its slices: the
+// GPUNode publishes the slices that exist, not the profiles the GPU could
+// make. Each profile's compute slices come from its name ("3g.40gb": 3)
+// and its placements are those of its slices; a whole-GPU profile spanning
+// the memory slices (the last slice's end, rounded up to a power of two: 8
+// on A100/H100/H200/B200, 4 on A30) with 7 compute slices (4 on a 4-slice
+// GPU) sizes each slice's share of its GPU.
+func migGeometry(sl []v1alpha1.MIGSlice) []gpu.MIGProfileInfo {
+	end := 1
+	var out []gpu.MIGProfileInfo
+	for _, s := range sl {
+		end = max(end, int(s.Placement.Start+s.Placement.Size))
+		p := gpu.Placement{Start: int(s.Placement.Start), Size: int(s.Placement.Size)}
+		i := slices.IndexFunc(out, func(q gpu.MIGProfileInfo) bool { return q.Name == s.Profile })
+		if i < 0 {
+			out = append(out, gpu.MIGProfileInfo{Name: s.Profile, SliceCount: computeSlices(s.Profile), MemoryMiB: uint64(max(s.MemoryMiB, 0))})
+			i = len(out) - 1
+		}
+		if !slices.Contains(out[i].Placements, p) {
+			out[i].Placements = append(out[i].Placements, p)
+			out[i].MaxInstances++
+		}
+	}
+	total := 1
+	for total < end {
+		total <<= 1
+	}
+	full := 7
+	if total < 8 {
+		full = total
+	}
+	out = append(out, gpu.MIGProfileInfo{Name: strconv.Itoa(full) + "g.full", SliceCount: full, MaxInstances: 1, Placements: []gpu.Placement{{Start: 0, Size: total}}})
+	for i := range out {
+		slices.SortFunc(out[i].Placements, func(a, b gpu.Placement) int { return a.Start - b.Start })
+	}
+	return out
+}
+
+// computeSlices reads the compute slices of a profile name: "3g.40gb" and
+// "1c.3g.40gb" are 3; 1 when the name does not say.
+func computeSlices(profile string) int {
+	p := profile
+	if _, rest, ok := strings.Cut(p, "c."); ok && strings.Count(p, ".") >= 2 {
+		p = rest
+	}
+	if i := strings.IndexByte(p, 'g'); i > 0 {
+		if n, err := strconv.Atoi(p[:i]); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 1
+}
+
+// demandOn turns the pod's demand into a scoring demand for a node that
+// advertises the pod's resource as mode.
+func (d *PodDemand) demandOn(mode resMode, allowed, preferred []string) (scoring.Demand, error) {
+	sd := scoring.Demand{Allowed: allowed, Preferred: preferred, CPU: d.CPU, Memory: d.Memory}
+	switch mode.kind {
+	case scoring.KindWhole:
+		sd.GPUs = int(d.Count)
+	case scoring.KindShare:
+		sd.ShareUnits = int(d.Count)
+	case scoring.KindMIG:
+		if d.Count != 1 {
+			return scoring.Demand{}, fmt.Errorf("pod asks for %d mig slices of %s: %w", d.Count, mode.profile, errManySlices)
+		}
+		sd.MIGProfile = mode.profile
+	default:
+		return scoring.Demand{}, errors.New("no gpu resource")
+	}
+	return sd, nil
+}
+
+// errManySlices: Tessera's model gives a pod at most one MIG slice; such
+// pods get no Tessera verdict and are placed by counting alone.
+var errManySlices = errors.New("tessera plans one mig slice per pod")

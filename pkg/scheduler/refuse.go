@@ -1,0 +1,179 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/pkg/scoring"
+)
+
+// survey is what the cluster offers for one pod's resource: every GPU
+// product, MIG profile and the largest GPUs of each kind, on the nodes
+// Tessera can judge; blind is true when a node Tessera cannot judge
+// advertises the resource (then nothing is refused on capacity: that node
+// might host the pod).
+type survey struct {
+	products       []string
+	profiles       []string
+	advertised     bool
+	blind          bool
+	blindProducts  bool // a node that may have the resource has no product label
+	wholeMax       best // most healthy whole GPUs of the resource on one node
+	shareMax       best // most units on one GPU of the resource
+	sharedSomewhere bool
+	wholeSomewhere bool
+}
+
+// best is a maximum and where it is.
+type best struct {
+	n    int
+	node string
+	gpu  int
+}
+
+func (b *best) offer(n int, node string, gpu int) {
+	if n > b.n || n == b.n && b.node != "" && node < b.node {
+		*b = best{n: n, node: node, gpu: gpu}
+	}
+}
+
+// survey looks at every node for the pod's resource. Call with the lock held.
+func (c *cluster) survey(d *PodDemand, nodes []fwk.NodeInfo, now time.Time) survey {
+	var s survey
+	for _, ni := range nodes {
+		node := ni.Node()
+		if node == nil {
+			continue
+		}
+		e, ok := c.fresh(node.Name, now)
+		if !ok {
+			q, has := node.Status.Allocatable[d.Resource]
+			if has && !q.IsZero() {
+				s.blind = true
+				if node.Labels[scoring.ProductLabel] == "" {
+					s.blindProducts = true
+				}
+			}
+			if p := node.Labels[scoring.ProductLabel]; p != "" && !slices.Contains(s.products, p) {
+				s.products = append(s.products, p)
+			}
+			continue
+		}
+		m := e.model
+		for _, p := range m.products {
+			if !slices.Contains(s.products, p) {
+				s.products = append(s.products, p)
+			}
+		}
+		for _, p := range m.profiles {
+			if !slices.Contains(s.profiles, p) {
+				s.profiles = append(s.profiles, p)
+			}
+		}
+		mode, has := m.resources[d.Resource]
+		if !has {
+			continue
+		}
+		s.advertised = true
+		st := e.cache.State()
+		switch mode.kind {
+		case scoring.KindWhole:
+			s.wholeSomewhere = true
+			n := 0
+			for _, g := range st.GPUs {
+				if g.Mode == scoring.ModeWhole && g.Healthy {
+					n++
+				}
+			}
+			s.wholeMax.offer(n, node.Name, -1)
+		case scoring.KindShare:
+			s.sharedSomewhere = true
+			for i, g := range st.GPUs {
+				if g.Mode == scoring.ModeShared && g.Healthy {
+					s.shareMax.offer(g.ShareTotal, node.Name, i)
+				}
+			}
+		}
+	}
+	slices.Sort(s.products)
+	slices.Sort(s.profiles)
+	return s
+}
+
+// refusal says why no node can ever host the pod, or "" when some might.
+func (s *survey) refusal(d *PodDemand, allowed []string) string {
+	if allowed != nil && !s.blindProducts && !slices.ContainsFunc(allowed, func(p string) bool { return slices.Contains(s.products, p) }) {
+		have := "none"
+		if len(s.products) > 0 {
+			have = strings.Join(s.products, ", ")
+		}
+		return fmt.Sprintf("no node has a GPU of product %s (%s); products in the cluster: %s", strings.Join(allowed, " or "), scoring.ProductLabel, have)
+	}
+	if s.blind {
+		return ""
+	}
+	if profile, ok := IsMIGResource(d.Resource); ok && !s.advertised {
+		have := "none"
+		if len(s.profiles) > 0 {
+			have = strings.Join(s.profiles, ", ")
+		}
+		return fmt.Sprintf("no node offers MIG profile %s (%s); MIG profiles offered: %s", profile, d.Resource, have)
+	}
+	if !s.advertised {
+		return fmt.Sprintf("no node advertises %s", d.Resource)
+	}
+	if s.sharedSomewhere && !s.wholeSomewhere && int(d.Count) > s.shareMax.n {
+		return fmt.Sprintf("no GPU has %d units of %s; the largest: %d on node %s, GPU %d", d.Count, d.Resource, s.shareMax.n, s.shareMax.node, s.shareMax.gpu)
+	}
+	if s.wholeSomewhere && !s.sharedSomewhere && int(d.Count) > s.wholeMax.n {
+		return fmt.Sprintf("no node has %d healthy GPUs (%s); the most: %d on node %s", d.Count, d.Resource, s.wholeMax.n, s.wholeMax.node)
+	}
+	return ""
+}
+
+// bestFree finds the most free capacity of the pod's kind on one GPU (shares),
+// one node (whole GPUs) or the free slices of the profile, over the nodes
+// Tessera can judge, among the allowed products. Call with the lock held.
+func (c *cluster) bestFree(cd *cycleData, mode resMode, now time.Time) best {
+	var b best
+	for name := range c.nodes {
+		e, ok := c.fresh(name, now)
+		if !ok || e.model.resources[cd.d.Resource] != mode {
+			continue
+		}
+		st := e.cache.State()
+		n := 0
+		for i, g := range st.GPUs {
+			if !g.Healthy || cd.allowed != nil && !slices.Contains(cd.allowed, g.Product) {
+				continue
+			}
+			switch mode.kind {
+			case scoring.KindShare:
+				if g.Mode == scoring.ModeShared {
+					b.offer(g.ShareFree, name, i)
+				}
+			case scoring.KindMIG:
+				for _, sl := range g.MIGSlices {
+					if !sl.Used && sl.Profile == mode.profile {
+						n++
+					}
+				}
+			default:
+				if g.Mode == scoring.ModeWhole && !g.Used {
+					n++
+				}
+			}
+		}
+		if mode.kind != scoring.KindShare {
+			b.offer(n, name, -1)
+		}
+	}
+	if b.n == 0 {
+		return best{}
+	}
+	return b
+}

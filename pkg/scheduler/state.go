@@ -1,0 +1,256 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/scoring"
+)
+
+// nodeEntry is what the plugin knows of one node's GPUs.
+type nodeEntry struct {
+	// model is nil when the node's GPUNode is inconsistent (bad says why).
+	model *nodeModel
+	bad   error
+	// cache is the scoring node: the model with the assumed pods applied.
+	cache *scoring.NodeCache
+}
+
+// assumedPod is a pod whose devices the scheduler planned and the agent has
+// not reported yet: from Reserve (or, after a restart, from the pod's
+// AnnotationDevices) until the report includes it or the pod ends.
+type assumedPod struct {
+	ref     podRef
+	node    string
+	req     *scoring.Request
+	kind    scoring.Kind
+	devices []string // expected device IDs, sorted
+	// applied is true while the devices are taken in the node's cache.
+	applied bool
+	a       scoring.Assignment
+}
+
+// cluster is the plugin's view of the cluster's GPUs: a node entry per
+// GPUNode and the assume cache. It is not safe for concurrent use; the
+// plugin holds its lock around every call.
+type cluster struct {
+	scorer     *scoring.Scorer
+	staleAfter time.Duration
+	nodes      map[string]*nodeEntry
+	assumed    map[types.UID]*assumedPod
+}
+
+func newCluster(scorer *scoring.Scorer, staleAfter time.Duration) *cluster {
+	return &cluster{scorer: scorer, staleAfter: staleAfter, nodes: map[string]*nodeEntry{}, assumed: map[types.UID]*assumedPod{}}
+}
+
+// fresh returns the node's entry when Tessera may judge the node: it has a
+// consistent GPUNode whose heartbeat is at most staleAfter old.
+func (c *cluster) fresh(name string, now time.Time) (*nodeEntry, bool) {
+	e := c.nodes[name]
+	if e == nil || e.cache == nil || now.Sub(e.model.heartbeat) > c.staleAfter {
+		return e, false
+	}
+	return e, true
+}
+
+// isShared reports whether any node advertises r as time-shared units.
+func (c *cluster) isShared(r corev1.ResourceName) bool {
+	for _, e := range c.nodes {
+		if e.model != nil && e.model.resources[r].kind == scoring.KindShare {
+			return true
+		}
+	}
+	return false
+}
+
+// upsert takes a new version of a node's GPUNode: it rebuilds the node's
+// model from the status, then reconciles the assume cache with the
+// allocations the agent reports. A pod the report includes leaves the
+// assume cache (the report is the truth from then on; devices other than
+// the planned ones are a plan mismatch); a pod it does not include keeps its
+// planned devices on top of the report.
+func (c *cluster) upsert(logger klog.Logger, gn *v1alpha1.GPUNode) {
+	name := gn.Name
+	if old := c.nodes[name]; old != nil && old.cache != nil {
+		c.scorer.RemoveNode(old.cache)
+	}
+	e := &nodeEntry{}
+	c.nodes[name] = e
+	m, err := buildModel(gn)
+	if err == nil {
+		e.cache, err = c.scorer.NewNode(m.state)
+	}
+	if err != nil {
+		e.bad = err
+		gpuNodesInconsistent.WithLabelValues(name).Inc()
+		logger.Error(err, "GPUNode is inconsistent; Tessera treats the node as stale until it changes", "node", name)
+		for _, ap := range c.assumed {
+			if ap.node == name {
+				ap.applied = false
+			}
+		}
+		return
+	}
+	e.model = m
+	for uid, ap := range c.assumed {
+		if ap.node != name {
+			continue
+		}
+		ap.applied = false
+		if got, ok := m.reportedFor(ap.ref); ok {
+			if !slices.Equal(got, ap.devices) {
+				planMismatches.WithLabelValues("devices_differ").Inc()
+				logger.Info("Plan mismatch: the agent reports other devices than planned", "pod", klog.KRef(ap.ref.namespace, ap.ref.name), "node", name, "planned", ap.devices, "reported", got)
+			}
+			delete(c.assumed, uid)
+			continue
+		}
+		if err := c.apply(e, ap); err != nil {
+			planMismatches.WithLabelValues("devices_taken").Inc()
+			logger.Info("Plan mismatch: the planned devices are reported held by another pod", "pod", klog.KRef(ap.ref.namespace, ap.ref.name), "node", name, "planned", ap.devices, "err", err)
+			delete(c.assumed, uid)
+		}
+	}
+}
+
+// remove forgets a node whose GPUNode was deleted; its assumed pods stay
+// (unapplied) until a GPUNode returns or the pods end.
+func (c *cluster) remove(name string) {
+	e := c.nodes[name]
+	if e == nil {
+		return
+	}
+	if e.cache != nil {
+		c.scorer.RemoveNode(e.cache)
+	}
+	delete(c.nodes, name)
+	for _, ap := range c.assumed {
+		if ap.node == name {
+			ap.applied = false
+		}
+	}
+}
+
+// apply takes ap's devices in the node's cache, locating them by ID in the
+// node's current model (positions move when a GPU disappears).
+func (c *cluster) apply(e *nodeEntry, ap *assumedPod) error {
+	a, err := e.model.assignment(ap.kind, ap.devices)
+	if err != nil {
+		return err
+	}
+	if err := e.cache.Assume(ap.req, a); err != nil {
+		return err
+	}
+	ap.a, ap.applied = a, true
+	return nil
+}
+
+// assume records a pod's planned devices (Reserve) and takes them.
+func (c *cluster) assume(e *nodeEntry, ap *assumedPod) error {
+	if old := c.assumed[ap.ref.uid]; old != nil {
+		c.forget(old.ref.uid)
+	}
+	if err := e.cache.Assume(ap.req, ap.a); err != nil {
+		return err
+	}
+	ap.applied = true
+	c.assumed[ap.ref.uid] = ap
+	return nil
+}
+
+// forget drops a pod from the assume cache, giving its devices back
+// (Unreserve, a deleted or finished pod). It is idempotent.
+func (c *cluster) forget(uid types.UID) {
+	ap := c.assumed[uid]
+	if ap == nil {
+		return
+	}
+	delete(c.assumed, uid)
+	if !ap.applied {
+		return
+	}
+	if e := c.nodes[ap.node]; e != nil && e.cache != nil {
+		_ = e.cache.Forget(ap.req, ap.a) // the cache holds them: applied says so
+	}
+}
+
+// reportedFor returns the devices the agent reports for the pod.
+func (m *nodeModel) reportedFor(ref podRef) ([]string, bool) {
+	for r, devs := range m.reported {
+		if r.uid != "" && ref.uid != "" {
+			if r.uid == ref.uid {
+				return devs, true
+			}
+			continue
+		}
+		if r.namespace == ref.namespace && r.name == ref.name {
+			return devs, true
+		}
+	}
+	return nil, false
+}
+
+// devices returns the device IDs of an assignment on the node: GPU UUIDs
+// for whole GPUs and shares, the MIG UUID for a slice.
+func (m *nodeModel) devices(kind scoring.Kind, a scoring.Assignment) []string {
+	var out []string
+	switch kind {
+	case scoring.KindMIG:
+		if len(a.GPUs) == 1 && a.Slice >= 0 && a.Slice < len(m.sliceIDs[a.GPUs[0]]) {
+			out = append(out, m.sliceIDs[a.GPUs[0]][a.Slice])
+		}
+	default:
+		for _, g := range a.GPUs {
+			out = append(out, m.gpuIDs[g])
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// assignment locates device IDs in the node's model.
+func (m *nodeModel) assignment(kind scoring.Kind, devices []string) (scoring.Assignment, error) {
+	var a scoring.Assignment
+	for _, id := range devices {
+		found := false
+		for g, gid := range m.gpuIDs {
+			if kind == scoring.KindMIG {
+				if j := slices.Index(m.sliceIDs[g], id); j >= 0 {
+					a.GPUs, a.Slice, found = []int{g}, j, true
+					a.Placement = m.state.GPUs[g].MIGSlices[j].Placement
+					break
+				}
+				continue
+			}
+			if gid == id {
+				a.GPUs, found = append(a.GPUs, g), true
+				break
+			}
+		}
+		if !found {
+			return scoring.Assignment{}, fmt.Errorf("node %s has no device %s", m.name, id)
+		}
+	}
+	slices.Sort(a.GPUs)
+	return a, nil
+}
+
+// parseDevices reads AnnotationDevices.
+func parseDevices(v string) []string {
+	var out []string
+	for d := range strings.SplitSeq(v, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
