@@ -1,0 +1,253 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+
+	"github.com/tessera-gpu/tessera/pkg/inventory/client"
+	"github.com/tessera-gpu/tessera/pkg/inventory/inventorytest"
+	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/k8stest"
+)
+
+const testSchedulerName = "tessera-gpu-scheduler"
+
+// schedulerConfig is a KubeSchedulerConfiguration with Tessera's profile as a
+// second scheduler; args is the plugin's args (YAML, indented by 6).
+func schedulerConfig(kubeconfig, args string) string {
+	return fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+leaderElection:
+  leaderElect: false
+clientConnection:
+  kubeconfig: %s
+  qps: 500
+  burst: 1000
+profiles:
+- schedulerName: %s
+  plugins:
+    multiPoint:
+      enabled:
+      - name: TesseraGPU
+        weight: 10
+  pluginConfig:
+  - name: TesseraGPU
+    args:
+%s
+`, kubeconfig, testSchedulerName, args)
+}
+
+func runScheduler(ctx context.Context, t *testing.T, config string) error {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The scheduler's own Setup and Run, as its command calls them (the
+	// command itself installs a process-wide signal handler, once).
+	opts := options.NewOptions()
+	opts.ConfigFile = path
+	opts.SecureServing.BindPort = 0
+	cc, sched, err := app.Setup(ctx, opts, app.WithPlugin(Name, New))
+	if err != nil {
+		return err
+	}
+	return app.Run(ctx, cc, sched)
+}
+
+// TestSchedulerPlacesMLOpsPods runs the real kube-scheduler (in-process, with
+// Tessera registered as a second scheduler) against a real kube-apiserver
+// with GPUNodes for several simulated machines, and checks where the pods
+// an MLOps stack creates land and which devices Tessera planned for them.
+func TestSchedulerPlacesMLOpsPods(t *testing.T) {
+	cp := k8stest.StartForTest(t)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	defer cancel()
+	if err := inventorytest.InstallCRD(ctx, cp.RESTConfig()); err != nil {
+		t.Fatal(err)
+	}
+	gc, err := client.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cp.Client()
+
+	t.Run("InvalidArgsStopTheScheduler", func(t *testing.T) {
+		err := runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 1s\n      placement:\n        sharePolicy: random"))
+		if err == nil {
+			t.Fatal("the scheduler started with invalid args")
+		}
+		for _, want := range []string{"staleAfter: Invalid value: \"1s\": must be at least 10s", `placement.sharePolicy: Unsupported value: "random": supported values: "packed", "distributed"`} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not contain %q:\n%v", want, err)
+			}
+		}
+	})
+
+	now := time.Now()
+	machines := []*v1alpha1.GPUNode{
+		dgxH100("dgx-1", now).obj(), dgxH100("dgx-2", now).obj(), dgxH100("dgx-3", now).obj(), dgxH100("dgx-4", now).obj(),
+		dgxH100("dgx-mig", now, 6, 7).obj(),
+		l40sServer("l40s-1", now).obj(),
+		sharedNode("ts-1", now, 2, 4).obj(),
+	}
+	for _, gn := range machines {
+		node, err := kc.CoreV1().Nodes().Create(ctx, kubeNode(gn, "224", "2Ti"), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("creating node: %v", err)
+		}
+		gn.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
+		if _, err := gc.Apply(ctx, gn, client.ApplyOptions{FieldManager: "tessera-gpu-agent", Force: true}); err != nil {
+			t.Fatalf("applying gpunode: %v", err)
+		}
+		if _, err := gc.ApplyStatus(ctx, gn, client.ApplyOptions{FieldManager: "tessera-gpu-agent", Force: true}); err != nil {
+			t.Fatalf("applying gpunode status: %v", err)
+		}
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 10m")) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	})
+
+	create := func(t *testing.T, b *podBuilder) *corev1.Pod {
+		t.Helper()
+		pod := b.obj()
+		pod.UID = ""
+		pod.Spec.SchedulerName = testSchedulerName
+		for i := range pod.Spec.Containers {
+			c := &pod.Spec.Containers[i]
+			c.Image = "registry.example/ml:1"
+			// Extended resources need limits equal to the requests.
+			c.Resources.Limits = corev1.ResourceList{}
+			for n, q := range c.Resources.Requests {
+				if strings.HasPrefix(string(n), "nvidia.com/") {
+					c.Resources.Limits[n] = q
+				}
+			}
+		}
+		got, err := kc.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("creating pod %s: %v", pod.Name, err)
+		}
+		return got
+	}
+	bound := func(t *testing.T, pod *corev1.Pod) *corev1.Pod {
+		t.Helper()
+		var got *corev1.Pod
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+			p, err := kc.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			got = p
+			return p.Spec.NodeName != "" && p.Annotations[AnnotationDevices] != "", nil
+		})
+		if err != nil {
+			t.Fatalf("pod %s not bound with devices: %v (conditions %+v)", pod.Name, err, got.Status.Conditions)
+		}
+		return got
+	}
+
+	t.Run("PyTorchJob master and 3 workers of 8 GPUs take whole DGX nodes", func(t *testing.T) {
+		var pods []*corev1.Pod
+		for _, n := range []string{"job-master-0", "job-worker-0", "job-worker-1", "job-worker-2"} {
+			pods = append(pods, create(t, newPod(n).container("pytorch", "nvidia.com/gpu=8", "cpu=32", "memory=256Gi")))
+		}
+		var nodes []string
+		for _, p := range pods {
+			p = bound(t, p)
+			nodes = append(nodes, p.Spec.NodeName)
+			if devs := parseDevices(p.Annotations[AnnotationDevices]); len(devs) != 8 {
+				t.Errorf("%s planned %v, want 8 GPUs", p.Name, devs)
+			}
+		}
+		slices.Sort(nodes)
+		if want := []string{"dgx-1", "dgx-2", "dgx-3", "dgx-4"}; !slices.Equal(nodes, want) {
+			t.Errorf("job landed on %v, want %v", nodes, want)
+		}
+	})
+	t.Run("4-GPU job needing NVLink lands on the MIG-mixed DGX", func(t *testing.T) {
+		p := bound(t, create(t, newPod("nvlink-job").container("c", "nvidia.com/gpu=4").annotate(AnnotationInterconnect, "nvlink")))
+		devs := parseDevices(p.Annotations[AnnotationDevices])
+		if p.Spec.NodeName != "dgx-mig" || len(devs) != 4 {
+			t.Errorf("on %s with %v, want 4 GPUs on dgx-mig", p.Spec.NodeName, devs)
+		}
+		// Same NUMA half: the policy keeps the set on one side.
+		for _, d := range devs {
+			if slices.Contains([]string{"GPU-dgx-mig-6", "GPU-dgx-mig-7"}, d) {
+				t.Errorf("planned MIG GPU %s as a whole GPU", d)
+			}
+		}
+	})
+	t.Run("KServe predictor on a MIG slice", func(t *testing.T) {
+		p := bound(t, create(t, newPod("predictor").container("kserve-container", "nvidia.com/mig-1g.10gb=1", "cpu=2")))
+		devs := parseDevices(p.Annotations[AnnotationDevices])
+		if p.Spec.NodeName != "dgx-mig" || len(devs) != 1 || !strings.HasPrefix(devs[0], "MIG-dgx-mig-") {
+			t.Errorf("on %s with %v, want one MIG slice of dgx-mig", p.Spec.NodeName, devs)
+		}
+	})
+	t.Run("notebooks on shares pack one GPU", func(t *testing.T) {
+		var gpus []string
+		for i := range 3 {
+			p := bound(t, create(t, newPod(fmt.Sprintf("notebook-%d", i)).container("jupyter", "nvidia.com/gpu.shared=1", "cpu=1")))
+			if p.Spec.NodeName != "ts-1" {
+				t.Errorf("%s on %s, want ts-1", p.Name, p.Spec.NodeName)
+			}
+			gpus = append(gpus, p.Annotations[AnnotationDevices])
+		}
+		if gpus[0] != gpus[1] || gpus[1] != gpus[2] {
+			t.Errorf("notebooks planned on %v, want one GPU (packed)", gpus)
+		}
+	})
+	t.Run("product affinity", func(t *testing.T) {
+		p := bound(t, create(t, newPod("l40s-infer").container("c", "nvidia.com/gpu=1").requireProducts(corev1.NodeSelectorOpIn, l40s)))
+		if p.Spec.NodeName != "l40s-1" {
+			t.Errorf("on %s, want l40s-1", p.Spec.NodeName)
+		}
+	})
+	t.Run("impossible pods say why in their condition", func(t *testing.T) {
+		for _, tc := range []struct {
+			b    *podBuilder
+			want string
+		}{
+			{newPod("b200").container("c", "nvidia.com/gpu=1").requireProducts(corev1.NodeSelectorOpIn, "NVIDIA-B200"), "no node has a GPU of product NVIDIA-B200"},
+			{newPod("big-share").container("c", "nvidia.com/gpu.shared=6"), "no GPU has 6 units of nvidia.com/gpu.shared; the largest: 4 on node ts-1, GPU 0"},
+			{newPod("mixed").container("c", "nvidia.com/gpu=1", "nvidia.com/gpu.shared=1"), "whole GPUs and shares of a GPU cannot be mixed in one container"},
+		} {
+			pod := create(t, tc.b)
+			var msg string
+			err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+				p, err := kc.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+				if err != nil {
+					return false, err
+				}
+				for _, c := range p.Status.Conditions {
+					if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+						msg = c.Message
+						return true, nil
+					}
+				}
+				return false, nil
+			})
+			if err != nil || !strings.Contains(msg, tc.want) {
+				t.Errorf("pod %s: condition %q (%v), want it to contain %q", pod.Name, msg, err, tc.want)
+			}
+		}
+	})
+}
