@@ -17,15 +17,15 @@ import (
 // advertises the resource (then nothing is refused on capacity: that node
 // might host the pod).
 type survey struct {
-	products       []string
-	profiles       []string
-	advertised     bool
-	blind          bool
-	blindProducts  bool // a node that may have the resource has no product label
-	wholeMax       best // most healthy whole GPUs of the resource on one node
-	shareMax       best // most units on one GPU of the resource
+	products        []string
+	profiles        []string
+	advertised      bool
+	blind           bool
+	blindProducts   bool // a node that may have the resource has no product label
+	wholeMax        best // most healthy whole GPUs of the resource on one node
+	shareMax        best // most units on one GPU of the resource
 	sharedSomewhere bool
-	wholeSomewhere bool
+	wholeSomewhere  bool
 }
 
 // best is a maximum and where it is.
