@@ -204,7 +204,9 @@ func TestAgentLeastPrivilege(t *testing.T) {
 		do      func() error
 		wantErr string // "" = allowed
 	}{
-		{name: "own node, GFD label", do: func() error { return patchNode(agentA, "node-a", labelPatch("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3")) }},
+		{name: "own node, GFD label", do: func() error {
+			return patchNode(agentA, "node-a", labelPatch("nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3"))
+		}},
 		{name: "own node, tessera annotation", do: func() error {
 			return patchNode(agentA, "node-a", []byte(`{"metadata":{"annotations":{"gpu.tessera.dev/labels":"x"}}}`))
 		}},
