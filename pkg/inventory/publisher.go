@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -40,7 +41,7 @@ const (
 // Defaults applied by NewPublisher to zero Config fields.
 const (
 	DefaultHeartbeatInterval = 30 * time.Second
-	DefaultMinWriteInterval  = 2 * time.Second
+	DefaultMinWriteInterval  = 5 * time.Second
 	DefaultResyncInterval    = 5 * time.Second
 )
 
@@ -94,7 +95,7 @@ type Config struct {
 	// (default 30s); the scheduler's staleness age must be longer.
 	HeartbeatInterval time.Duration
 	// MinWriteInterval spaces writes: changes within it are coalesced into
-	// one write (default 2s).
+	// one write (default 5s).
 	MinWriteInterval time.Duration
 	// ResyncInterval is how often the sources are read for changes that
 	// nobody signalled with Notify (default 5s).
@@ -128,18 +129,58 @@ type Publisher struct {
 	lastHeartbeat  metav1.Time
 	labelsApplied  map[string]string
 	labelsNodeUID  types.UID
-	labelsNodeRV   string // the Node's resourceVersion before the last label apply
-	// written is the GPUNode as the last write returned it and writtenOver
-	// the resourceVersion the informer held then (empty: none): while the
-	// informer still holds that version it has not seen the write yet.
-	written     *v1alpha1.GPUNode
-	writtenOver string
+	labelsRV       string // the Node's resourceVersion after the last label apply
 	failures       int
 	layout         v1alpha1.Layout
 	layoutObserved bool
+	// written is the GPUNode as the last write returned it, until the
+	// informer has delivered that version.
+	written *v1alpha1.GPUNode
+
+	// seen are the newest resourceVersions the informers delivered, so
+	// that a sync right after a write compares with the write, not with
+	// the older object an informer still holds.
+	seen seenVersions
 
 	mu      sync.Mutex
 	lastErr error
+}
+
+// seenVersions records the newest resourceVersion of each watched kind.
+type seenVersions struct {
+	mu            sync.Mutex
+	node, gpuNode string
+}
+
+func (v *seenVersions) observe(kind *string, obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if newer(o.GetResourceVersion(), *kind) {
+		*kind = o.GetResourceVersion()
+	}
+}
+
+// delivered reports whether an informer has delivered version rv or later.
+func (v *seenVersions) delivered(kind *string, rv string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return !newer(rv, *kind)
+}
+
+// newer reports whether resourceVersion a is later than b ("" is earliest).
+func newer(a, b string) bool {
+	if b == "" {
+		return a != ""
+	}
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	return err == nil && c > 0
 }
 
 // NewPublisher checks cfg and applies its defaults.
@@ -205,17 +246,20 @@ func (p *Publisher) LastError() error {
 func (p *Publisher) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("node", p.cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { p.Notify() },
-		UpdateFunc: func(any, any) { p.Notify() },
-		DeleteFunc: func(any) { p.Notify() },
+	handler := func(seen *string) cache.ResourceEventHandlerFuncs {
+		return cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { p.seen.observe(seen, o); p.Notify() },
+			UpdateFunc: func(_, o any) { p.seen.observe(seen, o); p.Notify() },
+			DeleteFunc: func(o any) { p.seen.observe(seen, o); p.Notify() },
+		}
 	}
 	nodeInf := cache.NewSharedIndexInformer(p.cfg.Nodes.NodeListWatch(p.cfg.NodeName), &v1.Node{}, 0, cache.Indexers{})
 	gnInf := cache.NewSharedIndexInformer(p.cfg.GPUNodes.NodeListWatch(p.cfg.NodeName), &v1alpha1.GPUNode{}, 0, cache.Indexers{})
-	for _, inf := range []cache.SharedIndexInformer{nodeInf, gnInf} {
-		if _, err := inf.AddEventHandler(handler); err != nil {
-			return fmt.Errorf("watching node %s: %w", p.cfg.NodeName, err)
-		}
+	if _, err := nodeInf.AddEventHandler(handler(&p.seen.node)); err != nil {
+		return fmt.Errorf("watching node %s: %w", p.cfg.NodeName, err)
+	}
+	if _, err := gnInf.AddEventHandler(handler(&p.seen.gpuNode)); err != nil {
+		return fmt.Errorf("watching gpunode %s: %w", p.cfg.NodeName, err)
 	}
 	p.node, p.gpuNode = nodeInf.GetStore(), gnInf.GetStore()
 	var wg sync.WaitGroup
@@ -308,8 +352,12 @@ func (p *Publisher) sync(ctx context.Context) error {
 	if obj, ok, _ := p.gpuNode.GetByKey(p.cfg.NodeName); ok {
 		live = obj.(*v1alpha1.GPUNode)
 	}
-	if p.written != nil && (live == nil && p.writtenOver == "" || live != nil && live.ResourceVersion == p.writtenOver) {
-		live = p.written // the informer lags behind the last write
+	if p.written != nil {
+		if p.seen.delivered(&p.seen.gpuNode, p.written.ResourceVersion) {
+			p.written = nil
+		} else {
+			live = p.written // the informer lags behind the last write
+		}
 	}
 	errs := []error{p.syncGPUNode(ctx, node, live, BuildStatus(s), now)}
 	if !p.cfg.DisableLabels {
@@ -345,10 +393,6 @@ func (p *Publisher) syncGPUNode(ctx context.Context, node *v1.Node, live *v1alph
 	logger := klog.FromContext(ctx)
 	apply := client.ApplyOptions{FieldManager: FieldManager, Force: true}
 	obj := &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: p.cfg.NodeName, OwnerReferences: []metav1.OwnerReference{ownerRef(node)}}}
-	informerRV := ""
-	if live != nil {
-		informerRV = live.ResourceVersion
-	}
 	if live == nil || !ownedBy(live, node) {
 		applied, err := p.cfg.GPUNodes.Apply(ctx, obj, apply)
 		if err != nil {
@@ -359,7 +403,7 @@ func (p *Publisher) syncGPUNode(ctx context.Context, node *v1.Node, live *v1alph
 		if live == nil {
 			logger.Info("Created GPUNode", "uid", applied.UID)
 		}
-		live, p.written, p.writtenOver = applied, applied, informerRV
+		live, p.written = applied, applied
 	}
 
 	// The layout's last change is when this agent saw it change; across a
@@ -394,7 +438,7 @@ func (p *Publisher) syncGPUNode(ctx context.Context, node *v1.Node, live *v1alph
 	}
 	p.metrics.writes.WithLabelValues("gpunode", reason).Inc()
 	p.lastWrite, p.lastHeartbeat = now, applied.Status.HeartbeatTime
-	p.written, p.writtenOver = applied, informerRV
+	p.written = applied
 	logger.V(4).Info("Published GPUNode status", "reason", reason)
 	return nil
 }
@@ -405,8 +449,8 @@ func (p *Publisher) syncGPUNode(ctx context.Context, node *v1.Node, live *v1alph
 // does not are removed.
 func (p *Publisher) syncLabels(ctx context.Context, node *v1.Node, want map[string]string) error {
 	if p.labelsApplied != nil && p.labelsNodeUID == node.UID && maps.Equal(p.labelsApplied, want) {
-		if node.ResourceVersion == p.labelsNodeRV {
-			return nil // the informer has not seen the apply yet
+		if !p.seen.delivered(&p.seen.node, p.labelsRV) {
+			return nil // the informer has not delivered the apply yet
 		}
 		current := true
 		for k, v := range want {
@@ -429,13 +473,14 @@ func (p *Publisher) syncLabels(ctx context.Context, node *v1.Node, want map[stri
 		return fmt.Errorf("encoding labels of node %s: %w", node.Name, err)
 	}
 	force := true
-	if _, err := p.cfg.Nodes.PatchNode(ctx, node.Name, types.ApplyPatchType, body,
-		metav1.PatchOptions{FieldManager: LabelFieldManager, Force: &force}); err != nil {
+	applied, err := p.cfg.Nodes.PatchNode(ctx, node.Name, types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: LabelFieldManager, Force: &force})
+	if err != nil {
 		p.metrics.errors.WithLabelValues("labels").Inc()
 		return fmt.Errorf("applying gfd labels to node %s: %w", node.Name, err)
 	}
 	p.metrics.writes.WithLabelValues("labels", "change").Inc()
-	p.labelsApplied, p.labelsNodeUID, p.labelsNodeRV = want, node.UID, node.ResourceVersion
+	p.labelsApplied, p.labelsNodeUID, p.labelsRV = want, node.UID, applied.ResourceVersion
 	klog.FromContext(ctx).V(2).Info("Applied GFD labels", "labels", len(want))
 	return nil
 }

@@ -161,8 +161,8 @@ func BuildStatus(s Snapshot) v1alpha1.GPUNodeStatus {
 	st.Links = EncodeLinks(m.Topology)
 	st.Allocations = allocations(s.Holders, s.Resources)
 	st.Summary = v1alpha1.Summary{
-		GPUs:             int32(len(m.Devices) + len(m.Failed)),
-		Product:          strings.Join(slices.Sorted(func(yield func(string) bool) {
+		GPUs: int32(len(m.Devices) + len(m.Failed)),
+		Product: strings.Join(slices.Sorted(func(yield func(string) bool) {
 			for p := range products {
 				if !yield(p) {
 					return
