@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -115,5 +114,4 @@ func TestStatusGolden(t *testing.T) {
 			golden(t, "status-"+sc.name+".golden", out)
 		})
 	}
-	_ = time.Second
 }
