@@ -122,6 +122,15 @@ func (m *Manager) Resources() []Resource {
 	return append([]Resource(nil), m.resources...)
 }
 
+// Advertised returns, as one consistent view, the machine the resources
+// were built from, the options they were built with and the resources
+// (for the node inventory); the machine is nil before the first Update.
+func (m *Manager) Advertised() (*gpu.Machine, Options, []Resource) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.machine, m.opts, append([]Resource(nil), m.resources...)
+}
+
 // RegistrationStatus reports whether every configured resource is registered
 // with the kubelet and how many registration attempts have failed so far.
 func (m *Manager) RegistrationStatus() (registered bool, failures int) {

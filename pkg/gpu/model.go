@@ -102,6 +102,18 @@ type MIGDevice struct {
 	MemoryMiB         uint64
 	// MultiprocessorCount is the number of SMs in the compute instance.
 	MultiprocessorCount int
+	// GPUSlices and ComputeSlices are the compute slices of the GPU instance
+	// and of the compute instance (NVML's GpuInstanceSliceCount and
+	// ComputeInstanceSliceCount): 3 and 3 for 3g.40gb, 3 and 1 for 1c.3g.40gb.
+	GPUSlices, ComputeSlices int
+	// Engines are the engines the instance has, as NVML's MIG device
+	// attributes count them.
+	Engines MIGEngines
+}
+
+// MIGEngines counts a MIG device's copy and media engines.
+type MIGEngines struct {
+	Copy, Decoder, Encoder, JPEG, OFA int
 }
 
 // Placement is where a GPU instance sits in the GPU's memory slices.

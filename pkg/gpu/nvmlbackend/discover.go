@@ -217,6 +217,9 @@ func describeMIG(parent, h nvml.Device, parentIndex int, totalMemBytes uint64) (
 	}
 	m.MemoryMiB = attrs.MemorySizeMB
 	m.MultiprocessorCount = int(attrs.MultiprocessorCount)
+	m.GPUSlices, m.ComputeSlices = int(attrs.GpuInstanceSliceCount), int(attrs.ComputeInstanceSliceCount)
+	m.Engines = gpu.MIGEngines{Copy: int(attrs.SharedCopyEngineCount), Decoder: int(attrs.SharedDecoderCount),
+		Encoder: int(attrs.SharedEncoderCount), JPEG: int(attrs.SharedJpegCount), OFA: int(attrs.SharedOfaCount)}
 	gi, ret := parent.GetGpuInstanceById(m.GPUInstanceID)
 	if ret != nvml.SUCCESS {
 		return m, fmt.Errorf("getting gpu instance %d of %s: %w", m.GPUInstanceID, m.UUID, toError(ret))

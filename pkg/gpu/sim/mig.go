@@ -806,13 +806,16 @@ func (h *migDevice) GetAttributes() (nvml.DeviceAttributes, nvml.Return) {
 		return nvml.DeviceAttributes{}, r
 	}
 	ci, gi := h.ci.info, h.ci.gi.info
+	// The engines belong to the GPU instance and are shared by its compute
+	// instances: NVML reports the GPU instance's (go-nvml's mock tables
+	// leave the compute-instance profiles' counts at zero).
 	return nvml.DeviceAttributes{
 		MultiprocessorCount:       ci.MultiprocessorCount,
-		SharedCopyEngineCount:     ci.SharedCopyEngineCount,
-		SharedDecoderCount:        ci.SharedDecoderCount,
-		SharedEncoderCount:        ci.SharedEncoderCount,
-		SharedJpegCount:           ci.SharedJpegCount,
-		SharedOfaCount:            ci.SharedOfaCount,
+		SharedCopyEngineCount:     max(ci.SharedCopyEngineCount, gi.CopyEngineCount),
+		SharedDecoderCount:        max(ci.SharedDecoderCount, gi.DecoderCount),
+		SharedEncoderCount:        max(ci.SharedEncoderCount, gi.EncoderCount),
+		SharedJpegCount:           max(ci.SharedJpegCount, gi.JpegCount),
+		SharedOfaCount:            max(ci.SharedOfaCount, gi.OfaCount),
 		GpuInstanceSliceCount:     gi.SliceCount,
 		ComputeInstanceSliceCount: ci.SliceCount,
 		MemorySizeMB:              gi.MemorySizeMB,
