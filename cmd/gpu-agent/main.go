@@ -363,7 +363,7 @@ func runAgent(ctx context.Context, o *options) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mgr.Run(ctx) })
 	g.Go(func() error {
-		events := telemetry.TeeEvents(b, exporter.ObserveEvent)
+		events := gpu.TeeEvents(b, exporter.ObserveEvent)
 		return deviceplugin.HealthLoop{Events: events, Tracker: tracker, Manager: mgr, Clock: clk}.Run(ctx)
 	})
 	g.Go(func() error { return pods.Run(ctx) })

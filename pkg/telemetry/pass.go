@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 )
@@ -48,7 +47,7 @@ type pass struct {
 	// IDs), when podsUsable.
 	holders []podresources.Holder
 
-	health  []health.Status // nil when no HealthLookup is configured
+	health  []gpu.HealthStatus // nil when no HealthLookup is configured
 	healthy bool            // whether health is configured
 
 	events   eventCounts
