@@ -48,7 +48,7 @@ type pass struct {
 	holders []podresources.Holder
 
 	health  []gpu.HealthStatus // nil when no HealthLookup is configured
-	healthy bool            // whether health is configured
+	healthy bool               // whether health is configured
 
 	events   eventCounts
 	fatalXID func(xid uint64) bool
