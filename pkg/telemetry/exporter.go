@@ -118,6 +118,8 @@ type Exporter struct {
 
 	machine atomic.Pointer[gpu.Machine]
 	snap    atomic.Pointer[snapshot]
+	// passes counts the snapshots published, for readiness.
+	passes atomic.Int64
 
 	// refreshMu serialises Refresh and guards the fields below it.
 	refreshMu    sync.Mutex
@@ -273,7 +275,13 @@ func (e *Exporter) Refresh(ctx context.Context) {
 		return
 	}
 	e.snap.Store(snap)
+	e.passes.Add(1)
 }
+
+// Collected reports whether a collection pass has published a snapshot
+// (the first one is taken when Run starts); until then /metrics serves an
+// empty one.
+func (e *Exporter) Collected() bool { return e.passes.Load() > 0 }
 
 type result[T any] struct {
 	val T
