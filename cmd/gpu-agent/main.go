@@ -103,6 +103,7 @@ func suggestFlag(cmd *cobra.Command, typed string) string {
 		}
 	}
 	cmd.Flags().VisitAll(visit)
+	cmd.PersistentFlags().VisitAll(visit)
 	cmd.InheritedFlags().VisitAll(visit)
 	return best
 }
@@ -239,7 +240,7 @@ func newRootCommand() *cobra.Command {
 
 func open(ctx context.Context, o *options) (*backend.Opened, error) {
 	if o.output != "" && o.output != "table" && o.output != "json" {
-		return nil, fmt.Errorf("invalid --output %q: want table or json", o.output)
+		return nil, usageError{fmt.Errorf("invalid --output %q: want table or json", o.output)}
 	}
 	return backend.Open(ctx, o.backend)
 }
@@ -427,7 +428,6 @@ func kubeClient(kubeconfig string) (*kube.Client, error) {
 	}
 	return c, nil
 }
-
 
 func closeBackend(ctx context.Context, b gpu.Backend) {
 	if err := b.Close(); err != nil {
