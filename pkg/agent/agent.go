@@ -243,9 +243,6 @@ func (a *Agent) Health() []gpu.HealthStatus { return a.tracker.States() }
 // too) or did not stop in time, naming it.
 func (a *Agent) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
-	if a.stopEvents != nil {
-		defer a.stopEvents() // normally stopped below, within the deadline; this one returns at once then
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -253,8 +250,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		name string
 		err  error
 	}
-	results := make(chan result)
+	// Buffered for every component, so that one still running when Run
+	// gives up on it can still end.
+	results := make(chan result, 16)
+	pending := 0
 	start := func(name string, run func(context.Context) error) {
+		pending++
 		a.mu.Lock()
 		a.running[name] = true
 		a.mu.Unlock()
@@ -287,9 +288,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	var errs []error
-	a.mu.Lock()
-	pending := len(a.running)
-	a.mu.Unlock()
 	collect := func(r result) {
 		pending--
 		if r.err != nil {
@@ -308,6 +306,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		case r := <-results:
 			collect(r)
 		case <-deadline.C():
+			if a.stopEvents != nil {
+				go a.stopEvents() // best effort: the process is about to end
+			}
 			return errors.Join(append(errs, fmt.Errorf("shutting down: still running after %s: %s",
 				a.cfg.ShutdownTimeout, strings.Join(a.stillRunning(), ", ")))...)
 		}
