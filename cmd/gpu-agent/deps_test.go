@@ -117,18 +117,37 @@ k8s.io/client-go/listersx
 	}
 }
 
-// TestAgentStaysLean fails when the agent links a forbidden package, naming
-// the import chain that pulls it in.
-func TestAgentStaysLean(t *testing.T) {
+// layering lists, for packages of the agent, packages they must not reach
+// (directly or through others) although the agent as a whole links them.
+var layering = []struct {
+	pkg, reason string
+	forbidden   []string
+}{
+	{
+		pkg:       "github.com/tessera-gpu/tessera/pkg/telemetry",
+		reason:    "telemetry reads health through pkg/gpu's types and the XID catalogue from pkg/gpu/xid, not through the device plugin",
+		forbidden: []string{"github.com/tessera-gpu/tessera/pkg/deviceplugin"},
+	},
+	{
+		pkg:       "github.com/tessera-gpu/tessera/pkg/gpu/...",
+		reason:    "the machine model is below every consumer",
+		forbidden: []string{"github.com/tessera-gpu/tessera/pkg/deviceplugin", "github.com/tessera-gpu/tessera/pkg/telemetry", "github.com/tessera-gpu/tessera/pkg/agent"},
+	},
+}
+
+// importGraphOf runs go list -deps over patterns and returns the graph and
+// the packages the patterns name.
+func importGraphOf(t *testing.T, patterns ...string) (importGraph, []string) {
+	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("skipping: the go command is not on PATH: %v", err)
 	}
-	self, err := exec.Command(goTool, "list", ".").Output()
+	self, err := exec.Command(goTool, append([]string{"list"}, patterns...)...).Output()
 	if err != nil {
-		t.Fatalf("go list .: %v", err)
+		t.Fatalf("go list %v: %v", patterns, err)
 	}
-	out, err := exec.Command(goTool, "list", "-deps", "-f", `{{.ImportPath}} {{join .Imports " "}}`, ".").Output()
+	out, err := exec.Command(goTool, append([]string{"list", "-deps", "-f", `{{.ImportPath}} {{join .Imports " "}}`}, patterns...)...).Output()
 	if err != nil {
 		var stderr []byte
 		if ee, ok := err.(*exec.ExitError); ok { //nolint:errorlint // exec returns *ExitError directly
@@ -137,11 +156,39 @@ func TestAgentStaysLean(t *testing.T) {
 		t.Fatalf("go list -deps: %v\n%s", err, stderr)
 	}
 	g := parseImportGraph(out)
-	root := strings.TrimSpace(string(self))
+	roots := strings.Fields(string(self))
+	for _, root := range roots {
+		if _, ok := g[root]; !ok {
+			t.Fatalf("go list -deps printed nothing for %s", root)
+		}
+	}
+	return g, roots
+}
+
+// TestAgentStaysLean fails when the agent links a forbidden package, naming
+// the import chain that pulls it in.
+func TestAgentStaysLean(t *testing.T) {
+	g, roots := importGraphOf(t, ".")
+	root := roots[0]
 	if len(g[root]) == 0 {
 		t.Fatalf("go list -deps printed no imports for %s", root)
 	}
 	for _, chain := range forbiddenChains(g, root, forbiddenDeps) {
 		t.Errorf("the agent links a forbidden package: %s", chain)
+	}
+}
+
+// TestAgentLayering fails when a package of the agent reaches one it must
+// not, naming the import chain.
+func TestAgentLayering(t *testing.T) {
+	for _, l := range layering {
+		t.Run(l.pkg, func(t *testing.T) {
+			g, roots := importGraphOf(t, l.pkg)
+			for _, root := range roots {
+				for _, chain := range forbiddenChains(g, root, l.forbidden) {
+					t.Errorf("%s: %s", chain, l.reason)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
-// Command gpu-agent is Tessera's per-node DaemonSet. This composition root
-// parses flags, opens one GPU backend and wires packages together; it holds no
-// logic of its own.
+// Command gpu-agent is Tessera's per-node DaemonSet. It turns flags into an
+// agent.Config, opens the GPU backend and the Kubernetes client once, and
+// runs pkg/agent, which holds the wiring and the policy; it holds no logic of
+// its own beyond exit codes (2 for a bad command line).
 package main
 
 import (
@@ -10,29 +11,25 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/clock"
 
+	"github.com/tessera-gpu/tessera/pkg/agent"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
 	"github.com/tessera-gpu/tessera/pkg/kube"
-	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 	"github.com/tessera-gpu/tessera/pkg/telemetry"
@@ -42,12 +39,93 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := newRootCommand().ExecuteContext(ctx)
+	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gpu-agent:", err)
-		os.Exit(1)
+	os.Exit(code)
+}
+
+// Exit codes: 0 success, 1 a failure while running, 2 a usage error (an
+// unknown flag or command, a bad flag value), as flag.ExitOnError and the
+// shell's builtins use 2.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// execute runs the command line args and returns the process's exit code,
+// writing errors to stderr.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
 	}
+	fmt.Fprintln(stderr, "gpu-agent:", err)
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsageError(err) {
+		fmt.Fprintln(stderr, "Run 'gpu-agent --help' for usage.")
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// usageError is a bad command line: exit code 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// flagError makes a flag parsing error a usage error, with a suggestion
+// for a mistyped flag name.
+func flagError(cmd *cobra.Command, err error) error {
+	if name, ok := strings.CutPrefix(err.Error(), "unknown flag: --"); ok {
+		if s := suggestFlag(cmd, name); s != "" {
+			err = fmt.Errorf("%w\n\nDid you mean this?\n\t--%s", err, s)
+		}
+	}
+	return usageError{err}
+}
+
+// suggestFlag returns the flag of cmd closest to a mistyped name, as cobra
+// suggests commands (Levenshtein distance of at most 2, or a prefix), or "".
+func suggestFlag(cmd *cobra.Command, typed string) string {
+	typed, _, _ = strings.Cut(typed, "=")
+	best, bestDist := "", 3
+	visit := func(f *pflag.Flag) {
+		d := levenshtein(strings.ToLower(typed), f.Name)
+		if strings.HasPrefix(f.Name, typed) && len(typed) >= 3 {
+			d = min(d, 1)
+		}
+		if d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	}
+	cmd.Flags().VisitAll(visit)
+	cmd.PersistentFlags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	return best
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 type options struct {
@@ -77,6 +155,8 @@ type options struct {
 	podResourcesSocket   string
 	podResourcesInterval time.Duration
 	collectionInterval   time.Duration
+	lostGPUProbeInterval time.Duration
+	shutdownTimeout      time.Duration
 }
 
 func newRootCommand() *cobra.Command {
@@ -91,6 +171,7 @@ func newRootCommand() *cobra.Command {
 			return runAgent(cmd.Context(), o)
 		},
 	}
+	root.SetFlagErrorFunc(flagError)
 	root.PersistentFlags().StringVar(&o.backend, "backend", "auto", backend.Usage())
 	f := root.Flags()
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name, for its device-plugin config label and Events (default $NODE_NAME)")
@@ -125,6 +206,10 @@ func newRootCommand() *cobra.Command {
 		"the kubelet's PodResources API socket, for the pod, namespace and container labels (metrics flow without them if it is unreachable)")
 	f.DurationVar(&o.podResourcesInterval, "pod-resources-interval", podresources.DefaultInterval,
 		"how often the cached view of which pod holds which device is refreshed")
+	f.DurationVar(&o.lostGPUProbeInterval, "lost-gpu-probe-interval", deviceplugin.DefaultProbeInterval,
+		"how often a GPU that fell off the bus is probed for a reset (only while one is lost); it is advertised healthy again once it answers")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", agent.DefaultShutdownTimeout,
+		"how long the agent may take to shut down after SIGTERM; keep it below the pod's terminationGracePeriodSeconds")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	root.PersistentFlags().AddGoFlagSet(klogFlags)
@@ -155,7 +240,7 @@ func newRootCommand() *cobra.Command {
 
 func open(ctx context.Context, o *options) (*backend.Opened, error) {
 	if o.output != "" && o.output != "table" && o.output != "json" {
-		return nil, fmt.Errorf("invalid --output %q: want table or json", o.output)
+		return nil, usageError{fmt.Errorf("invalid --output %q: want table or json", o.output)}
 	}
 	return backend.Open(ctx, o.backend)
 }
@@ -228,216 +313,97 @@ func snapshotView(s *gpu.Snapshot) any {
 	return out
 }
 
-func runAgent(ctx context.Context, o *options) error {
-	logger := klog.FromContext(ctx)
-	if err := applyRuntimePolicy(os.Getenv("GOGC"), o.memoryLimit, o.debugAddress); err != nil {
-		return err
+// agentConfig turns the flags into the agent's Config; a bad value is a
+// usage error naming the flag and the allowed values. It opens nothing.
+func agentConfig(o *options) (agent.Config, error) {
+	cfg := agent.Config{
+		NodeName:                  o.nodeName,
+		PluginDir:                 o.pluginDir,
+		DevicePluginConfigDir:     o.configDir,
+		DevicePluginConfigDefault: o.configDefault,
+		LostGPUProbeInterval:      o.lostGPUProbeInterval,
+		MIGConfigFile:             o.migConfigFile,
+		StandaloneMIGConfig:       o.migConfig,
+		MIGJournal:                o.migJournal,
+		MIGDrainTimeout:           o.migDrainTimeout,
+		MIGApplyTimeout:           o.migApplyTimeout,
+		CollectionInterval:        o.collectionInterval,
+		PodResourcesSocket:        o.podResourcesSocket,
+		PodResourcesInterval:      o.podResourcesInterval,
+		MetricsAddress:            o.metricsAddress,
+		DebugAddress:              o.debugAddress,
+		ShutdownTimeout:           o.shutdownTimeout,
 	}
-	policy, err := health.ParsePolicy(o.healthXIDs, o.healthRecovery)
-	if err != nil {
-		return fmt.Errorf("invalid --health-xid-policy/--health-recovery-period: %w", err)
+	var errs []error
+	if err := backend.CheckSpec(o.backend); err != nil {
+		errs = append(errs, fmt.Errorf("invalid --backend: %w", err))
+	}
+	var err error
+	if cfg.HealthPolicy, err = health.ParsePolicy(o.healthXIDs, o.healthRecovery); err != nil {
+		errs = append(errs, fmt.Errorf("invalid --health-xid-policy/--health-recovery-period: %w", err))
 	}
 	share, err := topology.ParseSharePolicy(o.sharePolicy)
 	if err != nil {
-		return fmt.Errorf("invalid --share-policy: %w", err)
+		errs = append(errs, fmt.Errorf("invalid --share-policy: %w", err))
 	}
-	drain, err := reconcile.ParseDrainPolicy(o.migDrainPolicy)
-	if err != nil {
-		return fmt.Errorf("invalid --mig-drain-policy: %w", err)
+	cfg.SharePolicy = deviceplugin.SharePolicy(share)
+	if cfg.MIGDrain, err = reconcile.ParseDrainPolicy(o.migDrainPolicy); err != nil {
+		errs = append(errs, fmt.Errorf("invalid --mig-drain-policy: %w", err))
+	}
+	if _, _, err := gcSettings("", o.memoryLimit); err != nil {
+		errs = append(errs, err)
+	}
+	durations := []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"--collection-interval", o.collectionInterval}, {"--pod-resources-interval", o.podResourcesInterval},
+		{"--mig-drain-timeout", o.migDrainTimeout}, {"--mig-apply-timeout", o.migApplyTimeout},
+		{"--lost-gpu-probe-interval", o.lostGPUProbeInterval}, {"--shutdown-timeout", o.shutdownTimeout},
+	}
+	for _, d := range durations {
+		if d.d <= 0 {
+			errs = append(errs, fmt.Errorf("invalid %s=%s: want a duration > 0, such as 30s", d.flag, d.d))
+		}
 	}
 	if o.migConfig != "" && o.migConfigFile == "" {
-		return fmt.Errorf("--mig-config=%s needs --mig-config-file", o.migConfig)
+		errs = append(errs, fmt.Errorf("--mig-config=%s needs --mig-config-file", o.migConfig))
+	}
+	if len(errs) > 0 {
+		return agent.Config{}, usageError{errors.Join(errs...)}
+	}
+	return cfg, nil
+}
+
+func runAgent(ctx context.Context, o *options) error {
+	cfg, err := agentConfig(o)
+	if err != nil {
+		return err
 	}
 	client, err := kubeClient(o.kubeconfig)
 	if err != nil {
 		return err
 	}
-	if client != nil && o.migConfig != "" {
-		return fmt.Errorf("--mig-config=%s is for standalone runs; in a cluster label the node: kubectl label node %s %s=%s --overwrite",
-			o.migConfig, o.nodeName, reconcile.MIGConfigLabel, o.migConfig)
+	if client != nil {
+		cfg.Client = client
+		if o.nodeName == "" {
+			return usageError{errors.New("--node-name (or $NODE_NAME) is required when running in a cluster")}
+		}
+		if o.migConfig != "" {
+			return usageError{fmt.Errorf("--mig-config=%s is for standalone runs; in a cluster label the node: kubectl label node %s %s=%s --overwrite",
+				o.migConfig, o.nodeName, reconcile.MIGConfigLabel, o.migConfig)}
+		}
 	}
-	b, m, err := openDiscovered(ctx, o)
+	if err := applyRuntimePolicy(os.Getenv("GOGC"), o.memoryLimit, o.debugAddress); err != nil {
+		return usageError{err}
+	}
+	b, err := open(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer closeBackend(ctx, b)
-	applier := mig.NewApplier(b, o.migJournal)
-	if o.migConfig != "" {
-		if m, err = applyStandaloneLayout(ctx, applier, o.migConfigFile, o.migConfig, m); err != nil {
-			return err
-		}
-	}
-	if len(m.Devices) == 0 {
-		logger.Info("Advertising no GPUs", "backend", m.Backend, "reason", noGPUReason(m))
-	}
-	for _, d := range m.Devices {
-		logger.Info("Found GPU", "gpu", d.Index, "uuid", d.UUID, "product", d.Product, "memoryMiB", d.MemoryMiB,
-			"migEnabled", d.MIGEnabled, "migDevices", len(d.MIGDevices))
-	}
-	for _, f := range m.Failed {
-		logger.Error(f.Err, "GPU cannot be read; not advertising it", "gpu", f.Index, "uuid", f.UUID)
-	}
-
-	clk := clock.RealClock{}
-	tracker := health.NewTracker(policy, clk, deviceplugin.TrackedGPUs(m))
-	mgr := deviceplugin.NewManager(deviceplugin.Config{PluginDir: o.pluginDir}, tracker)
-	cfgr := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: o.configDir, Default: o.configDefault,
-		SharePolicy: deviceplugin.SharePolicy(share)}, mgr, m)
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := deviceplugin.NewMetrics(reg, mgr)
-	if err != nil {
-		return fmt.Errorf("registering device plugin metrics: %w", err)
-	}
-	cfgr.SetMetrics(metrics)
-
-	pods := podresources.New(podresources.Options{Socket: o.podResourcesSocket, Interval: o.podResourcesInterval, Clock: clk})
-	if err := pods.Register(reg); err != nil {
-		return fmt.Errorf("registering pod resources metrics: %w", err)
-	}
-	topts := telemetry.Options{
-		Backend:  b,
-		Machine:  m,
-		Pods:     pods,
-		Health:   tracker,
-		NodeName: o.nodeName,
-		Interval: o.collectionInterval,
-		Clock:    clk,
-		FatalXID: tracker.Policy().IsFatalXID,
-	}
-	if client != nil {
-		recorder, stopEvents := deviceplugin.NewEventRecorder(ctx, client, o.nodeName)
-		defer stopEvents()
-		topts.Recorder = recorder
-	}
-	exporter, err := telemetry.New(topts)
-	if err != nil {
-		return fmt.Errorf("creating the telemetry exporter: %w", err)
-	}
-
-	label := ""
-	if client != nil {
-		if o.nodeName == "" {
-			return errors.New("--node-name (or $NODE_NAME) is required when running in a cluster")
-		}
-		node, err := client.GetNode(ctx, o.nodeName)
-		if err != nil {
-			return fmt.Errorf("reading node %s: %w", o.nodeName, err)
-		}
-		label = node.Labels[config.NodeLabel]
-	} else {
-		logger.Info("No Kubernetes API configured; running standalone with the default device-plugin config")
-	}
-	// A bad config at start refuses to start: nothing would be advertised correctly.
-	name, err := cfgr.Apply(ctx, label)
-	if err != nil {
-		return fmt.Errorf("applying the device plugin config: %w", err)
-	}
-	logger.Info("Device plugin config applied", "config", name)
-
-	var layouts *reconcile.Reconciler
-	if client != nil {
-		rcfg := reconcile.Config{
-			NodeName: o.nodeName, Client: client, Machine: m, Discoverer: b,
-			Pods: pods, Sharing: cfgr, Devices: mgr, Health: tracker, SharingDir: o.configDir,
-			Drain: drain, DrainTimeout: o.migDrainTimeout, ApplyTimeout: o.migApplyTimeout,
-			OnMachine: exporter.SetMachine,
-		}
-		if o.migConfigFile != "" {
-			rcfg.Layouts = reconcile.MIGLayouts{File: o.migConfigFile, Applier: applier}
-		}
-		if rcfg.Metrics, err = reconcile.NewMetrics(reg); err != nil {
-			return fmt.Errorf("registering layout metrics: %w", err)
-		}
-		if layouts, err = reconcile.New(rcfg); err != nil {
-			return err
-		}
-		// Before anything is advertised: never serve half a layout an
-		// agent stopped in the middle of.
-		if err := layouts.Recover(ctx); err != nil {
-			logger.Error(err, "Recovering an interrupted MIG layout change; the label reconcile will replan")
-		}
-	}
-
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return mgr.Run(ctx) })
-	g.Go(func() error {
-		events := telemetry.TeeEvents(b, exporter.ObserveEvent)
-		return deviceplugin.HealthLoop{Events: events, Tracker: tracker, Manager: mgr, Clock: clk}.Run(ctx)
-	})
-	g.Go(func() error { return pods.Run(ctx) })
-	g.Go(func() error { return exporter.Run(ctx) })
-	if layouts != nil {
-		g.Go(func() error { return layouts.Run(ctx) })
-	}
-	if o.metricsAddress != "" {
-		g.Go(func() error {
-			mux := http.NewServeMux()
-			mux.Handle("/metrics", exporter.Handler(reg))
-			return serve(ctx, "metrics", o.metricsAddress, mux)
-		})
-	}
-	if o.debugAddress != "" {
-		g.Go(func() error { return serve(ctx, "pprof", o.debugAddress, pprofMux()) })
-	}
-	err = g.Wait()
-	logger.Info("Shutting down")
-	return err
-}
-
-// applyStandaloneLayout applies layout name of file at start when no node
-// label can choose one, and returns the machine as it is afterwards.
-func applyStandaloneLayout(ctx context.Context, applier *mig.Applier, file, name string, m *gpu.Machine) (*gpu.Machine, error) {
-	if _, err := applier.Recover(ctx); err != nil {
-		return nil, fmt.Errorf("recovering an interrupted MIG layout change: %w", err)
-	}
-	f, err := mig.Load(file)
-	if err != nil {
-		return nil, err
-	}
-	plan, err := mig.NewPlan(f, name, m)
-	if err != nil {
-		return nil, err
-	}
-	if plan.Empty() {
-		klog.FromContext(ctx).Info("MIG layout already in place", "config", name)
-		return m, nil
-	}
-	out, err := applier.Apply(ctx, plan)
-	if err != nil {
-		return nil, err
-	}
-	klog.FromContext(ctx).Info("MIG layout applied", "config", name, "plan", plan.Summary())
-	return out, nil
-}
-
-// pprofMux serves net/http/pprof's handlers on their own mux, so that they
-// are reachable only on --debug-address, never next to /metrics.
-func pprofMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
-}
-
-// serve serves handler on addr until ctx is done; what names it in logs and errors.
-func serve(ctx context.Context, what, addr string, handler http.Handler) error {
-	srv := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	klog.FromContext(ctx).Info("Serving "+what, "address", addr)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving %s on %s: %w", what, addr, err)
-	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(shutdown)
-	}
+	cfg.Backend = b
+	return agent.Run(ctx, cfg)
 }
 
 // kubeClient returns a client from --kubeconfig or the in-cluster config, or
@@ -463,16 +429,6 @@ func kubeClient(kubeconfig string) (*kube.Client, error) {
 	return c, nil
 }
 
-func noGPUReason(m *gpu.Machine) string {
-	if m.Reason != "" {
-		return m.Reason
-	}
-	if len(m.Failed) > 0 {
-		return "every GPU failed to read"
-	}
-	return "the driver reports no GPUs"
-}
-
 func closeBackend(ctx context.Context, b gpu.Backend) {
 	if err := b.Close(); err != nil {
 		klog.FromContext(ctx).Error(err, "Closing gpu backend")
@@ -483,4 +439,12 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// isCobraUsageError recognises the usage errors cobra returns as plain
+// errors: an unknown command or argument, a missing required flag.
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown command ") || strings.HasPrefix(msg, "required flag(s) ") ||
+		strings.Contains(msg, " accepts ") && strings.Contains(msg, " arg(s), received ")
 }

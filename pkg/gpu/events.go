@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -43,4 +44,30 @@ type Event struct {
 	// GPUInstanceID and ComputeInstanceID locate the event inside a MIG GPU; -1 when it concerns the whole GPU.
 	GPUInstanceID     int
 	ComputeInstanceID int
+}
+
+// TeeEvents returns a source that watches src and hands every event to each
+// observer, in order, before the watcher's own handler. It lets one backend
+// watch feed several consumers (the health loop, the telemetry exporter):
+//
+//	events := gpu.TeeEvents(backend, exporter.ObserveEvent)
+//	deviceplugin.HealthLoop{Events: events, ...}
+//
+// Observers run on the watch goroutine and must not block.
+func TeeEvents(src EventSource, observers ...func(Event)) EventSource {
+	return teeSource{src: src, observers: observers}
+}
+
+type teeSource struct {
+	src       EventSource
+	observers []func(Event)
+}
+
+func (t teeSource) WatchEvents(ctx context.Context, handle func(Event)) error {
+	return t.src.WatchEvents(ctx, func(ev Event) {
+		for _, o := range t.observers {
+			o(ev)
+		}
+		handle(ev)
+	})
 }

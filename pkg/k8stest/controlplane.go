@@ -72,15 +72,21 @@ type ControlPlane struct {
 	// DataDir is where data, credentials and logs live.
 	DataDir string
 
-	restConfig  *rest.Config
-	client      kubernetes.Interface
-	etcd        *process
-	apiserver   *process
-	removeDir   bool
-	stopOnCtx   func() bool
-	stopOnce    sync.Once
-	stopErr     error
-	stopTimeout time.Duration
+	restConfig *rest.Config
+	client     kubernetes.Interface
+	etcd       *process
+	apiserver  *process // nil while StopAPIServer has it stopped
+
+	// What RestartAPIServer needs to start the apiserver again as it was.
+	apiserverBin    string
+	apiserverArgs   []string
+	readyTimeout    time.Duration
+	apiserverStarts int
+	removeDir       bool
+	stopOnCtx       func() bool
+	stopOnce        sync.Once
+	stopErr         error
+	stopTimeout     time.Duration
 }
 
 // RESTConfig returns a copy of the admin client configuration, with client-side
@@ -152,8 +158,10 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		return nil, err
 	}
 	begin = time.Now()
-	cp.apiserver, err = startProcess(apiserverBin, filepath.Join(cp.DataDir, "kube-apiserver.log"),
-		apiserverArgs(cp.DataDir, etcdURL, ports[2]))
+	cp.apiserverBin, cp.readyTimeout = apiserverBin, opts.ReadyTimeout
+	cp.apiserverArgs = apiserverArgs(cp.DataDir, etcdURL, ports[2])
+	cp.apiserverStarts = 1
+	cp.apiserver, err = startProcess(apiserverBin, filepath.Join(cp.DataDir, "kube-apiserver.log"), cp.apiserverArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +197,34 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		}
 	})
 	return cp, nil
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL after a grace
+// period) and leaves etcd running, so that tests can see how clients behave
+// while the API server cannot be reached; RestartAPIServer brings it back.
+func (c *ControlPlane) StopAPIServer() error {
+	if c.apiserver == nil {
+		return errors.New("stopping kube-apiserver: it is not running")
+	}
+	p := c.apiserver
+	c.apiserver = nil
+	return p.stop(c.stopTimeout)
+}
+
+// RestartAPIServer starts kube-apiserver again after StopAPIServer, on the
+// same address with the same certificates and credentials, and returns once
+// it is ready. Its log goes to kube-apiserver.<n>.log.
+func (c *ControlPlane) RestartAPIServer(ctx context.Context) error {
+	if c.apiserver != nil {
+		return errors.New("restarting kube-apiserver: it is running")
+	}
+	c.apiserverStarts++
+	p, err := startProcess(c.apiserverBin, filepath.Join(c.DataDir, fmt.Sprintf("kube-apiserver.%d.log", c.apiserverStarts)), c.apiserverArgs)
+	if err != nil {
+		return err
+	}
+	c.apiserver = p
+	return p.waitReady(ctx, c.readyTimeout, func(ctx context.Context) error { return apiserverReady(ctx, c.client) })
 }
 
 // Stop terminates kube-apiserver, then etcd (SIGTERM, then SIGKILL after a grace

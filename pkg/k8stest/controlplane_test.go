@@ -179,3 +179,36 @@ func nextModified(ctx context.Context, t *testing.T, w watch.Interface) *corev1.
 	}
 	return nil
 }
+
+// TestAPIServerStopAndRestart: while the apiserver is stopped requests
+// fail; restarted, it serves the same address, credentials and data.
+func TestAPIServerStopAndRestart(t *testing.T) {
+	cp := StartForTest(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	nodes := cp.Client().CoreV1().Nodes()
+	if _, err := nodes.Create(ctx, newGPUNode("kept", 8), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.StopAPIServer(); err != nil {
+		t.Fatalf("StopAPIServer: %v", err)
+	}
+	if err := cp.StopAPIServer(); err == nil {
+		t.Error("a second StopAPIServer succeeded")
+	}
+	short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+	_, err := nodes.Get(short, "kept", metav1.GetOptions{})
+	cancelShort()
+	if err == nil {
+		t.Fatal("a request succeeded while the apiserver was stopped")
+	}
+	if err := cp.RestartAPIServer(ctx); err != nil {
+		t.Fatalf("RestartAPIServer: %v", err)
+	}
+	if err := cp.RestartAPIServer(ctx); err == nil {
+		t.Error("RestartAPIServer of a running apiserver succeeded")
+	}
+	if n, err := nodes.Get(ctx, "kept", metav1.GetOptions{}); err != nil || gpus(n) != 8 {
+		t.Fatalf("after the restart: %v, %v; want the node created before", n, err)
+	}
+}

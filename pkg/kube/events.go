@@ -39,10 +39,14 @@ const (
 	// after that one more every eventRefill, and the rest are dropped.
 	eventBurst  = 25
 	eventRefill = 5 * time.Minute
-	// eventTries is how often a write that failed to reach the API server
-	// is tried, eventRetry apart.
-	eventTries = 3
-	eventRetry = 10 * time.Second
+	// A write that fails to reach the API server is retried until it is
+	// written (or the recorder stops), eventRetryMin after the first failure,
+	// doubling to eventRetry: an agent cut off from its API server catches
+	// up on its Events when it returns. Events recorded meanwhile queue
+	// behind it (up to eventQueue). client-go's recorder instead drops an
+	// Event after 12 tries, 10 s apart.
+	eventRetryMin = time.Second
+	eventRetry    = 10 * time.Second
 	// eventTimeout bounds each request.
 	eventTimeout = 10 * time.Second
 )
@@ -249,9 +253,13 @@ func (r *Recorder) write(ctx context.Context, e *v1.Event) {
 			return
 		}
 	}
+	delay := eventRetryMin
 	for try := 1; ; try++ {
 		out, err := r.send(ctx, e, patch)
 		if err == nil {
+			if try > 1 {
+				r.logger.Info("Event written after the API server could not be reached", "event", klog.KRef(e.Namespace, e.Name), "reason", e.Reason, "tries", try)
+			}
 			r.written.Add(key, writtenEvent{name: out.Name, namespace: out.Namespace, count: out.Count, first: out.FirstTimestamp})
 			return
 		}
@@ -260,14 +268,19 @@ func (r *Recorder) write(ctx context.Context, e *v1.Event) {
 		case apierrors.IsAlreadyExists(err):
 			r.logger.V(5).Info("Event already exists", "event", klog.KRef(e.Namespace, e.Name))
 			return
-		case errors.As(err, &status), try >= eventTries:
-			// The API server refused it, or cannot be reached: give up.
+		case errors.As(err, &status):
+			// The API server refused it: give up.
 			r.logger.Error(err, "Writing an Event failed; dropping it", "event", klog.KRef(e.Namespace, e.Name), "reason", e.Reason, "tries", try)
 			return
+		case try == 1:
+			r.logger.Info("Writing an Event failed; retrying until the API server answers", "event", klog.KRef(e.Namespace, e.Name), "reason", e.Reason, "err", err.Error())
+		default:
+			r.logger.V(4).Info("Writing an Event failed again; retrying", "event", klog.KRef(e.Namespace, e.Name), "tries", try, "err", err.Error())
 		}
-		r.logger.V(2).Info("Writing an Event failed; retrying", "event", klog.KRef(e.Namespace, e.Name), "err", err)
+		wait := delay
+		delay = min(2*delay, eventRetry)
 		select {
-		case <-r.clock.After(eventRetry):
+		case <-r.clock.After(wait):
 		case <-r.stopping:
 			r.logger.Error(err, "Writing an Event failed while stopping; dropping it", "event", klog.KRef(e.Namespace, e.Name))
 			return

@@ -239,6 +239,65 @@ func TestRecorderRetriesUnreachableServer(t *testing.T) {
 	}
 }
 
+// TestRecorderOutlastsAnOutage: an API server that cannot be reached for
+// many retries delays an Event, and those queued behind it, without dropping
+// them; the retries back off to eventRetry apart.
+func TestRecorderOutlastsAnOutage(t *testing.T) {
+	w := newFakeEvents()
+	var mu sync.Mutex
+	down := true
+	w.fail = func(string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return errors.New("connection refused")
+		}
+		return nil
+	}
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC))
+	ctx := t.Context()
+	r, stop := newEventRecorder(ctx, w, "c", "h", clk)
+	defer stop()
+	r.Eventf(testNode, v1.EventTypeWarning, "FatalXID", "first")
+	r.Eventf(testNode, v1.EventTypeWarning, "FatalXID", "second")
+	var waited time.Duration
+	for try := 1; try <= 20; try++ {
+		err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			return clk.HasWaiters(), nil
+		})
+		if err != nil {
+			t.Fatalf("try %d: the recorder never waited to retry: %v", try, err)
+		}
+		// Step a millisecond at a time up to the next retry: it fires no
+		// earlier than its backoff says.
+		want := min(eventRetryMin<<(try-1), eventRetry)
+		if try > 5 {
+			want = eventRetry
+		}
+		clk.Step(want - time.Millisecond)
+		if !clk.HasWaiters() {
+			t.Fatalf("try %d: retried before %s", try, want)
+		}
+		clk.Step(time.Millisecond)
+		waited += want
+	}
+	if n := len(w.list()); n != 0 {
+		t.Fatalf("%d Events written while the server was down", n)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		if clk.HasWaiters() {
+			clk.Step(eventRetry)
+		}
+		return len(w.list()) == 2, nil
+	})
+	if err != nil {
+		t.Fatalf("after an outage of %s: Events %+v, want both written: %v", waited, w.list(), err)
+	}
+}
+
 func TestRecorderGivesUpOnRefusal(t *testing.T) {
 	w := newFakeEvents()
 	w.fail = func(string) error {

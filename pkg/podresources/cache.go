@@ -48,6 +48,10 @@ type Options struct {
 	Timeout      time.Duration    // per List call, default 5s
 	MaxRecvBytes int              // default 16 MiB
 	Clock        clock.WithTicker // default the real clock
+	// KubeletOptional says that no kubelet may run here (a standalone
+	// agent): a missing socket is then an expected condition, logged at
+	// info level with the reason, not as an error.
+	KubeletOptional bool
 }
 
 // Status says whether the last refresh succeeded, why not, and when the view
@@ -141,6 +145,8 @@ func (c *Cache) refreshAndLog(ctx context.Context, logger klog.Logger) {
 	cur := c.lastErr
 	c.mu.Unlock()
 	switch {
+	case err != nil && cur != prev && c.opts.KubeletOptional && errors.Is(err, fs.ErrNotExist):
+		logger.Info("Pod resources unavailable: no kubelet socket; metrics carry no pod labels until it appears", "reason", err.Error())
 	case err != nil && cur != prev:
 		logger.Error(err, "Pod resources unavailable; keeping the previous view")
 	case err == nil && prev != "":

@@ -201,7 +201,7 @@ func TestTeeEventsFeedsExporterAndWatcher(t *testing.T) {
 	got := make(chan gpu.Event, 4)
 	watchErr := make(chan error, 1)
 	go func() {
-		watchErr <- TeeEvents(n.backend, e.ObserveEvent).WatchEvents(ctx, func(ev gpu.Event) { got <- ev })
+		watchErr <- gpu.TeeEvents(n.backend, e.ObserveEvent).WatchEvents(ctx, func(ev gpu.Event) { got <- ev })
 	}()
 	// Inject only once the watcher has registered for events on every GPU.
 	err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {

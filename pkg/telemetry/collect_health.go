@@ -3,7 +3,7 @@ package telemetry
 import (
 	"context"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
 var healthStateDesc = gaugeDesc("tessera_gpu_health_state",
@@ -28,7 +28,7 @@ func (healthCollector) Update(_ context.Context, p *pass, b *builder) error {
 		if !ok {
 			continue // the tracker follows a GPU the machine model does not have
 		}
-		for _, state := range []health.State{health.Healthy, health.Unhealthy} {
+		for _, state := range []gpu.HealthState{gpu.Healthy, gpu.Unhealthy} {
 			v := 0.0
 			if s.State == state {
 				v = 1

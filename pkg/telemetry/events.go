@@ -1,15 +1,14 @@
 package telemetry
 
 import (
-	"context"
 	"maps"
 	"strconv"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpu/xid"
 )
 
 // Reasons of the Node Events the exporter records.
@@ -83,8 +82,8 @@ func (e *Exporter) ObserveEvent(ev gpu.Event) {
 
 // xidDescription is a short description of what an XID means, after
 // NVIDIA's XID catalog, or "unknown" for an XID not in the table.
-func xidDescription(xid uint64) string {
-	if d := health.XIDDescription(xid); d != "" {
+func xidDescription(code uint64) string {
+	if d := xid.Description(code); d != "" {
 		return d
 	}
 	return "unknown"
@@ -95,33 +94,4 @@ func where(ev gpu.Event) string {
 		return ""
 	}
 	return " in MIG GPU instance " + strconv.Itoa(ev.GPUInstanceID)
-}
-
-// EventSource delivers device events until ctx ends; gpu.Backend satisfies it.
-type EventSource = gpu.EventSource
-
-// TeeEvents returns a source that watches src and hands every event to each
-// observer, in order, before the watcher's own handler. It lets one backend
-// watch feed both the health loop and the exporter:
-//
-//	events := telemetry.TeeEvents(backend, exporter.ObserveEvent)
-//	deviceplugin.HealthLoop{Events: events, ...}
-//
-// Observers run on the watch goroutine and must not block.
-func TeeEvents(src EventSource, observers ...func(gpu.Event)) EventSource {
-	return teeSource{src: src, observers: observers}
-}
-
-type teeSource struct {
-	src       EventSource
-	observers []func(gpu.Event)
-}
-
-func (t teeSource) WatchEvents(ctx context.Context, handle func(gpu.Event)) error {
-	return t.src.WatchEvents(ctx, func(ev gpu.Event) {
-		for _, o := range t.observers {
-			o(ev)
-		}
-		handle(ev)
-	})
 }

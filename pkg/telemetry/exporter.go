@@ -15,8 +15,8 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpu/xid"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 )
 
@@ -48,13 +48,11 @@ type PodLookup interface {
 
 var _ PodLookup = (*podresources.Cache)(nil)
 
-// HealthLookup reports the health of every physical GPU, as
-// *health.Tracker provides it.
+// HealthLookup reports the health of every physical GPU, as the device
+// plugin's health tracker (pkg/deviceplugin/health) provides it.
 type HealthLookup interface {
-	States() []health.Status
+	States() []gpu.HealthStatus
 }
-
-var _ HealthLookup = (*health.Tracker)(nil)
 
 // EventRecorder records Kubernetes Events; client-go's record.EventRecorder
 // satisfies it.
@@ -100,7 +98,8 @@ type Options struct {
 	// NodeReference(NodeName).
 	Node *v1.ObjectReference
 	// FatalXID decides which XIDs are fatal (Node Event, fatal="true" on the
-	// XID counter); default health.DefaultPolicy().IsFatalXID. Pass the
+	// XID counter); default every XID but the application ones
+	// (xid.IsApplication), the health tracker's default policy. Pass the
 	// health tracker's Policy().IsFatalXID so both agree.
 	FatalXID func(xid uint64) bool
 }
@@ -119,6 +118,8 @@ type Exporter struct {
 
 	machine atomic.Pointer[gpu.Machine]
 	snap    atomic.Pointer[snapshot]
+	// passes counts the snapshots published, for readiness.
+	passes atomic.Int64
 
 	// refreshMu serialises Refresh and guards the fields below it.
 	refreshMu    sync.Mutex
@@ -172,7 +173,7 @@ func New(o Options) (*Exporter, error) {
 		o.Node = NodeReference(o.NodeName)
 	}
 	if o.FatalXID == nil {
-		o.FatalXID = health.DefaultPolicy().IsFatalXID
+		o.FatalXID = func(x uint64) bool { return !xid.IsApplication(x) }
 	}
 	e := &Exporter{opts: o, collectors: allCollectors()}
 	e.events.init()
@@ -274,7 +275,13 @@ func (e *Exporter) Refresh(ctx context.Context) {
 		return
 	}
 	e.snap.Store(snap)
+	e.passes.Add(1)
 }
+
+// Collected reports whether a collection pass has published a snapshot
+// (the first one is taken when Run starts); until then /metrics serves an
+// empty one.
+func (e *Exporter) Collected() bool { return e.passes.Load() > 0 }
 
 type result[T any] struct {
 	val T

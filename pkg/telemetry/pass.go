@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 )
@@ -48,8 +47,8 @@ type pass struct {
 	// IDs), when podsUsable.
 	holders []podresources.Holder
 
-	health  []health.Status // nil when no HealthLookup is configured
-	healthy bool            // whether health is configured
+	health  []gpu.HealthStatus // nil when no HealthLookup is configured
+	healthy bool               // whether health is configured
 
 	events   eventCounts
 	fatalXID func(xid uint64) bool

@@ -1,6 +1,8 @@
 // Package health keeps the health of each physical GPU as a state machine fed
 // by device events (XID, ECC, GPU lost), backend errors and detected resets,
-// under a configurable XID policy.
+// under a configurable XID policy. The XID catalogue it draws on is
+// pkg/gpu/xid; the states it reports are pkg/gpu's HealthState and
+// HealthStatus, so that readers of health need not import this package.
 //
 // Each GPU is Healthy or Unhealthy. A fatal event makes it Unhealthy; it is
 // Healthy again when no fatal event has arrived for Policy.RecoveryPeriod

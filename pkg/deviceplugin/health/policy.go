@@ -8,36 +8,25 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu/xid"
 )
 
 // DefaultRecoveryPeriod is how long a GPU must go without a fatal event
 // before it is healthy again.
 const DefaultRecoveryPeriod = 5 * time.Minute
 
-// defaultIgnoredXIDs are XIDs caused by an application, or contained to it,
-// that leave the GPU usable for the next workload.
-var defaultIgnoredXIDs = []uint64{
-	13,  // Graphics Engine Exception: usually an out-of-range access in a kernel
-	31,  // GPU memory page fault: usually an illegal address in an application
-	43,  // GPU stopped processing: the application's channel was reset
-	45,  // Preemptive cleanup, due to previous errors: the driver ended the application's channels
-	68,  // Video processor exception: NVDEC fault in the application's stream
-	94,  // Contained ECC error: see below
-	109, // Context Switch Timeout Error: the application's context did not yield
-}
-
-// XID 94 is the one default that differs from NVIDIA's device plugin, which
-// treats it as critical. NVIDIA's memory error management documentation says a
-// contained uncorrectable error ends only the applications that touched the
-// bad memory: other applications go on, new work can start, and the row is
-// remapped at the next reset (the XID catalog's immediate action is to restart
-// the application). Taking a whole GPU out of service for that would drain
-// working capacity. The uncontained variant (95), row-remapping failure (64)
-// and double-bit ECC events stay fatal, so a memory error that does damage the
-// GPU still makes it unhealthy.
+// defaultIgnoredXIDs are the XIDs an application causes, or that are
+// contained to it: the GPU stays usable for the next workload (pkg/gpu/xid
+// says why 94, contained ECC errors, is among them unlike in NVIDIA's device
+// plugin). Uncontained (95) and double-bit ECC errors and row-remapping
+// failures (64) stay fatal, so a memory error that does damage the GPU still
+// makes it unhealthy.
+var defaultIgnoredXIDs = xid.Application()
 
 // Policy decides which events make a GPU unhealthy and when it recovers.
-// Double-bit ECC errors and a lost GPU are always fatal; single-bit
+// Double-bit ECC errors and a lost GPU (GPU_IS_LOST, or XID 79: it fell off
+// the bus) are always fatal, whatever the XID lists say; single-bit
 // (corrected) ECC errors never are.
 type Policy struct {
 	// IgnoredXIDs never make a GPU unhealthy; they win over CriticalXIDs.
@@ -224,30 +213,3 @@ func parseXIDList(s string, keywords bool) (map[uint64]bool, error) {
 	}
 	return out, nil
 }
-
-// xidDescriptions name the XIDs an operator meets most, after NVIDIA's XID catalog.
-var xidDescriptions = map[uint64]string{
-	13:  "graphics engine exception",
-	31:  "gpu memory page fault",
-	32:  "invalid or corrupted push buffer stream",
-	43:  "gpu stopped processing",
-	45:  "preemptive cleanup, due to previous errors",
-	48:  "double bit ecc error",
-	61:  "internal micro-controller breakpoint/warning",
-	62:  "internal micro-controller halt",
-	63:  "ecc page retirement or row remapping recording event",
-	64:  "ecc page retirement or row remapper recording failure",
-	68:  "video processor exception",
-	69:  "graphics engine class error",
-	74:  "nvlink error",
-	79:  "gpu has fallen off the bus",
-	92:  "high single-bit ecc error rate",
-	94:  "contained ecc error",
-	95:  "uncontained ecc error",
-	109: "context switch timeout error",
-	119: "gsp rpc timeout",
-	120: "gsp error",
-}
-
-// XIDDescription is a short description of an XID, or "" for one not listed.
-func XIDDescription(xid uint64) string { return xidDescriptions[xid] }

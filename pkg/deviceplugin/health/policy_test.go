@@ -111,12 +111,3 @@ func TestPolicyValidate(t *testing.T) {
 		})
 	}
 }
-
-func TestXIDDescription(t *testing.T) {
-	if got := XIDDescription(79); got != "gpu has fallen off the bus" {
-		t.Errorf("XIDDescription(79) = %q", got)
-	}
-	if got := XIDDescription(4242); got != "" {
-		t.Errorf("XIDDescription(4242) = %q, want empty", got)
-	}
-}

@@ -11,15 +11,16 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpu/xid"
 )
 
-// State is a GPU's health, spelled as the kubelet's device-plugin API spells it.
-type State string
+// State is a GPU's health (gpu.HealthState): Healthy or Unhealthy.
+type State = gpu.HealthState
 
 // States of a GPU.
 const (
-	Healthy   State = "Healthy"
-	Unhealthy State = "Unhealthy"
+	Healthy   = gpu.Healthy
+	Unhealthy = gpu.Unhealthy
 )
 
 // GPU is a physical GPU the Tracker follows.
@@ -38,16 +39,8 @@ type Change struct {
 	Reason  string
 }
 
-// Status is a GPU's health at one moment.
-type Status struct {
-	Index  int
-	UUID   string
-	State  State
-	Reason string
-	// Since is when the GPU entered State (for the initial Healthy state, when
-	// the tracker first saw it).
-	Since time.Time
-}
+// Status is a GPU's health at one moment (gpu.HealthStatus).
+type Status = gpu.HealthStatus
 
 // Tracker keeps the health of each GPU. It is safe for concurrent use.
 type Tracker struct {
@@ -142,19 +135,23 @@ func (t *Tracker) Observe(e gpu.Event) []Change {
 	if st == nil {
 		return nil
 	}
-	switch e.Kind {
-	case gpu.EventXID:
+	switch {
+	case e.Kind == gpu.EventXID && e.XID == xid.FallenOffTheBus:
+		// The GPU stopped answering: whatever the XID policy, it is lost
+		// until a reset, as a GPU_IS_LOST error makes it.
+		return t.lose(st, fmt.Sprintf("xid %d (%s)", e.XID, xid.Description(e.XID)))
+	case e.Kind == gpu.EventXID:
 		if !t.policy.IsFatalXID(e.XID) {
 			return nil
 		}
 		reason := fmt.Sprintf("xid %d", e.XID)
-		if d := XIDDescription(e.XID); d != "" {
+		if d := xid.Description(e.XID); d != "" {
 			reason += " (" + d + ")"
 		}
 		return t.fatal(st, reason+where(e))
-	case gpu.EventECCDoubleBit:
+	case e.Kind == gpu.EventECCDoubleBit:
 		return t.fatal(st, "double-bit ecc error"+where(e))
-	case gpu.EventGPULost:
+	case e.Kind == gpu.EventGPULost:
 		return t.lose(st, "gpu is lost")
 	default: // single-bit ECC errors were corrected
 		return nil
@@ -272,7 +269,7 @@ func (t *Tracker) States() []Status {
 }
 
 func (st *gpuState) status() Status {
-	s := Status{Index: st.Index, UUID: st.UUID, State: Unhealthy, Reason: st.reason, Since: st.since}
+	s := Status{Index: st.Index, UUID: st.UUID, State: Unhealthy, Reason: st.reason, Since: st.since, Lost: st.lost}
 	if st.healthy {
 		s.State = Healthy
 	}

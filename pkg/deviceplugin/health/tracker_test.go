@@ -34,7 +34,7 @@ func newGPUs(n int, withMIG ...int) []GPU {
 // action is one thing done to the tracker.
 type action func(*Tracker) []Change
 
-func xid(index int, x uint64) action {
+func xidEvent(index int, x uint64) action {
 	return func(t *Tracker) []Change {
 		return t.Observe(gpu.Event{Kind: gpu.EventXID, Index: index, UUID: gpuUUID(index), XID: x, GPUInstanceID: -1, ComputeInstanceID: -1})
 	}
@@ -88,20 +88,38 @@ func TestTracker(t *testing.T) {
 		{
 			name: "ignored xids keep the gpu healthy",
 			steps: []step{
-				{do: xid(0, 13)}, {do: xid(0, 31)}, {do: xid(0, 43)}, {do: xid(0, 45)},
-				{do: xid(0, 68)}, {do: xid(0, 94)}, {do: xid(0, 109)},
+				{do: xidEvent(0, 13)}, {do: xidEvent(0, 31)}, {do: xidEvent(0, 43)}, {do: xidEvent(0, 45)},
+				{do: xidEvent(0, 68)}, {do: xidEvent(0, 94)}, {do: xidEvent(0, 109)},
 			},
 			wantHealthy: map[string]bool{gpuUUID(0): true, gpuUUID(1): true},
 		},
 		{
 			name:        "fatal xid makes only that gpu unhealthy",
-			steps:       []step{{do: xid(1, 79), want: []Change{down(1, "xid 79 (gpu has fallen off the bus)")}}},
+			steps:       []step{{do: xidEvent(1, 79), want: []Change{down(1, "xid 79 (gpu has fallen off the bus)")}}},
+			wantHealthy: map[string]bool{gpuUUID(0): true, gpuUUID(1): false},
+		},
+		{
+			name: "xid 79 (fell off the bus) waits for a reset, not for the period",
+			steps: []step{
+				{do: xidEvent(0, 79), want: []Change{down(0, "xid 79 (gpu has fallen off the bus)")}},
+				{after: 24 * time.Hour, do: tick()},
+				{do: reset(0), want: []Change{up(0, "gpu reset detected after xid 79")}},
+			},
+			wantHealthy: map[string]bool{gpuUUID(0): true},
+		},
+		{
+			name:   "xid 79 makes a gpu lost even when the xid policy ignores it",
+			policy: mustParse(t, "ignore=default,79;critical=48", ""),
+			steps: []step{
+				{do: xidEvent(1, 79), want: []Change{down(1, "xid 79")}},
+				{after: 24 * time.Hour, do: tick()},
+			},
 			wantHealthy: map[string]bool{gpuUUID(0): true, gpuUUID(1): false},
 		},
 		{
 			name: "recovery after the period",
 			steps: []step{
-				{do: xid(0, 48), want: []Change{down(0, "xid 48")}},
+				{do: xidEvent(0, 48), want: []Change{down(0, "xid 48")}},
 				{after: DefaultRecoveryPeriod - time.Second, do: tick()},
 				{after: time.Second, do: tick(), want: []Change{up(0, "no fatal event for 5m0s after xid 48")}},
 				{after: time.Hour, do: tick()},
@@ -111,8 +129,8 @@ func TestTracker(t *testing.T) {
 		{
 			name: "a second fatal event restarts the period",
 			steps: []step{
-				{do: xid(0, 48), want: []Change{down(0, "xid 48")}},
-				{after: 4 * time.Minute, do: xid(0, 63)},
+				{do: xidEvent(0, 48), want: []Change{down(0, "xid 48")}},
+				{after: 4 * time.Minute, do: xidEvent(0, 63)},
 				{after: 2 * time.Minute, do: tick()},
 				{after: 2*time.Minute + 59*time.Second, do: tick()},
 				{after: time.Second, do: tick(), want: []Change{up(0, "after xid 63")}},
@@ -122,8 +140,8 @@ func TestTracker(t *testing.T) {
 		{
 			name: "an ignored xid does not restart the period",
 			steps: []step{
-				{do: xid(0, 48), want: []Change{down(0, "xid 48")}},
-				{after: 4 * time.Minute, do: xid(0, 13)},
+				{do: xidEvent(0, 48), want: []Change{down(0, "xid 48")}},
+				{after: 4 * time.Minute, do: xidEvent(0, 13)},
 				{after: time.Minute, do: tick(), want: []Change{up(0, "")}},
 			},
 		},
@@ -131,15 +149,15 @@ func TestTracker(t *testing.T) {
 			name: "recoveries come in index order",
 			gpus: newGPUs(3),
 			steps: []step{
-				{do: xid(2, 48), want: []Change{down(2, "")}},
-				{do: xid(0, 48), want: []Change{down(0, "")}},
+				{do: xidEvent(2, 48), want: []Change{down(2, "")}},
+				{do: xidEvent(0, 48), want: []Change{down(0, "")}},
 				{after: DefaultRecoveryPeriod, do: tick(), want: []Change{up(0, ""), up(2, "")}},
 			},
 		},
 		{
 			name: "reset recovers at once",
 			steps: []step{
-				{do: xid(0, 48), want: []Change{down(0, "")}},
+				{do: xidEvent(0, 48), want: []Change{down(0, "")}},
 				{after: time.Second, do: reset(0), want: []Change{up(0, "gpu reset detected after xid 48")}},
 				{do: reset(0)},
 				{after: DefaultRecoveryPeriod, do: tick()},
@@ -179,9 +197,9 @@ func TestTracker(t *testing.T) {
 		{
 			name: "a lost gpu stays lost through xids and the period",
 			steps: []step{
-				{do: xid(0, 48), want: []Change{down(0, "xid 48")}},
+				{do: xidEvent(0, 48), want: []Change{down(0, "xid 48")}},
 				{do: kind(0, gpu.EventGPULost)},
-				{after: time.Minute, do: xid(0, 79)},
+				{after: time.Minute, do: xidEvent(0, 79)},
 				{after: time.Hour, do: tick()},
 			},
 			wantHealthy: map[string]bool{gpuUUID(0): false},
@@ -245,21 +263,21 @@ func TestTracker(t *testing.T) {
 			name:   "critical list: other xids are ignored",
 			policy: mustParse(t, "critical=48,79", "1m"),
 			steps: []step{
-				{do: xid(0, 62)},
-				{do: xid(0, 79), want: []Change{down(0, "xid 79")}},
+				{do: xidEvent(0, 62)},
+				{do: xidEvent(0, 48), want: []Change{down(0, "xid 48")}},
 				{after: time.Minute, do: tick(), want: []Change{up(0, "no fatal event for 1m0s")}},
 			},
 		},
 		{
 			name:   "nothing ignored",
 			policy: mustParse(t, "ignore=none", ""),
-			steps:  []step{{do: xid(0, 13), want: []Change{down(0, "xid 13 (graphics engine exception)")}}},
+			steps:  []step{{do: xidEvent(0, 13), want: []Change{down(0, "xid 13 (graphics engine exception)")}}},
 		},
 		{
 			name:   "zero recovery period means the default",
 			policy: Policy{IgnoredXIDs: map[uint64]bool{13: true}},
 			steps: []step{
-				{do: xid(0, 48), want: []Change{down(0, "")}},
+				{do: xidEvent(0, 48), want: []Change{down(0, "")}},
 				{after: DefaultRecoveryPeriod - time.Nanosecond, do: tick()},
 				{after: time.Nanosecond, do: tick(), want: []Change{up(0, "")}},
 			},
@@ -340,6 +358,10 @@ func TestTrackerState(t *testing.T) {
 	got := tr.States()
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("States() = %+v, want %+v", got, want)
+	}
+	tr.Observe(gpu.Event{Kind: gpu.EventGPULost, Index: 1, UUID: gpuUUID(1), GPUInstanceID: -1, ComputeInstanceID: -1})
+	if got := tr.States(); got[0].Lost || !got[1].Lost || got[1].State != Unhealthy {
+		t.Errorf("States() after gpu 1 was lost = %+v, want only gpu 1 lost", got)
 	}
 }
 

@@ -65,7 +65,17 @@ func Open(ctx context.Context, spec string) (*Opened, error) {
 		}
 		return &Opened{Backend: b, Sim: m}, nil
 	default:
-		return nil, fmt.Errorf("unknown gpu backend %q: want auto, nvml, none or sim:<machine> (built-in machines: %s)",
-			spec, strings.Join(sim.BuiltinNames(), ", "))
+		return nil, CheckSpec(spec)
 	}
+}
+
+// CheckSpec reports a spec Open cannot know, naming the accepted ones; it
+// does not check that a sim:<machine> exists.
+func CheckSpec(spec string) error {
+	switch {
+	case spec == "", spec == "auto", spec == "nvml", spec == "none", strings.HasPrefix(spec, "sim:") && spec != "sim:":
+		return nil
+	}
+	return fmt.Errorf("unknown gpu backend %q: want auto, nvml, none or sim:<machine> (built-in machines: %s)",
+		spec, strings.Join(sim.BuiltinNames(), ", "))
 }

@@ -65,7 +65,7 @@ func BenchmarkRelabel(b *testing.B) {
 // histogramMean is the mean of an agent's histogram.
 func histogramMean(b *testing.B, a *agent, name string) float64 {
 	b.Helper()
-	families, err := a.reg.Gather()
+	families, err := a.Registry().Gather()
 	if err != nil {
 		b.Fatal(err)
 	}

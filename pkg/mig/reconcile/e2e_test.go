@@ -19,7 +19,6 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
-	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 )
 
@@ -48,14 +47,14 @@ func TestLabelFlow(t *testing.T) {
 		a := n.startAgent(n.opened)
 		states := n.watchLabels()
 		poll(t, "the initial resources", func() (bool, error) {
-			return maps.Equal(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
+			return maps.Equal(counts(a), map[string]int{"nvidia.com/gpu": 8}), nil
 		})
 		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
 		n.waitState(reconcile.MIGStateLabel, "all-1g.10gb", reconcile.StateSuccess)
 		if got := n.layout(); !slices.Equal(got, all1g) {
 			t.Errorf("layout = %v, want %v", got, all1g)
 		}
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		poll(t, "the state label history", func() (bool, error) {
@@ -78,11 +77,11 @@ tessera_mig_layout_changes_total{result="success"} 1
 # TYPE tessera_mig_layout_state gauge
 tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 `
-		if err := testutil.GatherAndCompare(a.reg, strings.NewReader(want), "tessera_device_plugin_devices",
+		if err := testutil.GatherAndCompare(a.Registry(), strings.NewReader(want), "tessera_device_plugin_devices",
 			"tessera_mig_layout_changes_total", "tessera_mig_layout_state"); err != nil {
 			t.Error(err)
 		}
-		if n, err := testutil.GatherAndCount(a.reg, "tessera_mig_layout_apply_duration_seconds"); err != nil || n != 1 {
+		if n, err := testutil.GatherAndCount(a.Registry(), "tessera_mig_layout_apply_duration_seconds"); err != nil || n != 1 {
 			t.Errorf("apply duration histogram: %d series, %v", n, err)
 		}
 	})
@@ -92,12 +91,12 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		a := n.startAgent(n.opened)
 		n.label(reconcile.SharingConfigLabel, "shared")
 		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		n.label(reconcile.MIGConfigLabel, "half-1g.10gb")
 		n.waitState(reconcile.MIGStateLabel, "half-1g.10gb", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8, "nvidia.com/mig-1g.10gb": 28}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/gpu": 8, "nvidia.com/mig-1g.10gb": 28}; !maps.Equal(got, want) {
 			t.Errorf("resources after the MIG change = %v, want %v", got, want)
 		}
 		n.label(reconcile.SharingConfigLabel, "missing")
@@ -109,7 +108,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		n := newNode(t, cp, "sharing-files", map[string]string{reconcile.SharingConfigLabel: "shared"})
 		a := n.startAgent(n.opened)
 		n.waitState(reconcile.SharingStateLabel, "shared", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		// The ConfigMap behind the label changes: no more sharing.
@@ -117,7 +116,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 			t.Fatal(err)
 		}
 		poll(t, "the rewritten config advertised", func() (bool, error) {
-			return maps.Equal(counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}), nil
+			return maps.Equal(counts(a), map[string]int{"nvidia.com/gpu": 8}), nil
 		})
 		// A label naming a config that is not there yet fails, and succeeds
 		// once the file appears, with no relabel.
@@ -133,7 +132,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 			t.Fatal(err)
 		}
 		n.waitState(reconcile.SharingStateLabel, "late", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/gpu": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources after the file appeared = %v, want %v", got, want)
 		}
 		n.waitEvent("DevicePluginConfigApplied", `"late"`)
@@ -153,7 +152,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		a := n.startAgent(n.opened)
 		n.label(reconcile.MIGConfigLabel, "all-3g.40gb")
 		n.waitState(reconcile.MIGStateLabel, "all-3g.40gb", reconcile.StateSuccess)
-		before, resources := n.layout(), counts(a.mgr)
+		before, resources := n.layout(), counts(a)
 
 		tests := []struct {
 			label string
@@ -176,7 +175,7 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 			if got := n.layout(); !slices.Equal(got, before) {
 				t.Errorf("%s: layout = %v, want it untouched: %v", tt.label, got, before)
 			}
-			if got := counts(a.mgr); !maps.Equal(got, resources) {
+			if got := counts(a); !maps.Equal(got, resources) {
 				t.Errorf("%s: resources = %v, want them untouched: %v", tt.label, got, resources)
 			}
 		}
@@ -194,11 +193,11 @@ tessera_mig_layout_state{config="all-1g.10gb",state="success"} 1
 		if got := n.layout(); !slices.Equal(got, allDisabled) {
 			t.Errorf("layout = %v, want it untouched", got)
 		}
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/gpu": 8}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 		// Nothing stays withheld after the failure.
-		if err := testutil.GatherAndCompare(a.reg, strings.NewReader(`
+		if err := testutil.GatherAndCompare(a.Registry(), strings.NewReader(`
 # HELP tessera_device_plugin_devices Device IDs advertised to the kubelet, per resource and health.
 # TYPE tessera_device_plugin_devices gauge
 tessera_device_plugin_devices{health="Healthy",resource="nvidia.com/gpu"} 8
@@ -247,7 +246,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		if got := n.layout(); !slices.Equal(got, allDisabled) {
 			t.Errorf("layout = %v, want every GPU back without MIG", got)
 		}
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/gpu": 8}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/gpu": 8}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 	})
@@ -300,7 +299,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		})
 		a := n.startAgent(n.opened)
 		n.waitState(reconcile.MIGStateLabel, "all-3g.40gb", reconcile.StateSuccess)
-		if got, want := counts(a.mgr), map[string]int{"nvidia.com/mig-3g.40gb": 16}; !maps.Equal(got, want) {
+		if got, want := counts(a), map[string]int{"nvidia.com/mig-3g.40gb": 16}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 	})
@@ -330,7 +329,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 
 	t.Run("without a MIG config file the MIG labels are left alone", func(t *testing.T) {
 		n := newNode(t, cp, "no-mig-file", nil)
-		n.startAgent(n.opened, func(c *reconcile.Config) { c.Layouts = nil })
+		n.startAgent(n.opened, withoutMIGConfigFile)
 		n.label(reconcile.MIGConfigLabel, "all-1g.10gb")
 		// The loop handles changes in order: the sharing label follows.
 		n.label(reconcile.SharingConfigLabel, "shared")
@@ -369,7 +368,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 		if got := n.layout(); !slices.Equal(got, all1g) {
 			t.Errorf("layout after the restart = %v, want %v", got, all1g)
 		}
-		if got, want := counts(second.mgr), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !maps.Equal(got, want) {
+		if got, want := counts(second), map[string]int{"nvidia.com/mig-1g.10gb": 56}; !maps.Equal(got, want) {
 			t.Errorf("resources = %v, want %v", got, want)
 		}
 	})
@@ -379,7 +378,7 @@ tessera_device_plugin_devices{health="Unhealthy",resource="nvidia.com/gpu"} 0
 // `after` ones, as a process killed there would stop: no error is returned
 // and no rollback runs.
 type hangingBackend struct {
-	mig.Backend
+	gpu.Backend
 	after int32
 	calls atomic.Int32
 	once  sync.Once

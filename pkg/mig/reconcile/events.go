@@ -1,15 +1,12 @@
 package reconcile
 
-import (
-	"context"
+import "k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
-	"github.com/tessera-gpu/tessera/pkg/kube"
-)
-
-// newRecorder starts recording Node events; stop flushes and ends it.
-func newRecorder(ctx context.Context, client kube.EventWriter, nodeName string) (*kube.Recorder, func()) {
-	return kube.NewEventRecorder(ctx, client, deviceplugin.EventComponent, nodeName)
+// EventRecorder records Events about the Node and its pods; *kube.Recorder
+// (one per agent process, shared by every part that records) is one.
+type EventRecorder interface {
+	Event(object runtime.Object, eventtype, reason, message string)
+	Eventf(object runtime.Object, eventtype, reason, messageFmt string, args ...any)
 }
 
 // truncate keeps Event messages within the API's limit.

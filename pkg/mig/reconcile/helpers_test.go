@@ -23,19 +23,15 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
-	"k8s.io/utils/clock"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
+	tagent "github.com/tessera-gpu/tessera/pkg/agent"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
 	"github.com/tessera-gpu/tessera/pkg/kube"
-	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
-	"github.com/tessera-gpu/tessera/pkg/podresources"
 	"github.com/tessera-gpu/tessera/pkg/podresources/podresourcestest"
 )
 
@@ -98,24 +94,28 @@ func newNode(t testing.TB, cp *k8stest.ControlPlane, name string, labels map[str
 	}
 }
 
-// agent is one gpu-agent process's layout manager and device plugin state.
+// agent is one gpu-agent process, built through pkg/agent as
+// cmd/gpu-agent builds it, with no kubelet (device-plugin registration is
+// retried in the background) and the node's PodResources server.
 type agent struct {
-	r      *reconcile.Reconciler
-	mgr    *deviceplugin.Manager
-	reg    *prometheus.Registry
+	*tagent.Agent
 	cancel context.CancelFunc
 	done   chan error
 }
 
-type agentOption func(*reconcile.Config)
+type agentOption func(*tagent.Config)
 
 func withDrain(p reconcile.DrainPolicy, timeout time.Duration) agentOption {
-	return func(c *reconcile.Config) { c.Drain, c.DrainTimeout = p, timeout }
+	return func(c *tagent.Config) { c.MIGDrain, c.MIGDrainTimeout = p, timeout }
 }
+
+// withoutMIGConfigFile runs the agent with no MIG config file: it follows
+// only the sharing label.
+func withoutMIGConfigFile(c *tagent.Config) { c.MIGConfigFile = "" }
 
 // startAgent starts an agent on n with the backend b (nil opens a new NVML
 // backend over the node's simulated machine, as a restarted process does).
-func (n *node) startAgent(b mig.Backend, opts ...agentOption) *agent {
+func (n *node) startAgent(b gpu.Backend, opts ...agentOption) *agent {
 	t := n.t
 	t.Helper()
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
@@ -123,53 +123,31 @@ func (n *node) startAgent(b mig.Backend, opts ...agentOption) *agent {
 	if b == nil {
 		b = n.newBackend()
 	}
-	m, err := b.Discover(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tracker := health.NewTracker(health.DefaultPolicy(), clock.RealClock{}, deviceplugin.TrackedGPUs(m))
-	mgr := deviceplugin.NewManager(deviceplugin.Config{PluginDir: t.TempDir()}, tracker)
-	cfgr := deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: n.dpDir, Default: "mixed"}, mgr, m)
-	node, err := n.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cfgr.Apply(ctx, node.Labels[reconcile.SharingConfigLabel]); err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewPedanticRegistry()
-	metrics, err := reconcile.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := deviceplugin.NewMetrics(reg, mgr); err != nil {
-		t.Fatal(err)
-	}
-	cfg := reconcile.Config{
-		NodeName:     n.name,
-		Client:       agentClientFor(t, n.cp),
-		Machine:      m,
-		Discoverer:   b,
-		Layouts:      reconcile.MIGLayouts{File: n.migFile, Applier: mig.NewApplier(b, n.journal)},
-		Pods:         podresources.New(podresources.Options{Socket: n.pods.Socket()}),
-		Sharing:      cfgr,
-		Devices:      mgr,
-		Health:       tracker,
-		SharingDir:   n.dpDir,
-		DrainTimeout: 2 * time.Second,
-		ApplyTimeout: 20 * time.Second,
-		PollInterval: 20 * time.Millisecond,
-		Metrics:      metrics,
+	cfg := tagent.Config{
+		Backend:                   b,
+		Client:                    agentClientFor(t, n.cp),
+		NodeName:                  n.name,
+		PluginDir:                 t.TempDir(),
+		DevicePluginConfigDir:     n.dpDir,
+		DevicePluginConfigDefault: "mixed",
+		MIGConfigFile:             n.migFile,
+		MIGJournal:                n.journal,
+		MIGDrainTimeout:           2 * time.Second,
+		MIGApplyTimeout:           20 * time.Second,
+		MIGDrainPollInterval:      20 * time.Millisecond,
+		PodResourcesSocket:        n.pods.Socket(),
+		Registry:                  prometheus.NewPedanticRegistry(),
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	r, err := reconcile.New(cfg)
+	ag, err := tagent.New(ctx, cfg)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	a := &agent{r: r, mgr: mgr, reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { a.done <- r.Run(ctx) }()
+	a := &agent{Agent: ag, cancel: cancel, done: make(chan error, 1)}
+	go func() { a.done <- ag.Run(ctx) }()
 	t.Cleanup(func() { a.stop(t) })
 	return a
 }
@@ -374,10 +352,10 @@ func describeLayout(m *gpu.Machine) []string {
 	return out
 }
 
-// counts is how many device IDs the device plugin advertises per resource.
-func counts(mgr *deviceplugin.Manager) map[string]int {
+// counts is how many device IDs the agent's device plugin advertises per resource.
+func counts(a *agent) map[string]int {
 	out := map[string]int{}
-	for _, r := range mgr.Resources() {
+	for _, r := range a.Resources() {
 		out[r.Name] = len(r.Devices)
 	}
 	return out

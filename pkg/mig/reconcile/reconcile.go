@@ -135,7 +135,6 @@ type NodeClient interface {
 // Client is the reconciler's view of the Kubernetes API (*kube.Client).
 type Client interface {
 	NodeClient
-	kube.EventWriter
 	// EvictPod evicts a pod through the Eviction API, without retrying a
 	// refusal (429) itself.
 	EvictPod(ctx context.Context, namespace, name string) error
@@ -148,6 +147,9 @@ type Config struct {
 	// NodeName is the agent's own Node.
 	NodeName string
 	Client   Client
+	// Recorder records the reconciler's Node and pod Events; the agent's one
+	// recorder, shared with the other parts that record.
+	Recorder EventRecorder
 	// Machine is the machine as discovered at start.
 	Machine *gpu.Machine
 	// Discoverer rediscovers the machine after a recovery or a failed apply.
@@ -190,6 +192,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Client == nil {
 		missing = append(missing, "Client")
+	}
+	if c.Recorder == nil {
+		missing = append(missing, "Recorder")
 	}
 	if c.Machine == nil {
 		missing = append(missing, "Machine")

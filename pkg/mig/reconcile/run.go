@@ -15,14 +15,13 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
-	"github.com/tessera-gpu/tessera/pkg/kube"
 )
 
 // loop is the state of one Run.
 type loop struct {
 	*Reconciler
 	watch    *nodeWatch
-	recorder *kube.Recorder
+	recorder EventRecorder
 
 	started       bool
 	lastMIG       string
@@ -38,8 +37,7 @@ type loop struct {
 func (r *Reconciler) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("node", r.cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
-	recorder, stopEvents := newRecorder(ctx, r.cfg.Client, r.cfg.NodeName)
-	defer stopEvents()
+	recorder := r.cfg.Recorder
 	l := &loop{Reconciler: r, watch: newNodeWatch(r.cfg.Client, r.cfg.NodeName), recorder: recorder}
 	if !r.recovered {
 		if err := r.Recover(ctx); err != nil {

@@ -40,7 +40,7 @@ func TestNewRequiresWiring(t *testing.T) {
 	if err == nil {
 		t.Fatal("New with an empty config succeeded")
 	}
-	for _, field := range []string{"NodeName", "Client", "Machine", "Sharing", "Devices"} {
+	for _, field := range []string{"NodeName", "Client", "Recorder", "Machine", "Sharing", "Devices"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("New error %q does not name %s", err, field)
 		}
