@@ -29,6 +29,8 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/inventory"
+	inventoryclient "github.com/tessera-gpu/tessera/pkg/inventory/client"
 	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
@@ -155,6 +157,10 @@ type options struct {
 	podResourcesSocket   string
 	podResourcesInterval time.Duration
 	collectionInterval   time.Duration
+
+	publishInventory   bool
+	gfdLabels          bool
+	inventoryHeartbeat time.Duration
 	lostGPUProbeInterval time.Duration
 	shutdownTimeout      time.Duration
 }
@@ -206,6 +212,12 @@ func newRootCommand() *cobra.Command {
 		"the kubelet's PodResources API socket, for the pod, namespace and container labels (metrics flow without them if it is unreachable)")
 	f.DurationVar(&o.podResourcesInterval, "pod-resources-interval", podresources.DefaultInterval,
 		"how often the cached view of which pod holds which device is refreshed")
+	f.BoolVar(&o.publishInventory, "publish-inventory", true,
+		"keep the node's GPUNode (gpu.tessera.dev/v1alpha1) equal to what the agent observes; the gpu-scheduler reads it")
+	f.BoolVar(&o.gfdLabels, "gfd-labels", true,
+		"keep GPU Feature Discovery's node labels (nvidia.com/gpu.product, gpu.memory, mig-<profile>.count, ...); turn off where NVIDIA's GFD runs")
+	f.DurationVar(&o.inventoryHeartbeat, "inventory-heartbeat", inventory.DefaultHeartbeatInterval,
+		"how often an unchanged GPUNode is confirmed; keep the scheduler's staleAfter well above it")
 	f.DurationVar(&o.lostGPUProbeInterval, "lost-gpu-probe-interval", deviceplugin.DefaultProbeInterval,
 		"how often a GPU that fell off the bus is probed for a reset (only while one is lost); it is advertised healthy again once it answers")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", agent.DefaultShutdownTimeout,
@@ -333,6 +345,8 @@ func agentConfig(o *options) (agent.Config, error) {
 		MetricsAddress:            o.metricsAddress,
 		DebugAddress:              o.debugAddress,
 		ShutdownTimeout:           o.shutdownTimeout,
+		DisableGFDLabels:          !o.gfdLabels,
+		InventoryHeartbeat:        o.inventoryHeartbeat,
 	}
 	var errs []error
 	if err := backend.CheckSpec(o.backend); err != nil {
@@ -360,6 +374,7 @@ func agentConfig(o *options) (agent.Config, error) {
 		{"--collection-interval", o.collectionInterval}, {"--pod-resources-interval", o.podResourcesInterval},
 		{"--mig-drain-timeout", o.migDrainTimeout}, {"--mig-apply-timeout", o.migApplyTimeout},
 		{"--lost-gpu-probe-interval", o.lostGPUProbeInterval}, {"--shutdown-timeout", o.shutdownTimeout},
+		{"--inventory-heartbeat", o.inventoryHeartbeat},
 	}
 	for _, d := range durations {
 		if d.d <= 0 {
@@ -380,12 +395,20 @@ func runAgent(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	client, err := kubeClient(o.kubeconfig)
+	client, restCfg, err := kubeClient(o.kubeconfig)
 	if err != nil {
 		return err
 	}
 	if client != nil {
 		cfg.Client = client
+		if o.publishInventory {
+			gpuNodes, err := inventoryclient.NewForConfig(restCfg)
+			if err != nil {
+				return fmt.Errorf("creating the gpunode client: %w", err)
+			}
+			cfg.GPUNodes = gpuNodes
+			cfg.MachineType = inventory.ReadMachineType(inventory.DefaultMachineTypeFile)
+		}
 		if o.nodeName == "" {
 			return usageError{errors.New("--node-name (or $NODE_NAME) is required when running in a cluster")}
 		}
@@ -408,7 +431,7 @@ func runAgent(ctx context.Context, o *options) error {
 
 // kubeClient returns a client from --kubeconfig or the in-cluster config, or
 // nil outside a cluster with no kubeconfig.
-func kubeClient(kubeconfig string) (*kube.Client, error) {
+func kubeClient(kubeconfig string) (*kube.Client, *rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	switch {
@@ -417,16 +440,16 @@ func kubeClient(kubeconfig string) (*kube.Client, error) {
 	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
 		cfg, err = rest.InClusterConfig()
 	default:
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loading kubernetes client config: %w", err)
+		return nil, nil, fmt.Errorf("loading kubernetes client config: %w", err)
 	}
 	c, err := kube.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("creating kubernetes client: %w", err)
 	}
-	return c, nil
+	return c, cfg, nil
 }
 
 func closeBackend(ctx context.Context, b gpu.Backend) {

@@ -21,6 +21,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/inventory"
 	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
@@ -39,6 +40,9 @@ type Agent struct {
 	pods     *podresources.Cache
 	exporter *telemetry.Exporter
 	layouts  *reconcile.Reconciler // nil standalone
+	// publisher keeps the GPUNode and GFD labels (nil standalone or when
+	// Config.GPUNodes is nil).
+	publisher *inventory.Publisher
 
 	// recorder is the process's one Event recorder (nil standalone), shared
 	// by telemetry and the layout reconciler; stopEvents flushes it.
@@ -137,8 +141,20 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if a.exporter, err = telemetry.New(topts); err != nil {
 		return nil, fmt.Errorf("creating the telemetry exporter: %w", err)
 	}
-	// inventory: build the publisher here (it needs Client, NodeName, the
-	// machine, a.tracker, a.pods, a.mgr and a.recorder).
+	if cfg.GPUNodes != nil && !standalone {
+		a.publisher, err = inventory.NewPublisher(inventory.Config{
+			NodeName: cfg.NodeName, Nodes: cfg.Client, GPUNodes: cfg.GPUNodes,
+			Devices: a.mgr, Health: a.tracker, Pods: a.pods,
+			MachineType: cfg.MachineType, DisableLabels: cfg.DisableGFDLabels,
+			HeartbeatInterval: cfg.InventoryHeartbeat, Clock: cfg.Clock,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("creating the inventory publisher: %w", err)
+		}
+		if err := a.publisher.Register(a.reg); err != nil {
+			return nil, fmt.Errorf("registering inventory metrics: %w", err)
+		}
+	}
 
 	label := ""
 	if standalone {
@@ -216,7 +232,9 @@ func (a *Agent) setMachine(m *gpu.Machine) {
 	a.machine = m
 	a.mu.Unlock()
 	a.exporter.SetMachine(m)
-	// inventory: hand m to the publisher here.
+	if a.publisher != nil {
+		a.publisher.Notify() // it reads the machine from the device plugin
+	}
 }
 
 // Machine returns the machine as of the last layout change.
@@ -277,7 +295,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.layouts != nil {
 		start("layouts", a.layouts.Run)
 	}
-	// inventory: start("inventory", publisher.Run)
+	if a.publisher != nil {
+		start("inventory", a.publisher.Run)
+	}
 	if a.cfg.MetricsAddress != "" {
 		start("metrics server", func(ctx context.Context) error {
 			return a.serve(ctx, "metrics", a.cfg.MetricsAddress, a.Handler())

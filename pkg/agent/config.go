@@ -13,6 +13,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/inventory"
 	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 )
@@ -36,6 +37,7 @@ const EventComponent = "tessera-gpu-agent"
 type Client interface {
 	reconcile.Client
 	kube.EventWriter
+	inventory.NodeClient
 	// GetNode reads a Node.
 	GetNode(ctx context.Context, name string) (*v1.Node, error)
 }
@@ -125,12 +127,19 @@ type Config struct {
 	// Clock drives timers (default the real clock).
 	Clock clock.WithTicker
 
-	// Inventory publishing (pkg/inventory: the GPUNode resource and GPU
-	// Feature Discovery labels) is not wired yet. It belongs here as a
-	// field enabling it, is built in New next to the telemetry exporter
-	// (from Client, NodeName, the machine, the health tracker, the pod
-	// resources cache and the recorder), follows layout changes through
-	// Agent.setMachine, and runs in Run's group: see the "inventory:" notes.
+	// GPUNodes writes the node's GPUNode (pkg/inventory); nil publishes no
+	// inventory (standalone, or an operator who turned it off). With it the
+	// agent keeps its GPUNode and, unless DisableGFDLabels, the Node's
+	// GPU Feature Discovery labels equal to what it observes.
+	GPUNodes inventory.GPUNodeClient
+	// DisableGFDLabels leaves the Node's nvidia.com/gpu.* labels to NVIDIA's
+	// GPU Feature Discovery running beside Tessera.
+	DisableGFDLabels bool
+	// MachineType is nvidia.com/gpu.machine (the DMI product name); "" writes "unknown".
+	MachineType string
+	// InventoryHeartbeat is how often an unchanged GPUNode is confirmed
+	// (default inventory's 30 s); the scheduler's stale age must exceed it.
+	InventoryHeartbeat time.Duration
 }
 
 // Validate reports settings that cannot work, naming the Config field and
