@@ -158,9 +158,9 @@ type options struct {
 	podResourcesInterval time.Duration
 	collectionInterval   time.Duration
 
-	publishInventory   bool
-	gfdLabels          bool
-	inventoryHeartbeat time.Duration
+	publishInventory     bool
+	gfdLabels            bool
+	inventoryHeartbeat   time.Duration
 	lostGPUProbeInterval time.Duration
 	shutdownTimeout      time.Duration
 }
