@@ -17,7 +17,8 @@ import (
 var ErrNoProcess = errors.New("no such process")
 
 // CgroupReader reads a process's /proc/<pid>/cgroup. ProcFS reads the real
-// one; simulated machines provide their own.
+// one; simulated machines provide their own (*sim.Machine). An error for a
+// process that does not exist wraps ErrNoProcess or fs.ErrNotExist.
 type CgroupReader interface {
 	ReadCgroup(pid uint32) ([]byte, error)
 }
@@ -172,6 +173,9 @@ func (m *Map) cgroup(pid uint32) (ProcCgroup, error) {
 		return e.cg, nil
 	}
 	data, err := m.opts.Cgroups.ReadCgroup(pid)
+	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrNoProcess) {
+		err = fmt.Errorf("%w: %w", ErrNoProcess, err)
+	}
 	if err != nil {
 		m.mu.Lock()
 		delete(m.entries, pid)
