@@ -29,5 +29,5 @@ func (p *probe) close()                {}
 type cgroupPaths struct{}
 
 func newCgroupPaths(context.Context, string) *cgroupPaths { return nil }
-func (c *cgroupPaths) path(uint64) (string, bool)       { return "", false }
-func (c *cgroupPaths) close()                           {}
+func (c *cgroupPaths) path(uint64) (string, bool)         { return "", false }
+func (c *cgroupPaths) close()                             {}

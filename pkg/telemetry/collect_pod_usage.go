@@ -29,7 +29,7 @@ func (podUsageCollector) Update(_ context.Context, p *pass, b *builder) error {
 		return nil
 	}
 	type key struct {
-		gi                  int
+		gi                 int
 		ns, pod, container string
 	}
 	type usage struct {

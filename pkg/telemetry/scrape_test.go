@@ -98,10 +98,10 @@ func newDGXScenario(t testing.TB) *dgxScenario {
 		Pods:      pods,
 		Processes: procs,
 		Health:    tracker,
-		NodeName: "dgx-01",
-		Clock:    n.clock,
-		Recorder: recorder,
-		FatalXID: tracker.Policy().IsFatalXID,
+		NodeName:  "dgx-01",
+		Clock:     n.clock,
+		Recorder:  recorder,
+		FatalXID:  tracker.Policy().IsFatalXID,
 	})
 	if err != nil {
 		t.Fatal(err)
