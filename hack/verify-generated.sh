@@ -10,3 +10,4 @@ if ! diff -u docs/machines.md "$tmp/machines.md"; then
   echo "docs/machines.md is stale (run: make generate)" >&2
   exit 1
 fi
+hack/verify-bpf.sh
