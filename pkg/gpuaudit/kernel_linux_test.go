@@ -202,7 +202,7 @@ func child(t *testing.T, cgroupDir, path string, n int, wait bool) (*exec.Cmd, i
 
 // verdicts collects the audit's verdicts on opens by the test's children.
 type verdicts struct {
-	mu   sync.Mutex
+	mu    sync.Mutex
 	byPID map[uint32][]seen
 }
 
