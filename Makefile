@@ -60,7 +60,7 @@ $(CONTROLLER_GEN):
 	mv $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen $@ && rmdir $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Regenerate generated files (docs/machines.md, GPUNode deep copies and CRD).
+generate: $(CONTROLLER_GEN) ## Regenerate generated files (docs/machines.md, GPUNode deep copies and CRD; pkg/gpuaudit BPF objects, which need clang, llvm, libbpf-dev).
 	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/update-generated.sh
 
 .PHONY: verify
@@ -103,6 +103,12 @@ bench-scenarios: ## Run the synthetic scenarios (MIG, NVLink islands, time-share
 .PHONY: bench-agent
 bench-agent: ## Run gpu-agent on a simulated DGX H100 (8 GPUs x 7 MIG devices, 100 pods) for a minute: /metrics p50/p99 and bytes, RSS, CPU.
 	TESSERA_BENCH_AGENT=1 TESSERA_BENCH_OUT=$(BIN)/bench-agent.txt $(GO) test -count=1 -timeout 10m -v -run TestAgentFootprint ./test/agentbench/
+
+.PHONY: bench-audit
+bench-audit: ## As root: the eBPF GPU access audit's cost on a getppid loop and an open/close loop, with and without the program on each hook (ratios in one run).
+	@mkdir -p $(BIN)
+	TESSERA_BENCH_AUDIT=1 TESSERA_BENCH_OUT=$(BIN)/bench-audit.txt $(GO) test -count=1 -timeout 10m -v -run '^TestAuditCost$$' ./pkg/gpuaudit/ 2>&1 \
+		| grep -vE '^(=== RUN|    cost_linux_test.go)' ; cat $(BIN)/bench-audit.txt
 
 .PHONY: gpu-smoke
 gpu-smoke: ## On a machine with an NVIDIA GPU: compare NVML discovery and telemetry with nvidia-smi.

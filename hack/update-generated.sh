@@ -11,3 +11,4 @@ go run ./hack/cmd/gen-machine-docs docs/machines.md
 "$CONTROLLER_GEN" crd:crdVersions=v1 paths=./pkg/inventory/v1alpha1/... output:crd:dir=manifests/base/crd
 # Golden GFD labels and GPUNode statuses of simulated machines (their test verifies them).
 go test ./pkg/inventory/ -run Golden -count=1 -update
+hack/update-bpf.sh

@@ -27,4 +27,5 @@ for f in manifests/base/crd/*.yaml; do
     stale=1
   fi
 done
+hack/verify-bpf.sh || stale=1
 exit "$stale"

@@ -39,6 +39,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 	prt "github.com/tessera-gpu/tessera/pkg/podresources/podresourcestest"
+	"github.com/tessera-gpu/tessera/pkg/procmap"
 	"github.com/tessera-gpu/tessera/pkg/telemetry"
 )
 
@@ -60,6 +61,26 @@ type simNode struct {
 }
 
 const nodeName = "dgx-01"
+
+// Pod UIDs and container IDs of the simulated processes' cgroups.
+const (
+	uidInferA   = "0a0a0a0a-0000-4000-8000-00000000000a"
+	uidInferB   = "0b0b0b0b-0000-4000-8000-00000000000b"
+	uidNotebook = "0c0c0c0c-0000-4000-8000-00000000000c"
+	ctrInferA   = "aa00000000000000000000000000000000000000000000000000000000000001"
+	ctrInferB   = "bb00000000000000000000000000000000000000000000000000000000000002"
+	ctrNotebook = "cc00000000000000000000000000000000000000000000000000000000000003"
+)
+
+// podCgroup is the cgroup v2 path (systemd driver, containerd) of a container.
+func podCgroup(uid, container string) string {
+	return "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + strings.ReplaceAll(uid, "-", "_") +
+		".slice/cri-containerd-" + container + ".scope"
+}
+
+type podDirectory map[string]procmap.PodInfo
+
+func (d podDirectory) Pod(uid string) (procmap.PodInfo, bool) { p, ok := d[uid]; return p, ok }
 
 func startSimNode(t *testing.T) *simNode {
 	t.Helper()
@@ -85,7 +106,10 @@ func startSimNode(t *testing.T) *simNode {
 
 	loads := map[int]sim.Load{
 		0: {SMActive: 0.8, TensorActive: 0.6, DRAMActive: 0.5, Processes: []sim.Process{{PID: 100, UsedMemoryMiB: 60000}}},
-		1: {SMActive: 0.3, DRAMActive: 0.2, Processes: []sim.Process{{PID: 200, UsedMemoryMiB: 10000}, {PID: 201, UsedMemoryMiB: 12000}}},
+		1: {SMActive: 0.3, DRAMActive: 0.2, Processes: []sim.Process{
+			{PID: 200, UsedMemoryMiB: 10000, SMUtil: 0.25, Cgroup: podCgroup(uidInferA, ctrInferA)},
+			{PID: 201, UsedMemoryMiB: 12000, SMUtil: 0.05, Cgroup: podCgroup(uidInferB, ctrInferB)},
+		}},
 		// GPU 3 is nearly full: TesseraGPUMemoryNearlyFull must fire for it.
 		3: {SMActive: 0.95, TensorActive: 0.9, DRAMActive: 0.7, Processes: []sim.Process{{PID: 300, UsedMemoryMiB: dev(3).MemoryMiB * 98 / 100}}},
 	}
@@ -99,7 +123,7 @@ func startSimNode(t *testing.T) *simNode {
 		t.Fatal(err)
 	}
 	if err := m.SetMIGLoad(5, mig(5, 2).GPUInstanceID, sim.Load{SMActive: 0.5,
-		Processes: []sim.Process{{PID: 500, UsedMemoryMiB: 5000, ComputeInstanceID: -1}}}); err != nil {
+		Processes: []sim.Process{{PID: 500, UsedMemoryMiB: 5000, ComputeInstanceID: -1, Cgroup: podCgroup(uidNotebook, ctrNotebook)}}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -125,15 +149,26 @@ func startSimNode(t *testing.T) *simNode {
 		t.Fatal(err)
 	}
 
+	// The pods whose processes run on the shared GPU and a MIG device, for
+	// the per-pod usage series.
+	procs, err := procmap.New(procmap.Options{Cgroups: m, Clock: clk, Pods: podDirectory{
+		uidInferA:   {Namespace: "team-a", Name: "infer-a", Containers: map[string]string{ctrInferA: "server"}},
+		uidInferB:   {Namespace: "team-b", Name: "infer-b", Containers: map[string]string{ctrInferB: "server"}},
+		uidNotebook: {Namespace: "team-c", Name: "notebook-0", Containers: map[string]string{ctrNotebook: "jupyter"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tracker := health.NewTracker(health.DefaultPolicy(), clk, deviceplugin.TrackedGPUs(machine))
 	e, err := telemetry.New(telemetry.Options{
-		Backend:  b,
-		Machine:  machine,
-		Pods:     pods,
-		Health:   tracker,
-		NodeName: nodeName,
-		Clock:    clk,
-		FatalXID: tracker.Policy().IsFatalXID,
+		Backend:   b,
+		Machine:   machine,
+		Pods:      pods,
+		Processes: procs,
+		Health:    tracker,
+		NodeName:  nodeName,
+		Clock:     clk,
+		FatalXID:  tracker.Policy().IsFatalXID,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -76,7 +76,10 @@ type Device struct {
 	// select GPUs by it (mig-parted's device-filter).
 	PCIDeviceID uint32
 	// NUMANode is the host NUMA node the GPU is attached to; -1 when unknown.
-	NUMANode   int
+	NUMANode int
+	// Minor is the minor number of the GPU's /dev/nvidia<N> character
+	// device (major 195); -1 when the driver does not say.
+	Minor      int
 	MIGCapable bool
 	MIGEnabled bool
 	// MIGPendingEnabled differs from MIGEnabled when a mode change waits for a reset.

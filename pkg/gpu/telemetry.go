@@ -91,10 +91,19 @@ type MIGTelemetry struct {
 	GPM           GPMReadings
 }
 
-// Process is a compute process using a GPU (or a MIG instance of it).
+// Process is a compute process using a GPU (or a MIG instance of it). PID is
+// the host's PID (the driver's view), not one of a container's namespace.
 type Process struct {
 	PID           uint32
 	UsedMemoryMiB uint64
 	// GPUInstanceID is set for processes inside a MIG instance; -1 otherwise.
 	GPUInstanceID int
+	// SMUtilPercent and MemUtilPercent are NVML's per-process utilisation
+	// samples (nvmlDeviceGetProcessUtilization) since the previous snapshot,
+	// averaged: the percentage of time one of the process's kernels ran, and
+	// of time its memory was read or written. Absent where NVML does not
+	// sample processes (MIG mode, GPUs before Maxwell, vGPU guests); 0 for a
+	// process with no sample in the interval (it was idle).
+	SMUtilPercent  Opt[uint32]
+	MemUtilPercent Opt[uint32]
 }

@@ -112,6 +112,13 @@ func (c *Client) NodeListWatch(name string) cache.ListerWatcher {
 		fields.OneTermEqualSelector("metadata.name", name))
 }
 
+// PodListWatch lists and watches the pods bound to Node nodeName, for
+// procmap.NewPodIndex (pod UID -> namespace, name, container IDs).
+func (c *Client) PodListWatch(nodeName string) cache.ListerWatcher {
+	return cache.NewListWatchFromClient(c.rest, "pods", metav1.NamespaceAll,
+		fields.OneTermEqualSelector("spec.nodeName", nodeName))
+}
+
 // PatchNode patches a Node and returns it as the API server stored it (its
 // resourceVersion tells the write's own watch event from others).
 func (c *Client) PatchNode(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions) (*v1.Node, error) {

@@ -15,9 +15,10 @@ type collector interface {
 	Update(ctx context.Context, p *pass, b *builder) error
 }
 
-// allCollectors lists the collectors in the order their meta-metrics appear.
-func allCollectors() []collector {
-	return []collector{
+// allCollectors lists the collectors o asks for, in the order their
+// meta-metrics appear.
+func allCollectors(o Options) []collector {
+	cs := []collector{
 		clocksCollector{},
 		temperatureCollector{},
 		powerCollector{},
@@ -32,6 +33,10 @@ func allCollectors() []collector {
 		migCollector{},
 		podsCollector{},
 	}
+	if o.Processes != nil {
+		cs = append(cs, podUsageCollector{})
+	}
+	return cs
 }
 
 // stageResult is how one stage of a pass went.

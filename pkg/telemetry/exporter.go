@@ -18,6 +18,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/xid"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
+	"github.com/tessera-gpu/tessera/pkg/procmap"
 )
 
 // Defaults applied by New to zero Options fields.
@@ -48,8 +49,17 @@ type PodLookup interface {
 
 var _ PodLookup = (*podresources.Cache)(nil)
 
-// HealthLookup reports the health of every physical GPU, as the device
-// plugin's health tracker (pkg/deviceplugin/health) provides it.
+// ProcessOwners resolves a host PID to the pod it runs in, as
+// *procmap.Map does. The exporter calls it once per GPU process and
+// collection pass, never on the scrape path.
+type ProcessOwners interface {
+	Owner(pid uint32) (procmap.Owner, error)
+}
+
+var _ ProcessOwners = (*procmap.Map)(nil)
+
+// HealthLookup reports the health of every physical GPU, as
+// the device plugin's health tracker (*health.Tracker) provides it.
 type HealthLookup interface {
 	States() []gpu.HealthStatus
 }
@@ -75,6 +85,9 @@ type Options struct {
 	// refreshed keeps labelling series; after that series lose their pod
 	// labels until it recovers. Default 3 × Interval.
 	PodsMaxAge time.Duration
+	// Processes resolves GPU processes to pods for the per-pod usage series
+	// (tessera_pod_gpu_*); nil omits them.
+	Processes ProcessOwners
 	// Health reports device health (tessera_gpu_health_state); nil omits it.
 	Health HealthLookup
 	// NodeName is the value of the Hostname and hostname labels; default
@@ -175,7 +188,7 @@ func New(o Options) (*Exporter, error) {
 	if o.FatalXID == nil {
 		o.FatalXID = func(x uint64) bool { return !xid.IsApplication(x) }
 	}
-	e := &Exporter{opts: o, collectors: allCollectors()}
+	e := &Exporter{opts: o, collectors: allCollectors(o)}
 	e.events.init()
 	if o.Machine != nil {
 		e.machine.Store(o.Machine)

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu/nvmlbackend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
+	"github.com/tessera-gpu/tessera/pkg/procmap"
 )
 
 var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -140,3 +142,42 @@ func snapshotFamilies(s *snapshot) ([]*dto.MetricFamily, error) {
 	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
 	return out, nil
 }
+
+// podDirectory is a fixed procmap.PodDirectory: pods by UID, each with one
+// container whose runtime ID derives from the pod and container names.
+type podDirectory map[string]procmap.PodInfo
+
+func (d podDirectory) Pod(uid string) (procmap.PodInfo, bool) { p, ok := d[uid]; return p, ok }
+
+func podUID(pod string) string {
+	h := fmt.Sprintf("%032x", sha256.Sum256([]byte(pod)))[:32]
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+func containerRuntimeID(pod, container string) string {
+	return fmt.Sprintf("%x", sha256.Sum256([]byte(pod+"/"+container)))
+}
+
+// add registers namespace/pod with container.
+func (d podDirectory) add(namespace, pod, container string) {
+	d[podUID(pod)] = procmap.PodInfo{Namespace: namespace, Name: pod,
+		Containers: map[string]string{containerRuntimeID(pod, container): container}}
+}
+
+// cgroup is the cgroup v2 path (systemd driver, containerd) of the container.
+func (d podDirectory) cgroup(pod, container string) string {
+	return "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(podUID(pod), "-", "_") +
+		".slice/cri-containerd-" + containerRuntimeID(pod, container) + ".scope"
+}
+
+// scenarioPods are the pods of the DGX scenario whose processes run on its GPUs.
+var scenarioPods = func() podDirectory {
+	d := podDirectory{}
+	d.add("ml", "train-0", "trainer")
+	d.add("team-a", "infer-a", "server")
+	d.add("team-b", "infer-b", "server")
+	d.add("ml", "train-1", "trainer")
+	d.add("ml", "finetune-0", "worker")
+	d.add("team-c", "notebook-0", "jupyter")
+	return d
+}()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
+	"github.com/tessera-gpu/tessera/pkg/procmap"
 )
 
 // dcgm-exporter's label names.
@@ -46,6 +47,10 @@ type pass struct {
 	// holders are the holders of this machine's devices (GPU, MIG and share
 	// IDs), when podsUsable.
 	holders []podresources.Holder
+
+	// owners are the pods of the GPU processes in the sample that run in a
+	// known pod, by PID (empty without ProcessOwners).
+	owners map[uint32]procmap.Owner
 
 	health  []gpu.HealthStatus // nil when no HealthLookup is configured
 	healthy bool               // whether health is configured
@@ -96,6 +101,7 @@ func (e *Exporter) newPass(now time.Time, m *gpu.Machine, sample *gpu.Snapshot) 
 		return p
 	}
 	p.failed = m.Failed
+	p.owners = e.resolveOwners(sample)
 
 	byUUID := map[string]*gpu.DeviceTelemetry{}
 	if sample != nil {
@@ -171,6 +177,31 @@ func (e *Exporter) newPass(now time.Time, m *gpu.Machine, sample *gpu.Snapshot) 
 		}
 	}
 	return p
+}
+
+// resolveOwners resolves the sample's processes to pods. A process that
+// has ended or runs outside every known pod is left out.
+func (e *Exporter) resolveOwners(sample *gpu.Snapshot) map[uint32]procmap.Owner {
+	if e.opts.Processes == nil || sample == nil {
+		return nil
+	}
+	var owners map[uint32]procmap.Owner
+	for i := range sample.Devices {
+		for _, proc := range sample.Devices[i].Processes {
+			if _, done := owners[proc.PID]; done {
+				continue
+			}
+			o, err := e.opts.Processes.Owner(proc.PID)
+			if err != nil || o.Kind != procmap.KindPod {
+				continue
+			}
+			if owners == nil {
+				owners = map[uint32]procmap.Owner{}
+			}
+			owners[proc.PID] = o
+		}
+	}
+	return owners
 }
 
 // podSeries returns one label set per distinct container among holders (a

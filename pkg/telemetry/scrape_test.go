@@ -21,6 +21,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu/gputest"
 	"github.com/tessera-gpu/tessera/pkg/gpu/sim"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
+	"github.com/tessera-gpu/tessera/pkg/procmap"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/scrape.golden")
@@ -49,16 +50,19 @@ func newDGXScenario(t testing.TB) *dgxScenario {
 
 	n.setLoad(t, 0, sim.Load{SMActive: 0.8, TensorActive: 0.6, DRAMActive: 0.5, MemCopyUtil: 0.4,
 		PCIeTxBytesPerS: 2e9, PCIeRxBytesPerS: 1e9, NVLinkTxBytesPerS: 5e10, NVLinkRxBytesPerS: 4e10,
-		Processes: []sim.Process{{PID: 100, UsedMemoryMiB: 60000}}})
+		Processes: []sim.Process{{PID: 100, UsedMemoryMiB: 60000, SMUtil: 0.8, MemUtil: 0.4, Cgroup: scenarioPods.cgroup("train-0", "trainer")}}})
 	n.setLoad(t, 1, sim.Load{SMActive: 0.3, DRAMActive: 0.2, DecoderUtil: 0.25,
-		Processes: []sim.Process{{PID: 200, UsedMemoryMiB: 10000}, {PID: 201, UsedMemoryMiB: 12000}}})
+		Processes: []sim.Process{
+			{PID: 200, UsedMemoryMiB: 10000, SMUtil: 0.27, MemUtil: 0.15, Cgroup: scenarioPods.cgroup("infer-a", "server")},
+			{PID: 201, UsedMemoryMiB: 12000, SMUtil: 0.03, MemUtil: 0.01, Cgroup: scenarioPods.cgroup("infer-b", "server")},
+		}})
 	n.setLoad(t, 3, sim.Load{SMActive: 0.95, TensorActive: 0.9, DRAMActive: 0.7,
-		Processes: []sim.Process{{PID: 300, UsedMemoryMiB: 70000}}})
+		Processes: []sim.Process{{PID: 300, UsedMemoryMiB: 70000, SMUtil: 0.95, MemUtil: 0.6, Cgroup: scenarioPods.cgroup("train-1", "trainer")}}})
 	gis := func(index int) []gpu.MIGDevice { return m.Devices[index].MIGDevices }
 	n.setMIGLoad(t, 4, gis(4)[0].GPUInstanceID, sim.Load{SMActive: 0.7, TensorActive: 0.5, DRAMActive: 0.4,
-		Processes: []sim.Process{{PID: 400, UsedMemoryMiB: 30000, ComputeInstanceID: -1}}})
+		Processes: []sim.Process{{PID: 400, UsedMemoryMiB: 30000, ComputeInstanceID: -1, Cgroup: scenarioPods.cgroup("finetune-0", "worker")}}})
 	n.setMIGLoad(t, 5, gis(5)[2].GPUInstanceID, sim.Load{SMActive: 0.5, DRAMActive: 0.3,
-		Processes: []sim.Process{{PID: 500, UsedMemoryMiB: 5000, ComputeInstanceID: -1}}})
+		Processes: []sim.Process{{PID: 500, UsedMemoryMiB: 5000, ComputeInstanceID: -1, Cgroup: scenarioPods.cgroup("notebook-0", "jupyter")}}})
 	if err := n.sim.InjectECC(3, false); err != nil {
 		t.Fatal(err)
 	}
@@ -84,15 +88,20 @@ func newDGXScenario(t testing.TB) *dgxScenario {
 	}
 	tracker := health.NewTracker(health.DefaultPolicy(), n.clock, deviceplugin.TrackedGPUs(m))
 	recorder := record.NewFakeRecorder(16)
+	procs, err := procmap.New(procmap.Options{Cgroups: n.sim, Pods: scenarioPods, Clock: n.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := New(Options{
-		Backend:  n.backend,
-		Machine:  m,
-		Pods:     pods,
-		Health:   tracker,
-		NodeName: "dgx-01",
-		Clock:    n.clock,
-		Recorder: recorder,
-		FatalXID: tracker.Policy().IsFatalXID,
+		Backend:   n.backend,
+		Machine:   m,
+		Pods:      pods,
+		Processes: procs,
+		Health:    tracker,
+		NodeName:  "dgx-01",
+		Clock:     n.clock,
+		Recorder:  recorder,
+		FatalXID:  tracker.Policy().IsFatalXID,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -41,9 +41,11 @@ type Backend struct {
 	// migMu serialises MIG changes on the machine.
 	migMu sync.Mutex
 
-	// sampleMu guards the GPM state kept between snapshots.
-	sampleMu sync.Mutex
-	gpm      gpmState
+	// sampleMu guards the GPM state and the per-process utilisation
+	// timestamps (GPU UUID → newest sample seen, in µs) kept between snapshots.
+	sampleMu     sync.Mutex
+	gpm          gpmState
+	procUtilSeen map[string]uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -70,6 +72,7 @@ func New(lib Library, opts ...Option) (*Backend, error) {
 		clock:         clock.RealClock{},
 		eventWait:     500 * time.Millisecond,
 		numaFromSysfs: readSysfsNUMANode,
+		procUtilSeen:  map[string]uint64{},
 	}
 	for _, o := range opts {
 		o(b)

@@ -70,7 +70,7 @@ func (b *Backend) versions() (gpu.Versions, error) {
 
 // readDevice reads one physical GPU and its MIG devices.
 func (b *Backend) readDevice(index int) (nvml.Device, gpu.Device, error) {
-	dev := gpu.Device{Index: index, NUMANode: -1}
+	dev := gpu.Device{Index: index, NUMANode: -1, Minor: -1}
 	d, err := b.device(index)
 	if err != nil {
 		return nil, dev, err
@@ -125,6 +125,11 @@ func (b *Backend) readDevice(index int) (nvml.Device, gpu.Device, error) {
 		}
 	default:
 		return nil, dev, fail("numa node", ret)
+	}
+	// The minor number only serves the device-open audit: a GPU whose minor
+	// cannot be read is still a GPU (Minor stays -1).
+	if minor, ret := d.GetMinorNumber(); ret == nvml.SUCCESS {
+		dev.Minor = minor
 	}
 	current, pending, ret := d.GetMigMode()
 	switch ret {

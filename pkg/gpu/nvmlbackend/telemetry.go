@@ -261,6 +261,49 @@ func (r *reader) processes() {
 		}
 		r.t.Processes[i] = gpu.Process{PID: p.Pid, UsedMemoryMiB: p.UsedGpuMemory / mib, GPUInstanceID: gi}
 	}
+	if !r.migOn && len(ps) > 0 {
+		r.processUtilization()
+	}
+}
+
+// processUtilization adds NVML's per-process utilisation samples taken since
+// the previous pass (averaged per process) to the processes just read. NVML
+// keeps a short buffer of samples per GPU and returns those newer than the
+// timestamp it is given; ERROR_NOT_FOUND means none are, so every process
+// was idle. In MIG mode NVML does not sample processes.
+func (r *reader) processUtilization() {
+	last := r.b.procUtilSeen[r.t.UUID]
+	samples, ret := r.d.GetProcessUtilization(last)
+	switch ret {
+	case nvml.SUCCESS:
+	case nvml.ERROR_NOT_FOUND:
+		samples = nil
+	default:
+		r.ok("process utilization", ret)
+		return
+	}
+	type acc struct{ sm, mem, n uint64 }
+	byPID := make(map[uint32]acc, len(samples))
+	for _, s := range samples {
+		if s.TimeStamp <= last {
+			continue
+		}
+		a := byPID[s.Pid]
+		a.sm += uint64(min(s.SmUtil, 100))
+		a.mem += uint64(min(s.MemUtil, 100))
+		a.n++
+		byPID[s.Pid] = a
+		r.b.procUtilSeen[r.t.UUID] = max(r.b.procUtilSeen[r.t.UUID], s.TimeStamp)
+	}
+	for i := range r.t.Processes {
+		p := &r.t.Processes[i]
+		a := byPID[p.PID]
+		var sm, mem uint32
+		if a.n > 0 {
+			sm, mem = uint32((a.sm+a.n/2)/a.n), uint32((a.mem+a.n/2)/a.n)
+		}
+		p.SMUtilPercent, p.MemUtilPercent = gpu.Some(sm), gpu.Some(mem)
+	}
 }
 
 // profiling reads GPM metrics for the GPU, or per MIG instance when MIG is on.

@@ -58,6 +58,10 @@
 //     GetRemappedRows does too while GPU instances exist, as on real GPUs.
 //   - GetMaxMigDeviceCount is 0 (SUCCESS) unless MIG is enabled, as nvml.h
 //     documents; it is 7 on an enabled A100/H100/H200/B200.
+//   - Processes carry their own utilisation (Process.SMUtil, MemUtil),
+//     which GetProcessUtilization samples outside MIG mode, and a cgroup
+//     path, which Machine.ReadCgroup serves as /proc/<pid>/cgroup would, so
+//     that per-pod usage resolves PIDs to pods without real processes.
 //   - A GPU reset (RecoverGPU, ResetGPU) destroys all MIG instances, ends all
 //     processes, applies a pending MIG mode and clears volatile ECC counters.
 package sim

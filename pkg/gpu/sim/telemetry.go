@@ -3,8 +3,10 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
+	"io/fs"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -24,6 +26,14 @@ type Load struct {
 type Process struct {
 	PID           uint32
 	UsedMemoryMiB uint64
+	// SMUtil and MemUtil (0..1) are the process's own utilisation, which
+	// GetProcessUtilization samples; they are independent of the Load's
+	// SMActive (the GPU's), as a process's share of a time-sliced GPU is.
+	SMUtil, MemUtil float64
+	// Cgroup is the process's cgroup v2 path, as /proc/<pid>/cgroup
+	// would show it ("/kubepods.slice/…/cri-containerd-<id>.scope"); empty
+	// for a process in the root cgroup. Machine.ReadCgroup serves it.
+	Cgroup string
 	// GPUInstanceID and ComputeInstanceID place the process in a MIG
 	// instance; -1 for a process on a whole GPU. SetLoad sets both to -1
 	// (zero values are accepted). SetMIGLoad sets GPUInstanceID to its
@@ -167,6 +177,15 @@ func (l Load) validate() error {
 	for _, p := range l.Processes {
 		if p.PID == 0 {
 			return fmt.Errorf("process PID must not be 0")
+		}
+		if err := validFraction(fmt.Sprintf("process %d SMUtil", p.PID), p.SMUtil); err != nil {
+			return err
+		}
+		if err := validFraction(fmt.Sprintf("process %d MemUtil", p.PID), p.MemUtil); err != nil {
+			return err
+		}
+		if p.Cgroup != "" && !strings.HasPrefix(p.Cgroup, "/") {
+			return fmt.Errorf("process %d Cgroup must be an absolute cgroup path, got %q", p.PID, p.Cgroup)
 		}
 		if seen[p.PID] {
 			return fmt.Errorf("process %d listed twice", p.PID)
@@ -480,6 +499,54 @@ func processInfos(ps []Process) []nvml.ProcessInfo {
 			GpuInstanceId: id(p.GPUInstanceID), ComputeInstanceId: id(p.ComputeInstanceID)})
 	}
 	return out
+}
+
+// GetProcessUtilization returns one utilisation sample per whole-GPU
+// process, stamped now (µs), when now is after lastSeenTimestamp; otherwise,
+// or without processes, ERROR_NOT_FOUND (no samples newer than that), as
+// NVML does. ERROR_NOT_SUPPORTED in MIG mode, where NVML does not sample
+// processes.
+func (d *device) GetProcessUtilization(lastSeenTimestamp uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+	r, unlock := d.begin("GetProcessUtilization")
+	defer unlock.Unlock()
+	if r != nvml.SUCCESS {
+		return nil, r
+	}
+	if d.migMode == nvml.DEVICE_MIG_ENABLE {
+		return nil, nvml.ERROR_NOT_SUPPORTED
+	}
+	now := uint64(d.m.clock.Now().UnixMicro())
+	if len(d.load.Processes) == 0 || now <= lastSeenTimestamp {
+		return nil, nvml.ERROR_NOT_FOUND
+	}
+	out := make([]nvml.ProcessUtilizationSample, 0, len(d.load.Processes))
+	for _, p := range d.load.Processes {
+		out = append(out, nvml.ProcessUtilizationSample{Pid: p.PID, TimeStamp: now,
+			SmUtil: percent(p.SMUtil), MemUtil: percent(p.MemUtil)})
+	}
+	return out, nvml.SUCCESS
+}
+
+// ReadCgroup returns what /proc/<pid>/cgroup would hold for a process
+// running on the machine ("0::<cgroup>\n", the cgroup v2 form), so that the
+// owner of a simulated process can be resolved as a real one is. It returns
+// an error wrapping fs.ErrNotExist for a PID that runs on no GPU.
+func (m *Machine) ReadCgroup(pid uint32) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.devs {
+		for _, p := range d.processes() {
+			if p.PID != pid {
+				continue
+			}
+			cg := p.Cgroup
+			if cg == "" {
+				cg = "/"
+			}
+			return []byte("0::" + cg + "\n"), nil
+		}
+	}
+	return nil, fmt.Errorf("reading cgroup of pid %d: no such process on machine %s: %w", pid, m.name, fs.ErrNotExist)
 }
 
 // Field IDs the simulation answers in GetFieldValues.
