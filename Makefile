@@ -31,6 +31,30 @@ build: ## Build bin/gpu-agent and bin/gpu-scheduler.
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-agent ./cmd/gpu-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
 
+# Container images (Dockerfile, one target per binary), tagged with VERSION:
+# never latest. CONTAINER_TOOL defaults to docker when its engine answers,
+# else podman, else buildah.
+IMAGE_REPO     ?= ghcr.io/tessera-gpu
+IMAGE_TAG      ?= $(VERSION)
+CONTAINER_TOOL ?= $(shell docker version --format '{{.Server.Version}}' >/dev/null 2>&1 && echo docker || \
+	{ command -v podman >/dev/null 2>&1 && echo podman; } || { command -v buildah >/dev/null 2>&1 && echo buildah; })
+
+.PHONY: version
+version: ## Print the version the binaries and images are stamped and tagged with.
+	@echo $(VERSION)
+
+.PHONY: image
+image: ## Build the images $(IMAGE_REPO)/gpu-agent and gpu-scheduler:$(IMAGE_TAG) (IMAGE_TAG defaults to VERSION) with docker, podman or buildah.
+	@case "$(IMAGE_TAG)" in ""|latest) echo "image: IMAGE_TAG must be a version, not '$(IMAGE_TAG)'" >&2; exit 2;; esac
+	@[ -n "$(CONTAINER_TOOL)" ] || { echo "image: no container builder: docker with a running engine, podman or buildah (or set CONTAINER_TOOL)" >&2; exit 2; }
+	for t in gpu-agent gpu-scheduler; do \
+		$(CONTAINER_TOOL) build --target $$t --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/$$t:$(IMAGE_TAG) . || exit 1; \
+	done
+
+.PHONY: image-test
+image-test: ## Run each image's binary in a root filesystem holding only the image's files (root; no registry needed).
+	TESSERA_REQUIRE_TOOLS=$${TESSERA_REQUIRE_TOOLS:-1} $(GO) test -count=1 -v ./test/image/
+
 .PHONY: demo
 demo: build k8s-bins ## The main job on a simulated DGX H100: real apiserver, gpu-agent, MIG relabel flow, metrics, placement replay.
 	$(GO) run ./hack/cmd/demo -bin $(BIN) -traces $(TRACES)
