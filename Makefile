@@ -12,6 +12,9 @@ GOLANGCI_VERSION := v2.15.0
 # built against Kubernetes 0.36 modules. Installed through the module proxy.
 CONTROLLER_GEN_VERSION := v0.21.0
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+# helm lints, renders and tests charts/tessera; v4, installed through the module proxy.
+HELM_VERSION := v4.3.2
+HELM := $(BIN)/helm-$(HELM_VERSION)
 # go-nvml's cgo preamble declares many functions NVML has deprecated; the
 # warnings say nothing about our code.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -64,8 +67,8 @@ k8s-bins: ## Build etcd and kube-apiserver from the pinned Go modules into bin/ 
 	hack/build-k8s-bins.sh
 
 .PHONY: test
-test: k8s-bins ## Run every test with the race detector (real etcd + kube-apiserver included; no GPU needed).
-	TESSERA_K8S_BIN_DIR=$(BIN) $(GO) test -race -count=1 ./...
+test: k8s-bins $(HELM) ## Run every test with the race detector (real etcd + kube-apiserver and the pinned helm included; no GPU needed).
+	TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM) $(GO) test -race -count=1 ./...
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no control plane), without -race.
@@ -82,6 +85,18 @@ lint: $(BIN)/golangci-lint ## Run go vet and golangci-lint (installed into bin/ 
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen $@ && rmdir $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)
+
+$(HELM):
+	GOBIN=$(BIN)/.helm-$(HELM_VERSION) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv $(BIN)/.helm-$(HELM_VERSION)/helm $@ && rmdir $(BIN)/.helm-$(HELM_VERSION)
+
+.PHONY: chart-test
+chart-test: k8s-bins $(HELM) ## helm lint and helm template charts/tessera (default values and each ci/ values file), then apply every rendered object to a real kube-apiserver.
+	$(HELM) lint --strict charts/tessera
+	for f in charts/tessera/ci/*.yaml; do $(HELM) lint --strict charts/tessera --values $$f || exit 1; done
+	$(HELM) template tessera charts/tessera --namespace tessera-system >/dev/null
+	for f in charts/tessera/ci/*.yaml; do $(HELM) template tessera charts/tessera --namespace tessera-system --values $$f >/dev/null || exit 1; done
+	TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM) $(GO) test -count=1 ./charts/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Regenerate generated files (docs/machines.md, GPUNode deep copies and CRD).

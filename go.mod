@@ -25,6 +25,7 @@ require (
 	k8s.io/client-go v0.36.5
 	k8s.io/component-base v0.36.5
 	k8s.io/klog/v2 v2.140.0
+	k8s.io/kube-scheduler v0.0.0
 	k8s.io/kubelet v0.36.5
 	k8s.io/kubernetes v1.36.5
 	k8s.io/utils v0.0.0-20261023123148-ca04ba58ecab
@@ -156,7 +157,6 @@ require (
 	k8s.io/kube-controller-manager v0.0.0 // indirect
 	k8s.io/kube-openapi v0.0.0-20260317180543-43fb72c5454a // indirect
 	k8s.io/kube-proxy v0.0.0 // indirect
-	k8s.io/kube-scheduler v0.0.0 // indirect
 	k8s.io/kubectl v0.0.0 // indirect
 	k8s.io/metrics v0.36.5 // indirect
 	k8s.io/mount-utils v0.0.0 // indirect

@@ -9,3 +9,10 @@ go run ./hack/cmd/gen-machine-docs docs/machines.md
 # GPUNode: deep copies beside the types, the CRD into the kustomize base.
 "$CONTROLLER_GEN" object paths=./pkg/inventory/v1alpha1/...
 "$CONTROLLER_GEN" crd:crdVersions=v1 paths=./pkg/inventory/v1alpha1/... output:crd:dir=manifests/base/crd
+# The chart's copies of the CRD and of the base's configs, policy and monitoring assets.
+. hack/chart-files.sh
+for pair in "${chart_files[@]}"; do
+  read -r src dst <<<"$pair"
+  mkdir -p "$(dirname "$dst")"
+  cp "$src" "$dst"
+done
