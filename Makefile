@@ -90,12 +90,15 @@ $(HELM):
 	GOBIN=$(BIN)/.helm-$(HELM_VERSION) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 	mv $(BIN)/.helm-$(HELM_VERSION)/helm $@ && rmdir $(BIN)/.helm-$(HELM_VERSION)
 
-.PHONY: chart-test
-chart-test: k8s-bins $(HELM) ## helm lint and helm template charts/tessera (default values and each ci/ values file), then apply every rendered object to a real kube-apiserver.
+.PHONY: chart-lint
+chart-lint: $(HELM) ## helm lint --strict and helm template charts/tessera for the default values and each ci/ values file.
 	$(HELM) lint --strict charts/tessera
 	for f in charts/tessera/ci/*.yaml; do $(HELM) lint --strict charts/tessera --values $$f || exit 1; done
 	$(HELM) template tessera charts/tessera --namespace tessera-system >/dev/null
 	for f in charts/tessera/ci/*.yaml; do $(HELM) template tessera charts/tessera --namespace tessera-system --values $$f >/dev/null || exit 1; done
+
+.PHONY: chart-test
+chart-test: chart-lint k8s-bins ## chart-lint, then apply every object the chart renders to a real kube-apiserver (charts/chart_test.go).
 	TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM) $(GO) test -count=1 ./charts/
 
 .PHONY: generate
