@@ -12,6 +12,9 @@ GOLANGCI_VERSION := v2.15.0
 # built against Kubernetes 0.36 modules. Installed through the module proxy.
 CONTROLLER_GEN_VERSION := v0.21.0
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+# helm lints, renders and tests charts/tessera; v4, installed through the module proxy.
+HELM_VERSION := v4.3.2
+HELM := $(BIN)/helm-$(HELM_VERSION)
 # go-nvml's cgo preamble declares many functions NVML has deprecated; the
 # warnings say nothing about our code.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -31,6 +34,30 @@ build: ## Build bin/gpu-agent and bin/gpu-scheduler.
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-agent ./cmd/gpu-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
 
+# Container images (Dockerfile, one target per binary), tagged with VERSION:
+# never latest. CONTAINER_TOOL defaults to docker when its engine answers,
+# else podman, else buildah.
+IMAGE_REPO     ?= ghcr.io/tessera-gpu
+IMAGE_TAG      ?= $(VERSION)
+CONTAINER_TOOL ?= $(shell docker version --format '{{.Server.Version}}' >/dev/null 2>&1 && echo docker || \
+	{ command -v podman >/dev/null 2>&1 && echo podman; } || { command -v buildah >/dev/null 2>&1 && echo buildah; })
+
+.PHONY: version
+version: ## Print the version the binaries and images are stamped and tagged with.
+	@echo $(VERSION)
+
+.PHONY: image
+image: ## Build the images $(IMAGE_REPO)/gpu-agent and gpu-scheduler:$(IMAGE_TAG) (IMAGE_TAG defaults to VERSION) with docker, podman or buildah.
+	@case "$(IMAGE_TAG)" in ""|latest) echo "image: IMAGE_TAG must be a version, not '$(IMAGE_TAG)'" >&2; exit 2;; esac
+	@[ -n "$(CONTAINER_TOOL)" ] || { echo "image: no container builder: docker with a running engine, podman or buildah (or set CONTAINER_TOOL)" >&2; exit 2; }
+	for t in gpu-agent gpu-scheduler; do \
+		$(CONTAINER_TOOL) build --target $$t --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/$$t:$(IMAGE_TAG) . || exit 1; \
+	done
+
+.PHONY: image-test
+image-test: ## Run each image's binary in a root filesystem holding only the image's files (root; no registry needed).
+	TESSERA_REQUIRE_TOOLS=$${TESSERA_REQUIRE_TOOLS:-1} $(GO) test -count=1 -v ./test/image/
+
 .PHONY: demo
 demo: build k8s-bins ## The main job on a simulated DGX H100: real apiserver, gpu-agent, MIG relabel flow, metrics, placement replay.
 	$(GO) run ./hack/cmd/demo -bin $(BIN) -traces $(TRACES)
@@ -40,8 +67,8 @@ k8s-bins: ## Build etcd and kube-apiserver from the pinned Go modules into bin/ 
 	hack/build-k8s-bins.sh
 
 .PHONY: test
-test: k8s-bins ## Run every test with the race detector (real etcd + kube-apiserver included; no GPU needed).
-	TESSERA_K8S_BIN_DIR=$(BIN) $(GO) test -race -count=1 ./...
+test: k8s-bins $(HELM) ## Run every test with the race detector (real etcd + kube-apiserver and the pinned helm included; no GPU needed).
+	TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM) $(GO) test -race -count=1 ./...
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no control plane), without -race.
@@ -58,6 +85,21 @@ lint: $(BIN)/golangci-lint ## Run go vet and golangci-lint (installed into bin/ 
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)/controller-gen $@ && rmdir $(BIN)/.controller-gen-$(CONTROLLER_GEN_VERSION)
+
+$(HELM):
+	GOBIN=$(BIN)/.helm-$(HELM_VERSION) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv $(BIN)/.helm-$(HELM_VERSION)/helm $@ && rmdir $(BIN)/.helm-$(HELM_VERSION)
+
+.PHONY: chart-lint
+chart-lint: $(HELM) ## helm lint --strict and helm template charts/tessera for the default values and each ci/ values file.
+	$(HELM) lint --strict charts/tessera
+	for f in charts/tessera/ci/*.yaml; do $(HELM) lint --strict charts/tessera --values $$f || exit 1; done
+	$(HELM) template tessera charts/tessera --namespace tessera-system >/dev/null
+	for f in charts/tessera/ci/*.yaml; do $(HELM) template tessera charts/tessera --namespace tessera-system --values $$f >/dev/null || exit 1; done
+
+.PHONY: chart-test
+chart-test: chart-lint k8s-bins ## chart-lint, then apply every object the chart renders to a real kube-apiserver (charts/chart_test.go).
+	TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM) $(GO) test -count=1 ./charts/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Regenerate generated files (docs/machines.md, GPUNode deep copies and CRD; pkg/gpuaudit BPF objects, which need clang, llvm, libbpf-dev).

@@ -12,3 +12,10 @@ go run ./hack/cmd/gen-machine-docs docs/machines.md
 # Golden GFD labels and GPUNode statuses of simulated machines (their test verifies them).
 go test ./pkg/inventory/ -run Golden -count=1 -update
 hack/update-bpf.sh
+# The chart's copies of the CRD and of the base's configs, policy and monitoring assets.
+. hack/chart-files.sh
+for pair in "${chart_files[@]}"; do
+  read -r src dst <<<"$pair"
+  mkdir -p "$(dirname "$dst")"
+  cp "$src" "$dst"
+done

@@ -27,5 +27,17 @@ for f in manifests/base/crd/*.yaml; do
     stale=1
   fi
 done
+# The chart's copies (hack/chart-files.sh) equal their sources.
+. hack/chart-files.sh
+for pair in "${chart_files[@]}"; do
+  read -r src dst <<<"$pair"
+  check "$dst" "$src"
+done
+for f in charts/tessera/crds/*.yaml; do
+  if [[ ! -e "manifests/base/crd/$(basename "$f")" ]]; then
+    echo "$f has no source in manifests/base/crd (run: make generate and remove it)" >&2
+    stale=1
+  fi
+done
 hack/verify-bpf.sh || stale=1
 exit "$stale"

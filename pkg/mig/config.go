@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"go.yaml.in/yaml/v4"
 )
 
 // Version is the only config file version mig-parted and Tessera accept.
@@ -103,12 +103,12 @@ func Parse(data []byte, source string) (*File, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("invalid mig config file %s: the file is empty", source)
 		}
-		return nil, fmt.Errorf("invalid mig config file %s: %w", source, err)
+		return nil, fmt.Errorf("invalid mig config file %s: %w", source, syntaxError(err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, fmt.Errorf("invalid mig config file %s: %w", source, err)
+			return nil, fmt.Errorf("invalid mig config file %s: %w", source, syntaxError(err))
 		}
 		return nil, fmt.Errorf("invalid mig config file %s: line %d: the file holds more than one yaml document", source, extra.Line)
 	}
@@ -123,6 +123,35 @@ func Parse(data []byte, source string) (*File, error) {
 	}
 	return p.f, nil
 }
+
+// syntaxError says where a YAML syntax error is: the line and column where
+// the parser found the problem, and the construct it was reading when that
+// construct began earlier (an unclosed quote or bracket, a block whose
+// indentation broke). go.yaml.in/yaml/v3 reported the line where the
+// enclosing construct began, counted from 0, so a bad indentation on line 6
+// of an entry that began on line 4 was reported as "line 3"; v4 keeps both
+// marks in yaml.LoadError.
+func syntaxError(err error) error {
+	var le *yaml.LoadError
+	if !errors.As(err, &le) || le.Mark.Line == 0 {
+		return err
+	}
+	msg := fmt.Sprintf("line %d, column %d: %s", le.Mark.Line, le.Mark.Column, le.Message)
+	if le.ContextMsg != "" && le.ContextMark.Line > 0 && le.ContextMark != le.Mark {
+		msg += fmt.Sprintf(" (%s that began on line %d, column %d)", le.ContextMsg, le.ContextMark.Line, le.ContextMark.Column)
+	}
+	return &yamlSyntaxError{msg: msg, err: err}
+}
+
+// yamlSyntaxError is a YAML syntax error with its position; it unwraps to
+// the parser's error.
+type yamlSyntaxError struct {
+	msg string
+	err error
+}
+
+func (e *yamlSyntaxError) Error() string { return "yaml syntax: " + e.msg }
+func (e *yamlSyntaxError) Unwrap() error { return e.err }
 
 // Load reads and parses the config file at path.
 func Load(path string) (*File, error) {

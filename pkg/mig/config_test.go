@@ -145,7 +145,7 @@ func TestParseErrors(t *testing.T) {
 		want []string // substrings of the error, in any order
 	}{
 		{"empty", "", []string{"bad.yaml: the file is empty"}},
-		{"not yaml", "version: [v1", []string{"bad.yaml", "line 1"}},
+		{"not yaml", "version: [v1", []string{"bad.yaml", "did not find expected ',' or ']' (while parsing a flow sequence that began on line 1, column 10)"}},
 		{"two documents", "version: v1\nmig-configs: {a: [{devices: all}]}\n---\nversion: v1\n", []string{"line 3: the file holds more than one yaml document"}},
 		{"wrong version", "version: v2\nmig-configs: {a: [{devices: all}]}\n", []string{`line 1: version must be "v1", not "v2"`}},
 		{"missing version and configs", "{}\n", []string{"version is missing", "mig-configs is missing"}},
@@ -187,6 +187,65 @@ func TestParseErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q\ndoes not contain %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+// TestParseSyntaxErrorLines checks that a YAML syntax error names the line
+// and column of the problem, and where the construct it broke began: the
+// user edits the line the message names.
+func TestParseSyntaxErrorLines(t *testing.T) {
+	const head = "version: v1\nmig-configs:\n  a:\n    - devices: all\n"
+	tests := []struct {
+		name string
+		data string
+		want string // the whole error after "invalid mig config file bad.yaml: "
+	}{
+		{
+			name: "key indented one space too little",
+			data: head + "      mig-enabled: true\n     mig-devices: {}\n",
+			want: "yaml syntax: line 6, column 6: did not find expected '-' indicator (while parsing a block collection that began on line 4, column 5)",
+		},
+		{
+			name: "key indented one space too much",
+			data: head + "      mig-enabled: true\n      mig-devices:\n        1g.5gb: 7\n       2g.10gb: 1\n",
+			want: "yaml syntax: line 8, column 8: did not find expected key (while parsing a block mapping that began on line 4, column 7)",
+		},
+		{
+			name: "entry outdented out of its config",
+			data: head + "  - devices: all\n",
+			want: "yaml syntax: line 5, column 3: did not find expected key (while parsing a block mapping that began on line 3, column 3)",
+		},
+		{
+			name: "tab indentation",
+			data: head + "\tmig-enabled: true\n",
+			want: "yaml syntax: line 5, column 1: found a tab character that violates indentation (while scanning a plain scalar that began on line 4, column 16)",
+		},
+		{
+			name: "unclosed quote runs to the end of the file",
+			data: head + "      mig-enabled: \"true\n  b: []\n",
+			want: "yaml syntax: line 7, column 1: found unexpected end of stream (while scanning a quoted scalar that began on line 5, column 20)",
+		},
+		{
+			name: "unclosed flow mapping is found on the next key",
+			data: head + "      mig-enabled: true\n      mig-devices: {1g.5gb: 7\n  b:\n    - devices: all\n",
+			want: "yaml syntax: line 7, column 4: mapping values are not allowed in this context",
+		},
+		{
+			name: "error in the second document",
+			data: "version: v1\nmig-configs: {a: [{devices: all}]}\n---\nversion: [v1\n",
+			want: "yaml syntax: line 5, column 1: did not find expected ',' or ']' (while parsing a flow sequence that began on line 4, column 10)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := mig.Parse([]byte(tt.data), "bad.yaml")
+			if err == nil {
+				t.Fatalf("Parse succeeded: %+v", f)
+			}
+			if got, want := err.Error(), "invalid mig config file bad.yaml: "+tt.want; got != want {
+				t.Errorf("Parse error\n got: %s\nwant: %s", got, want)
 			}
 		})
 	}
