@@ -329,8 +329,9 @@ func TestChart(t *testing.T) {
 			checkImages(t, objs, tt.wantTag)
 			if tt.valuesFile == "" {
 				// The kustomize base runs the image the chart's default does.
-				base := readManifest(t, filepath.Join("..", "manifests", "base", "gpu-agent-daemonset.yaml"))
-				checkImages(t, base, tt.wantTag)
+				for _, f := range []string{"gpu-agent-daemonset.yaml", "gpu-scheduler-deployment.yaml"} {
+					checkImages(t, readManifest(t, filepath.Join("..", "manifests", "base", f)), tt.wantTag)
+				}
 			}
 			checkAgent(t, objs, tt.namespace, tt.wantKubelet)
 			checkScheduler(t, objs, tt.wantSched, tt.wantLease)
