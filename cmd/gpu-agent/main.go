@@ -29,6 +29,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/gpuaudit"
 	"github.com/tessera-gpu/tessera/pkg/inventory"
 	inventoryclient "github.com/tessera-gpu/tessera/pkg/inventory/client"
 	"github.com/tessera-gpu/tessera/pkg/kube"
@@ -158,6 +159,11 @@ type options struct {
 	podResourcesInterval time.Duration
 	collectionInterval   time.Duration
 
+	podUsage                bool
+	gpuAudit                bool
+	gpuAuditTrusted         []string
+	gpuAuditRingBufferBytes int
+
 	publishInventory     bool
 	gfdLabels            bool
 	inventoryHeartbeat   time.Duration
@@ -212,6 +218,14 @@ func newRootCommand() *cobra.Command {
 		"the kubelet's PodResources API socket, for the pod, namespace and container labels (metrics flow without them if it is unreachable)")
 	f.DurationVar(&o.podResourcesInterval, "pod-resources-interval", podresources.DefaultInterval,
 		"how often the cached view of which pod holds which device is refreshed")
+	f.BoolVar(&o.podUsage, "pod-usage", true,
+		"export per-pod GPU usage (tessera_pod_gpu_utilization_ratio, tessera_pod_gpu_memory_used_bytes) from the GPU processes' cgroups; in a pod it needs hostPID")
+	f.BoolVar(&o.gpuAudit, "gpu-audit", false,
+		"audit opens of NVIDIA devices with eBPF and flag pods that open GPUs the kubelet did not allocate them (needs privileges and the host's cgroup and tracefs mounts: see docs/gpu-audit.md)")
+	f.StringSliceVar(&o.gpuAuditTrusted, "gpu-audit-trusted-namespaces", []string{"tessera-system"},
+		"namespaces whose pods may open any NVIDIA device (the agent's own, DCGM's, the GPU operator's)")
+	f.IntVar(&o.gpuAuditRingBufferBytes, "gpu-audit-ring-buffer-bytes", 256<<10,
+		"size of the audit's kernel-to-agent ring buffer: a power of two of at least 4096; opens that do not fit are counted as lost")
 	f.BoolVar(&o.publishInventory, "publish-inventory", true,
 		"keep the node's GPUNode (gpu.tessera.dev/v1alpha1) equal to what the agent observes; the gpu-scheduler reads it")
 	f.BoolVar(&o.gfdLabels, "gfd-labels", true,
@@ -346,6 +360,7 @@ func agentConfig(o *options) (agent.Config, error) {
 		DebugAddress:              o.debugAddress,
 		ShutdownTimeout:           o.shutdownTimeout,
 		DisableGFDLabels:          !o.gfdLabels,
+		PodUsage:                  o.podUsage,
 		InventoryHeartbeat:        o.inventoryHeartbeat,
 	}
 	var errs []error
@@ -380,6 +395,20 @@ func agentConfig(o *options) (agent.Config, error) {
 		if d.d <= 0 {
 			errs = append(errs, fmt.Errorf("invalid %s=%s: want a duration > 0, such as 30s", d.flag, d.d))
 		}
+	}
+	if o.gpuAudit {
+		rb := o.gpuAuditRingBufferBytes
+		if rb < 4096 || rb&(rb-1) != 0 {
+			errs = append(errs, fmt.Errorf("invalid --gpu-audit-ring-buffer-bytes=%d: want a power of two of at least 4096, such as 262144", rb))
+		}
+		majors, err := gpuaudit.ReadMajors("/proc/devices")
+		if err != nil {
+			// Without the driver loaded the NVIDIA major is still 195; the
+			// audit reports what it cannot watch.
+			klog.Background().Info("Reading device majors for the GPU audit; watching NVIDIA's fixed major only", "err", err.Error())
+		}
+		cfg.GPUAudit = &gpuaudit.Config{Majors: majors, TrustedNamespaces: o.gpuAuditTrusted,
+			RingBufferBytes: rb, MountTracefs: true}
 	}
 	if o.migConfig != "" && o.migConfigFile == "" {
 		errs = append(errs, fmt.Errorf("--mig-config=%s needs --mig-config-file", o.migConfig))
@@ -426,6 +455,9 @@ func runAgent(ctx context.Context, o *options) error {
 	}
 	defer closeBackend(ctx, b)
 	cfg.Backend = b
+	if b.Sim != nil {
+		cfg.Cgroups = b.Sim // the simulated machine's processes live in its own cgroups
+	}
 	return agent.Run(ctx, cfg)
 }
 

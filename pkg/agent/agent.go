@@ -21,11 +21,13 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpuaudit"
 	"github.com/tessera-gpu/tessera/pkg/inventory"
 	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
+	"github.com/tessera-gpu/tessera/pkg/procmap"
 	"github.com/tessera-gpu/tessera/pkg/telemetry"
 )
 
@@ -43,6 +45,10 @@ type Agent struct {
 	// publisher keeps the GPUNode and GFD labels (nil standalone or when
 	// Config.GPUNodes is nil).
 	publisher *inventory.Publisher
+	// podIndex names this node's pods by UID for per-pod usage and the
+	// audit (nil standalone or when neither is on); audit is nil when off.
+	podIndex *procmap.PodIndex
+	audit    *gpuaudit.Auditor
 
 	// recorder is the process's one Event recorder (nil standalone), shared
 	// by telemetry and the layout reconciler; stopEvents flushes it.
@@ -125,6 +131,12 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			}
 		}()
 	}
+	var procs *procmap.Map
+	if cfg.PodUsage || cfg.GPUAudit != nil {
+		if procs, err = a.processOwners(); err != nil {
+			return nil, err
+		}
+	}
 	topts := telemetry.Options{
 		Backend:  cfg.Backend,
 		Machine:  m,
@@ -138,8 +150,23 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	if a.recorder != nil {
 		topts.Recorder = a.recorder
 	}
+	if cfg.PodUsage {
+		topts.Processes = procs
+	}
 	if a.exporter, err = telemetry.New(topts); err != nil {
 		return nil, fmt.Errorf("creating the telemetry exporter: %w", err)
+	}
+	if cfg.GPUAudit != nil {
+		deps := gpuaudit.Deps{Allocations: a.pods, Owners: procs, Machine: m, Clock: cfg.Clock}
+		if a.recorder != nil {
+			deps.Recorder = a.recorder
+		}
+		if a.audit, err = gpuaudit.New(*cfg.GPUAudit, deps); err != nil {
+			return nil, fmt.Errorf("creating the gpu audit: %w", err)
+		}
+		if err := a.audit.Register(a.reg); err != nil {
+			return nil, fmt.Errorf("registering gpu audit metrics: %w", err)
+		}
 	}
 	if cfg.GPUNodes != nil && !standalone {
 		a.publisher, err = inventory.NewPublisher(inventory.Config{
@@ -224,6 +251,31 @@ func (a *Agent) readConfigLabel(ctx context.Context) string {
 	return ""
 }
 
+// noPods is the pod directory of a standalone agent: it knows no pod, so a
+// process in a pod's cgroup is attributed to an unknown pod.
+type noPods struct{}
+
+func (noPods) Pod(string) (procmap.PodInfo, bool) { return procmap.PodInfo{}, false }
+
+// processOwners builds the PID -> container -> pod map of per-pod usage and
+// the audit, with the pod index it reads names from.
+func (a *Agent) processOwners() (*procmap.Map, error) {
+	var pods procmap.PodDirectory = noPods{}
+	if a.cfg.Client != nil {
+		a.podIndex = procmap.NewPodIndex(a.cfg.Client.PodListWatch(a.cfg.NodeName))
+		pods = a.podIndex
+	}
+	cgroups := a.cfg.Cgroups
+	if cgroups == nil {
+		cgroups = procmap.ProcFS{}
+	}
+	procs, err := procmap.New(procmap.Options{Cgroups: cgroups, Pods: pods, TTL: a.cfg.PodResourcesInterval, Clock: a.cfg.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("creating the process map: %w", err)
+	}
+	return procs, nil
+}
+
 // setMachine hands the machine after a layout change to the parts that
 // follow it besides the device plugin and health (which the reconciler
 // updates itself).
@@ -234,6 +286,9 @@ func (a *Agent) setMachine(m *gpu.Machine) {
 	a.exporter.SetMachine(m)
 	if a.publisher != nil {
 		a.publisher.Notify() // it reads the machine from the device plugin
+	}
+	if a.audit != nil {
+		a.audit.SetMachine(m)
 	}
 }
 
@@ -297,6 +352,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.publisher != nil {
 		start("inventory", a.publisher.Run)
+	}
+	if a.podIndex != nil {
+		start("pod index", a.podIndex.Run)
+	}
+	if a.audit != nil {
+		start("gpu audit", a.audit.Run)
 	}
 	if a.cfg.MetricsAddress != "" {
 		start("metrics server", func(ctx context.Context) error {

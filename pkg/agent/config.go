@@ -8,14 +8,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/gpuaudit"
 	"github.com/tessera-gpu/tessera/pkg/inventory"
 	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
+	"github.com/tessera-gpu/tessera/pkg/procmap"
 )
 
 // Defaults applied to zero Config fields.
@@ -40,6 +43,9 @@ type Client interface {
 	inventory.NodeClient
 	// GetNode reads a Node.
 	GetNode(ctx context.Context, name string) (*v1.Node, error)
+	// PodListWatch lists and watches the pods bound to a node (the pod
+	// directory of per-pod usage and the GPU audit).
+	PodListWatch(nodeName string) cache.ListerWatcher
 }
 
 var _ Client = (*kube.Client)(nil)
@@ -137,6 +143,20 @@ type Config struct {
 	DisableGFDLabels bool
 	// MachineType is nvidia.com/gpu.machine (the DMI product name); "" writes "unknown".
 	MachineType string
+	// PodUsage exports per-pod GPU usage (tessera_pod_gpu_*) from the GPU
+	// processes' cgroups; in a container the agent needs the host's PID
+	// namespace (hostPID) to read them. Without Client, processes are
+	// attributed to no pod.
+	PodUsage bool
+	// Cgroups reads a process's /proc/<pid>/cgroup (default procmap.ProcFS
+	// on the host's /proc; a simulated machine serves its own processes').
+	Cgroups procmap.CgroupReader
+	// GPUAudit, when set, runs the eBPF audit of NVIDIA device opens
+	// (pkg/gpuaudit): opens by pods of devices the kubelet did not allocate
+	// them are counted and recorded as Warning Events. It never stops the
+	// agent: without privileges or a usable kernel hook it reports why in
+	// tessera_gpu_audit_up and the agent runs on.
+	GPUAudit *gpuaudit.Config
 	// InventoryHeartbeat is how often an unchanged GPUNode is confirmed
 	// (default inventory's 30 s); the scheduler's stale age must exceed it.
 	InventoryHeartbeat time.Duration
