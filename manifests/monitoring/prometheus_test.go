@@ -246,9 +246,12 @@ func startLayoutManager(t *testing.T, n *simNode) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	recorder, stopEvents := kube.NewEventRecorder(ctx, agentClient, "tessera-gpu-agent", nodeName)
+	t.Cleanup(stopEvents)
 	r, err := reconcile.New(reconcile.Config{
 		NodeName:   nodeName,
 		Client:     agentClient,
+		Recorder:   recorder,
 		Machine:    n.machine,
 		Discoverer: n.backend,
 		Layouts:    reconcile.MIGLayouts{File: migFile, Applier: mig.NewApplier(n.backend, filepath.Join(dir, "mig-journal.json"))},
