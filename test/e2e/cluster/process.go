@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,11 +69,21 @@ func (p *process) stop() error {
 		<-p.done
 		return fmt.Errorf("%s did not stop within %s of SIGTERM; killed (see %s)", p.name, stopGrace, p.log)
 	}
-	var ee *exec.ExitError
-	if p.err != nil && !(errors.As(p.err, &ee) && ee.ExitCode() == 0) {
+	if p.err != nil && !p.cleanExit() {
 		return fmt.Errorf("%s: %w (see %s)", p.name, p.err, p.log)
 	}
 	return nil
+}
+
+// cleanExit accepts kube-scheduler's exit status 1 on SIGTERM when it runs
+// without leader election ("finished without leader elect").
+func (p *process) cleanExit() bool {
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ExitCode() != 1 || p.name != "gpu-scheduler" {
+		return false
+	}
+	data, err := os.ReadFile(p.log)
+	return err == nil && strings.Contains(string(data), "finished without leader elect")
 }
 
 // advertised counts the devices a GPUNode says the agent advertises, per
@@ -86,6 +98,44 @@ func advertised(gn *v1alpha1.GPUNode) map[string]int {
 			if s.Sharing != nil {
 				out[s.Sharing.Resource] += int(s.Sharing.Replicas)
 			}
+		}
+	}
+	return out
+}
+
+// Leftovers lists the processes and mounts of this machine that still refer
+// to the cluster's directories: after Stop there must be none.
+func (c *Cluster) Leftovers() []string {
+	marks := []string{c.Dir}
+	if c.sockets != "" {
+		marks = append(marks, c.sockets)
+	}
+	mentions := func(b []byte) bool {
+		for _, m := range marks {
+			if strings.Contains(string(b), m) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []string
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		environ, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if mentions(cmdline) || mentions(environ) {
+			out = append(out, fmt.Sprintf("process %d: %s", pid, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")))
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if mentions([]byte(l)) {
+			out = append(out, "mount: "+l)
 		}
 	}
 	return out
