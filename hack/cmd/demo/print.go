@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 
@@ -32,16 +33,17 @@ func printResult(res *cluster.Result, c *cluster.Cluster) {
 	tw.Flush()
 	planned := 0
 	for _, p := range res.Pods {
-		if len(p.Planned) > 0 && strings.Join(p.Planned, ",") == strings.Join(p.DeviceIDs(), ",") {
+		if p.AsPlanned() {
 			planned++
 		}
 	}
-	fmt.Printf("  %d of %d placed pods got exactly the devices gpu-scheduler planned (annotation gpu.tessera.dev/devices).\n", planned, placed(res))
+	fmt.Printf("  %d of %d placed pods hold the very devices gpu-scheduler planned (gpu.tessera.dev/devices); the others got devices\n"+
+		"  the kubelet's device manager chose with the agent's preferred allocation, which does not read the plan yet.\n", planned, placed(res))
 
 	section("Refused")
 	for _, p := range res.Pods {
 		if p.Workload.Impossible {
-			fmt.Printf("  %s (%s): %s\n", p.Workload.Key(), p.Workload.Demand(), p.Refusal)
+			fmt.Printf("  %s (%s):\n    %s\n", p.Workload.Key(), p.Workload.Demand(), refusal(p.Refusal))
 		}
 	}
 
@@ -51,7 +53,7 @@ func printResult(res *cluster.Result, c *cluster.Cluster) {
 	fmt.Printf("  advertised before: %s\n  advertised after:  %s\n", counts(r.Before), counts(r.After))
 	for _, p := range res.Pods {
 		if p.Workload.AfterRelabel {
-			fmt.Printf("  %s waited (%s), then landed on %s %s\n", p.Workload.Key(), p.Refusal, p.Node, devices(p.Devices))
+			fmt.Printf("  %s waited (%s), then landed on %s %s\n", p.Workload.Key(), refusal(p.Refusal), p.Node, devices(p.Devices))
 		}
 	}
 
@@ -102,6 +104,16 @@ func placed(res *cluster.Result) int {
 		}
 	}
 	return n
+}
+
+var (
+	nodesAvailable = regexp.MustCompile(`^0/\d+ nodes are available: `)
+	schedulerTail  = regexp.MustCompile(`\.? *(no new claims to deallocate|preemption:).*$`)
+)
+
+// refusal is the Tessera part of kube-scheduler's PodScheduled message.
+func refusal(msg string) string {
+	return schedulerTail.ReplaceAllString(nodesAvailable.ReplaceAllString(msg, ""), "")
 }
 
 func section(title string) { fmt.Printf("\n%s\n", title) }

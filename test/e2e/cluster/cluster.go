@@ -31,8 +31,10 @@ type Options struct {
 	// Dir receives the control plane's data, the generated configs and every
 	// log; it is emptied first. Required.
 	Dir string
-	// BinDir holds gpu-agent, gpu-scheduler, etcd and kube-apiserver. Required.
+	// BinDir holds gpu-agent and gpu-scheduler. Required.
 	BinDir string
+	// K8sBinDir holds etcd and kube-apiserver; default BinDir.
+	K8sBinDir string
 	// RepoDir is the repository root, for the shipped manifests (the GPUNode
 	// CRD, the agent's ConfigMaps, the scheduler's config). Default: the
 	// nearest directory above the working directory holding go.mod.
@@ -80,6 +82,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Dir == "" || opts.BinDir == "" {
 		return nil, errors.New("cluster options: Dir and BinDir are required")
 	}
+	if opts.K8sBinDir == "" {
+		opts.K8sBinDir = opts.BinDir
+	}
 	if opts.Nodes == nil {
 		opts.Nodes = Fleet()
 	}
@@ -118,7 +123,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c.progress("Starting etcd and kube-apiserver on 127.0.0.1 (real binaries, %s)", filepath.Join(c.Dir, "control-plane"))
 	// The control plane outlives ctx when the caller keeps the cluster up;
 	// Stop ends it.
-	if c.cp, err = k8stest.Start(context.WithoutCancel(ctx), k8stest.Options{BinDir: opts.BinDir, DataDir: filepath.Join(c.Dir, "control-plane")}); err != nil {
+	if c.cp, err = k8stest.Start(context.WithoutCancel(ctx), k8stest.Options{BinDir: opts.K8sBinDir, DataDir: filepath.Join(c.Dir, "control-plane")}); err != nil {
 		return nil, err
 	}
 	c.Kubeconfig, c.client = c.cp.Kubeconfig, c.cp.Client()

@@ -11,9 +11,9 @@ import (
 
 // explain says why the pod's devices fit its demand, from the devices'
 // topology and what else the node holds: the facts behind the choice.
-func explain(w Workload, gn *v1alpha1.GPUNode, devs []Device, _ map[string]*v1alpha1.GPUNode) string {
+func explain(w Workload, gn *v1alpha1.GPUNode, devs []Device) (why, interconnect string) {
 	if len(devs) == 0 {
-		return ""
+		return "", ""
 	}
 	var parts []string
 	if len(w.Products) > 0 {
@@ -36,17 +36,15 @@ func explain(w Workload, gn *v1alpha1.GPUNode, devs []Device, _ map[string]*v1al
 		for _, d := range devs {
 			idx = append(idx, d.GPU)
 		}
-		parts = append(parts, linkSummary(gn, idx, w.NVLink))
-		used, total := wholeUse(gn)
-		if used == total {
-			parts = append(parts, fmt.Sprintf("the node's whole GPUs are now all in use (%d/%d)", used, total))
-		}
+		var s string
+		s, interconnect = linkSummary(gn, idx, w.NVLink)
+		parts = append(parts, s)
 	}
-	return strings.Join(parts, "; ")
+	return strings.Join(parts, "; "), interconnect
 }
 
 // linkSummary describes the worst link within the GPU set.
-func linkSummary(gn *v1alpha1.GPUNode, idx []int, nvlinkRequired bool) string {
+func linkSummary(gn *v1alpha1.GPUNode, idx []int, nvlinkRequired bool) (string, string) {
 	n := len(gn.Status.GPUs)
 	links, err := v1alpha1.ParseLinks(gn.Status.Links, n)
 	numa := map[int]bool{}
@@ -57,10 +55,10 @@ func linkSummary(gn *v1alpha1.GPUNode, idx []int, nvlinkRequired bool) string {
 	}
 	numas := fmt.Sprintf("NUMA node %s", joinInts(slices.Sorted(maps.Keys(numa))))
 	if len(idx) == 1 {
-		return "1 GPU on " + numas
+		return "1 GPU on " + numas, ""
 	}
 	if err != nil {
-		return fmt.Sprintf("%d GPUs on %s", len(idx), numas)
+		return fmt.Sprintf("%d GPUs on %s", len(idx), numas), ""
 	}
 	allNV, allNVS, worst := true, true, 0
 	for _, a := range idx {
@@ -74,19 +72,19 @@ func linkSummary(gn *v1alpha1.GPUNode, idx []int, nvlinkRequired bool) string {
 			worst = max(worst, slices.Index(v1alpha1.PCIePaths, c.PCIe))
 		}
 	}
-	s := fmt.Sprintf("%d GPUs ", len(idx))
+	s, kind := fmt.Sprintf("%d GPUs ", len(idx)), "pcie"
 	switch {
 	case allNVS:
-		s += "all NVLink-connected through NVSwitch"
+		s, kind = s+"all NVLink-connected through NVSwitch", "nvswitch"
 	case allNV:
-		s += "all NVLink-connected"
+		s, kind = s+"all NVLink-connected", "nvlink"
 	default:
 		s += "on PCIe (" + pcieWords[v1alpha1.PCIePaths[worst]] + ")"
 	}
 	if nvlinkRequired {
 		s += ", as the pod requires"
 	}
-	return s + ", " + numas
+	return s + ", " + numas, kind
 }
 
 var pcieWords = map[string]string{
@@ -127,25 +125,6 @@ func sharers(gn *v1alpha1.GPUNode, w Workload, gpu int) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// wholeUse counts the node's GPUs advertised whole and those held.
-func wholeUse(gn *v1alpha1.GPUNode) (used, total int) {
-	held := map[string]bool{}
-	for _, a := range gn.Status.Allocations {
-		for _, id := range a.DeviceIDs {
-			held[id] = true
-		}
-	}
-	for _, g := range gn.Status.GPUs {
-		if g.Sharing != nil && g.Sharing.Replicas == 1 {
-			total++
-			if held[g.UUID] {
-				used++
-			}
-		}
-	}
-	return used, total
 }
 
 func joinInts(v []int) string {

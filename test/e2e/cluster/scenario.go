@@ -47,6 +47,9 @@ type PodResult struct {
 	// Devices are the devices the kubelet's device manager allocated, as the
 	// node's agent reports them in the GPUNode (from the PodResources API).
 	Devices []Device
+	// Interconnect is the weakest link between the pod's whole GPUs:
+	// "nvswitch", "nvlink" or "pcie"; empty for fewer than two.
+	Interconnect string
 	// Why explains the choice from the pod's demand and the devices' topology.
 	Why string
 	// Refusal is the scheduler's reason while the pod could not be placed
@@ -61,6 +64,21 @@ func (p PodResult) DeviceIDs() []string {
 		out = append(out, d.ID)
 	}
 	return out
+}
+
+// AsPlanned reports whether the pod holds the physical devices (GPUs or MIG
+// slices) the scheduler planned; share units count as their GPU.
+func (p PodResult) AsPlanned() bool {
+	held := map[string]bool{}
+	for _, d := range p.Devices {
+		u, _, _ := strings.Cut(d.ID, "::")
+		held[u] = true
+	}
+	planned := map[string]bool{}
+	for _, id := range p.Planned {
+		planned[id] = true
+	}
+	return len(planned) > 0 && maps.Equal(held, planned)
 }
 
 // Device is one allocated device, decoded with the node's GPUNode.
@@ -318,7 +336,7 @@ func (c *Cluster) collect(ctx context.Context, res *Result, work []Workload, ref
 		}
 		if gn := gnodes[pr.Node]; gn != nil {
 			pr.Devices = decode(gn, allocated(gn, p.Namespace, p.Name))
-			pr.Why = explain(w, gn, pr.Devices, gnodes)
+			pr.Why, pr.Interconnect = explain(w, gn, pr.Devices)
 		}
 		res.Pods = append(res.Pods, pr)
 	}

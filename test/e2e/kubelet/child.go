@@ -19,10 +19,16 @@ import (
 // RunIfChild run the stand-in.
 const configEnv = "TESSERA_KUBELET_STANDIN_CONFIG"
 
+// probeEnv makes RunIfChild exit at once: Supported's probe.
+const probeEnv = "TESSERA_KUBELET_STANDIN_PROBE"
+
 // RunIfChild runs the stand-in and exits when this process is one that
 // Start launched; otherwise it returns at once. Call it first in main (and
 // in TestMain) of every binary that calls Start.
 func RunIfChild() {
+	if os.Getenv(probeEnv) != "" {
+		os.Exit(0)
+	}
 	path := os.Getenv(configEnv)
 	if path == "" {
 		return
@@ -98,19 +104,42 @@ func Start(cfg Config, logPath string) (*Process, error) {
 	cmd := exec.Command(self)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), configEnv+"="+cfgPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
-		Pdeathsig:   syscall.SIGKILL,
-		Setpgid:     true, // a Ctrl-C reaches the parent only, which stops children in order
-	}
+	cmd.SysProcAttr = namespaced()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the kubelet stand-in for %s in a new user and mount namespace: %w", cfg.NodeName, err)
 	}
 	p := &Process{Config: cfg, cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	return p, nil
+}
+
+// namespaced runs a child in a new user and mount namespace (uid and gid 0
+// there are ours), in its own process group (a Ctrl-C reaches the parent
+// only, which stops its children in order), killed if the parent dies.
+func namespaced() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+		Pdeathsig:   syscall.SIGKILL,
+		Setpgid:     true,
+	}
+}
+
+// Supported reports why stand-ins cannot start here (nil when they can):
+// unprivileged user namespaces may be disabled.
+func Supported() error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding this executable: %w", err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), probeEnv+"=1")
+	cmd.SysProcAttr = namespaced()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("starting a process in a new user and mount namespace: %w %s", err, out)
+	}
+	return nil
 }
 
 // Pid is the stand-in's process id.
