@@ -27,7 +27,7 @@ func main() {
 	dir := flag.String("dir", "_output/demo", "directory for the control plane, configs and logs (emptied first)")
 	bin := flag.String("bin", "bin", "directory holding gpu-agent, gpu-scheduler, etcd and kube-apiserver")
 	keep := flag.Bool("keep", false, "leave the cluster up after the summary, until Ctrl-C")
-	traces := flag.String("traces", "", "directory of the openb traces (make demo TRACES=dir); the replay step is skipped without them")
+	traces := flag.String("traces", "", "directory of the openb traces (make demo TRACES=dir); the trace-replay step is skipped without them")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -61,9 +61,7 @@ func run(ctx context.Context, dir, bin, traces string, keep bool) (err error) {
 		return interrupted(ctx, fmt.Errorf("%w (logs: %s)", err, c.Dir))
 	}
 	printResult(res, c)
-	if traces != "" {
-		replay(ctx, bin, traces, filepath.Join(c.Dir, "placement"))
-	}
+	replay(ctx, bin, traces, filepath.Join(c.Dir, "placement"))
 	fmt.Printf("\nDone in %.0fs: %s\n", time.Since(start).Seconds(), summary(res))
 	if keep {
 		fmt.Printf("\nThe cluster stays up (KEEP=1):\n  export KUBECONFIG=%s\n  kubectl get nodes,gpunodes -o wide; kubectl get pods -A -o wide\n"+

@@ -22,8 +22,8 @@ func replay(ctx context.Context, bin, traces, out string) {
 	pods := filepath.Join(traces, "openb_pod_list_default.csv")
 	section("Placement replay of the openb 'default' trace (offline simulator, seed 42, FGD vs Tessera)")
 	for _, f := range []string{nodes, pods} {
-		if _, err := os.Stat(f); err != nil {
-			fmt.Printf("  skipped: no %s; %s\n", f, tracesHint)
+		if _, err := os.Stat(f); traces == "" || err != nil {
+			fmt.Printf("  skipped: no openb traces in %q; %s\n", traces, tracesHint)
 			return
 		}
 	}
