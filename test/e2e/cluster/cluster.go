@@ -77,7 +77,8 @@ type Node struct {
 // Start brings the cluster up: control plane, the fleet (a kubelet stand-in
 // and a gpu-agent per node), the scheduler; it returns once every agent has
 // published its GPUNode and the kubelets advertise its devices. On error
-// everything started is stopped.
+// everything started is stopped, and the Cluster returned (nil when nothing
+// was started) still answers Leftovers; Stop may be called again.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Dir == "" || opts.BinDir == "" {
 		return nil, errors.New("cluster options: Dir and BinDir are required")
@@ -116,6 +117,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	defer func() {
 		if err != nil {
 			_ = c.Stop()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (while: %w)", ctx.Err(), err)
+			}
 		}
 	}()
 
@@ -124,30 +128,30 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	// The control plane outlives ctx when the caller keeps the cluster up;
 	// Stop ends it.
 	if c.cp, err = k8stest.Start(context.WithoutCancel(ctx), k8stest.Options{BinDir: opts.K8sBinDir, DataDir: filepath.Join(c.Dir, "control-plane")}); err != nil {
-		return nil, err
+		return c, err
 	}
 	c.Kubeconfig, c.client = c.cp.Kubeconfig, c.cp.Client()
 	if c.gpunodes, err = client.NewForConfig(c.cp.RESTConfig()); err != nil {
-		return nil, err
+		return c, err
 	}
 	if err := c.prepareAPI(ctx); err != nil {
-		return nil, err
+		return c, err
 	}
 	if err := c.writeConfigs(); err != nil {
-		return nil, err
+		return c, err
 	}
 
 	c.progress("Starting %d kubelet stand-ins (the kubelet's device manager, each in its own user+mount namespace)", len(opts.Nodes))
 	for _, spec := range opts.Nodes {
 		n := &Node{Spec: spec, Dir: filepath.Join(c.Dir, "nodes", spec.Name)}
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
-			return nil, err
+			return c, err
 		}
 		varLib := filepath.Join(c.sockets, spec.Name)
 		cfg := kubelet.Config{NodeName: spec.Name, Kubeconfig: c.Kubeconfig, VarLib: varLib,
 			PodResourcesSocket: filepath.Join(varLib, "pod-resources.sock"), Labels: spec.Labels, CPU: spec.CPU, Memory: spec.Memory}
 		if n.standin, err = kubelet.Start(cfg, filepath.Join(n.Dir, "kubelet.log")); err != nil {
-			return nil, err
+			return c, err
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
@@ -159,17 +163,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 		return true, nil
 	}); err != nil {
-		return nil, err
+		return c, err
 	}
 
 	c.progress("Starting %d gpu-agents (--backend=sim:<node>/machine.yaml: simulated NVML, real agent)", len(opts.Nodes))
 	for _, n := range c.Nodes {
 		if err := c.startAgent(n); err != nil {
-			return nil, err
+			return c, err
 		}
 	}
 	if err := c.startScheduler(); err != nil {
-		return nil, err
+		return c, err
 	}
 	c.progress("Waiting for the GPUNodes, GFD labels, device-plugin resources and the %s layout", LayoutMixed)
 	if err := c.poll(ctx, 90*time.Second, "the fleet to be ready", func() (bool, error) {
@@ -185,7 +189,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		_, err := scrape(c.SchedulerMetricsURL)
 		return err == nil, c.scheduler.exited()
 	}); err != nil {
-		return nil, err
+		return c, err
 	}
 	c.progress("Cluster up in %.1fs: KUBECONFIG=%s", time.Since(start).Seconds(), c.Kubeconfig)
 	return c, nil
