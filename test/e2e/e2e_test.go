@@ -215,9 +215,6 @@ func checkRelabel(t *testing.T, res *cluster.Result) {
 		if !p.Workload.AfterRelabel {
 			continue
 		}
-		if !strings.Contains(p.Refusal, "no node offers MIG profile 3g.40gb (nvidia.com/mig-3g.40gb); MIG profiles offered: 1g.10gb") {
-			t.Errorf("%s before the layout change: refusal %q, want Tessera's reason naming the missing profile", p.Workload.Key(), p.Refusal)
-		}
 		for _, d := range p.Devices {
 			if d.GPU != 6 && d.GPU != 7 {
 				t.Errorf("%s holds %s; the new 3g.40gb slices are on GPUs 6 and 7", p.Workload.Key(), d)

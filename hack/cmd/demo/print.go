@@ -53,7 +53,7 @@ func printResult(res *cluster.Result, c *cluster.Cluster) {
 	fmt.Printf("  advertised before: %s\n  advertised after:  %s\n", counts(r.Before), counts(r.After))
 	for _, p := range res.Pods {
 		if p.Workload.AfterRelabel {
-			fmt.Printf("  %s waited (%s), then landed on %s %s\n", p.Workload.Key(), refusal(p.Refusal), p.Node, devices(p.Devices))
+			fmt.Printf("  then %s (%s) landed on %s %s\n", p.Workload.Key(), p.Workload.Demand(), p.Node, devices(p.Devices))
 		}
 	}
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -253,7 +254,7 @@ func (c *Cluster) configMap(rel string) (map[string]string, error) {
 
 func (c *Cluster) startAgent(n *Node) error {
 	machine := filepath.Join(n.Dir, "machine.yaml")
-	if err := os.WriteFile(machine, []byte(machineYAML(n.Spec)), 0o644); err != nil {
+	if err := c.writeMachine(n.Spec, machine); err != nil {
 		return err
 	}
 	addr, err := freeAddress()
@@ -271,6 +272,22 @@ func (c *Cluster) startAgent(n *Node) error {
 		"--pod-resources-socket="+cfg.PodResourcesSocket, "--pod-resources-interval=500ms",
 		"--metrics-address="+addr, "--collection-interval=1s")
 	return err
+}
+
+var nameLine = regexp.MustCompile(`(?m)^name: .*$`)
+
+// writeMachine copies spec's built-in machine description under the node's name.
+func (c *Cluster) writeMachine(spec NodeSpec, path string) error {
+	rel := filepath.Join("pkg/gpu/sim/machines", spec.Machine+".yaml")
+	data, err := os.ReadFile(filepath.Join(c.opts.RepoDir, rel))
+	if err != nil {
+		return fmt.Errorf("node %s: machine %q: %w", spec.Name, spec.Machine, err)
+	}
+	if !nameLine.Match(data) {
+		return fmt.Errorf("%s: no name line", rel)
+	}
+	out := nameLine.ReplaceAll(data, []byte("name: "+spec.Name+" # "+spec.Machine+", renamed by test/e2e/cluster"))
+	return os.WriteFile(path, out, 0o644)
 }
 
 func (c *Cluster) startScheduler() error {
