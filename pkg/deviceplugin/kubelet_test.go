@@ -26,7 +26,7 @@ type kubelet struct {
 	*kubelettest.Kubelet
 }
 
-func startKubelet(t *testing.T) *kubelet {
+func startKubelet(t testing.TB) *kubelet {
 	t.Helper()
 	return &kubelet{kubelettest.Start(t)}
 }
@@ -45,7 +45,7 @@ func (k *kubelet) capacity() (map[string]int64, map[string]int64) {
 }
 
 // waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true,
 		func(context.Context) (bool, error) { return cond(), nil })
@@ -56,7 +56,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // waitCapacity waits until the kubelet's allocatable equals want for every named resource
 // (a zero means the resource is gone or empty).
-func (k *kubelet) waitAllocatable(t *testing.T, want map[string]int64) {
+func (k *kubelet) waitAllocatable(t testing.TB, want map[string]int64) {
 	t.Helper()
 	var last map[string]int64
 	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true,
@@ -125,7 +125,7 @@ func (k *kubelet) admit(t *testing.T, p *v1.Pod) ([]string, error) {
 }
 
 // runPlugin runs a device-plugin manager against the kubelet until the test ends.
-func runPlugin(t *testing.T, m *deviceplugin.Manager) (stop func()) {
+func runPlugin(t testing.TB, m *deviceplugin.Manager) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
