@@ -195,4 +195,3 @@ func render(t metav1.Table, wide bool, now time.Time) string {
 	_ = w.Flush()
 	return b.String()
 }
-
