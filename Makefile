@@ -158,7 +158,7 @@ bench-scenarios: ## Run the synthetic scenarios (MIG, NVLink islands, time-share
 	$(BIN)/gpu-scheduler simulate scenarios --scenario all --policy all --seeds 42-51 --out _output/scenarios
 
 .PHONY: bench-agent
-bench-agent: ## Run gpu-agent on a simulated DGX H100 (8 GPUs x 7 MIG devices, 100 pods) for a minute: /metrics p50/p99 and bytes, RSS, CPU.
+bench-agent: ## Run gpu-agent on a simulated DGX H100 (8 GPUs x 7 MIG devices, 100 pods) against a real kube-apiserver with the inventory publisher on: /metrics p50/p99 and bytes, RSS, CPU, GPUNode writes/min (steady, 100 pods churning).
 	TESSERA_BENCH_AGENT=1 TESSERA_BENCH_OUT=$(BIN)/bench-agent.txt $(GO) test -count=1 -timeout 10m -v -run TestAgentFootprint ./test/agentbench/
 
 .PHONY: bench-audit

@@ -173,7 +173,8 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 			NodeName: cfg.NodeName, Nodes: cfg.Client, GPUNodes: cfg.GPUNodes,
 			Devices: a.mgr, Health: a.tracker, Pods: a.pods,
 			MachineType: cfg.MachineType, DisableLabels: cfg.DisableGFDLabels,
-			HeartbeatInterval: cfg.InventoryHeartbeat, Clock: cfg.Clock,
+			HeartbeatInterval: cfg.InventoryHeartbeat, MinWriteInterval: cfg.InventoryMinWriteInterval,
+			ResyncInterval: cfg.InventoryResyncInterval, Clock: cfg.Clock,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("creating the inventory publisher: %w", err)
@@ -341,10 +342,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	start("device plugin", a.mgr.Run)
-	start("health", deviceplugin.HealthLoop{
+	healthLoop := deviceplugin.HealthLoop{
 		Events: gpu.TeeEvents(a.cfg.Backend, a.exporter.ObserveEvent), Tracker: a.tracker, Manager: a.mgr,
 		Clock: a.cfg.Clock, Discoverer: a.cfg.Backend, ProbeInterval: a.cfg.LostGPUProbeInterval,
-	}.Run)
+	}
+	if a.publisher != nil {
+		healthLoop.OnChange = a.publisher.Notify // a health change is published now, not at the next resync
+	}
+	start("health", healthLoop.Run)
 	start("pod resources", a.pods.Run)
 	start("telemetry", a.exporter.Run)
 	if a.layouts != nil {

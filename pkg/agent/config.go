@@ -160,6 +160,13 @@ type Config struct {
 	// InventoryHeartbeat is how often an unchanged GPUNode is confirmed
 	// (default inventory's 30 s); the scheduler's stale age must exceed it.
 	InventoryHeartbeat time.Duration
+	// InventoryMinWriteInterval spaces GPUNode writes: changes within it
+	// are coalesced into one write (default inventory's 5 s).
+	InventoryMinWriteInterval time.Duration
+	// InventoryResyncInterval is how often the inventory is compared with
+	// what the agent observes for changes nothing signalled, such as pods
+	// coming and going (default inventory's 5 s).
+	InventoryResyncInterval time.Duration
 }
 
 // Validate reports settings that cannot work, naming the Config field and
@@ -202,6 +209,8 @@ func (c *Config) Validate() field.ErrorList {
 		"MIGApplyTimeout": c.MIGApplyTimeout, "MIGDrainPollInterval": c.MIGDrainPollInterval,
 		"CollectionInterval": c.CollectionInterval, "PodResourcesInterval": c.PodResourcesInterval,
 		"NodeReadTimeout": c.NodeReadTimeout, "ShutdownTimeout": c.ShutdownTimeout,
+		"InventoryHeartbeat": c.InventoryHeartbeat, "InventoryMinWriteInterval": c.InventoryMinWriteInterval,
+		"InventoryResyncInterval": c.InventoryResyncInterval,
 	} {
 		if d < 0 {
 			errs = append(errs, field.Invalid(field.NewPath(name), d.String(), "must be >= 0 (0 takes the default)"))

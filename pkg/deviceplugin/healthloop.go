@@ -42,6 +42,9 @@ type HealthLoop struct {
 	// ProbeInterval is how often lost GPUs are probed; default
 	// DefaultProbeInterval.
 	ProbeInterval time.Duration
+	// OnChange, when set, is called after a GPU changed state and the
+	// manager was told (the inventory publisher's Notify); it must not block.
+	OnChange func()
 }
 
 // Run watches until ctx is done. It returns the event source's error if
@@ -67,6 +70,9 @@ func (h HealthLoop) Run(ctx context.Context) error {
 		}
 		if len(changes) > 0 {
 			h.Manager.HealthChanged()
+			if h.OnChange != nil {
+				h.OnChange()
+			}
 		}
 	}
 	for {

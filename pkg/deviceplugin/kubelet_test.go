@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,91 +14,26 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/klog/v2"
-	api "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
-	"k8s.io/kubernetes/pkg/kubelet/cm/containermap"
-	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
-	"k8s.io/kubernetes/pkg/kubelet/cm/topologymanager"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin/kubelettest"
 )
 
-// kubelet is the kubelet's real device manager, started in the test's private
-// /var/lib, with a settable set of active pods.
+// kubelet is the kubelet's real device manager (kubelettest), started in
+// the test's private /var/lib, with a settable set of active pods.
 type kubelet struct {
-	t    *testing.T
-	mgr  *devicemanager.ManagerImpl
-	mu   sync.Mutex
-	pods []*v1.Pod
+	*kubelettest.Kubelet
 }
 
-type sourcesReady struct{}
-
-func (sourcesReady) AddSource(string) {}
-func (sourcesReady) AllReady() bool   { return false } // never garbage-collect allocations in tests
-
-func startKubelet(t *testing.T) *kubelet {
+func startKubelet(t testing.TB) *kubelet {
 	t.Helper()
-	requireNamespace(t)
-	// Every test gets an empty plugin directory: the kubelet's checkpoint would
-	// otherwise carry allocations and resources from one test into the next.
-	if err := os.MkdirAll(api.DevicePluginPath, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir(api.DevicePluginPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(api.DevicePluginPath, e.Name())); err != nil {
-			t.Fatal(err)
-		}
-	}
-	k := &kubelet{t: t}
-	mgr, err := devicemanager.NewManagerImpl(nil, topologymanager.NewFakeManager())
-	if err != nil {
-		t.Fatalf("NewManagerImpl: %v", err)
-	}
-	if err := mgr.Start(klog.Background(), k.activePods, sourcesReady{}, containermap.NewContainerMap(), sets.New[string]()); err != nil {
-		t.Fatalf("starting the device manager: %v", err)
-	}
-	k.mgr = mgr
-	t.Cleanup(func() { k.stop() })
-	return k
-}
-
-func (k *kubelet) stop() {
-	if k.mgr != nil {
-		_ = k.mgr.Stop(klog.Background())
-		k.mgr = nil
-	}
-}
-
-// restart stops the device manager and starts a new one, as a kubelet restart does.
-func (k *kubelet) restart() {
-	k.t.Helper()
-	k.stop()
-	mgr, err := devicemanager.NewManagerImpl(nil, topologymanager.NewFakeManager())
-	if err != nil {
-		k.t.Fatalf("NewManagerImpl: %v", err)
-	}
-	if err := mgr.Start(klog.Background(), k.activePods, sourcesReady{}, containermap.NewContainerMap(), sets.New[string]()); err != nil {
-		k.t.Fatalf("restarting the device manager: %v", err)
-	}
-	k.mgr = mgr
-}
-
-func (k *kubelet) activePods() []*v1.Pod {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return slices.Clone(k.pods)
+	return &kubelet{kubelettest.Start(t)}
 }
 
 // capacity returns the kubelet's capacity and allocatable counts per resource.
 func (k *kubelet) capacity() (map[string]int64, map[string]int64) {
-	c, a, _ := k.mgr.GetCapacity()
+	c, a, _ := k.Manager().GetCapacity()
 	cap, alloc := map[string]int64{}, map[string]int64{}
 	for n, q := range c {
 		cap[string(n)] = q.Value()
@@ -111,7 +45,7 @@ func (k *kubelet) capacity() (map[string]int64, map[string]int64) {
 }
 
 // waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true,
 		func(context.Context) (bool, error) { return cond(), nil })
@@ -122,7 +56,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // waitCapacity waits until the kubelet's allocatable equals want for every named resource
 // (a zero means the resource is gone or empty).
-func (k *kubelet) waitAllocatable(t *testing.T, want map[string]int64) {
+func (k *kubelet) waitAllocatable(t testing.TB, want map[string]int64) {
 	t.Helper()
 	var last map[string]int64
 	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true,
@@ -157,27 +91,17 @@ func req(name string, n int64) v1.ResourceList {
 	return v1.ResourceList{v1.ResourceName(name): *resource.NewQuantity(n, resource.DecimalSI)}
 }
 
-// forget drops a pod from the active pods (after a failed admission).
-func (k *kubelet) forget(name string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.pods = slices.DeleteFunc(k.pods, func(p *v1.Pod) bool { return p.Name == name })
-}
-
 // admit runs the kubelet's allocation for every container of p and returns
 // each container's NVIDIA_VISIBLE_DEVICES (or CDI devices) value.
 func (k *kubelet) admit(t *testing.T, p *v1.Pod) ([]string, error) {
 	t.Helper()
-	k.mu.Lock()
-	k.pods = append(k.pods, p)
-	k.mu.Unlock()
+	if err := k.Admit(p); err != nil {
+		return nil, err
+	}
 	var out []string
 	for i := range p.Spec.Containers {
 		c := &p.Spec.Containers[i]
-		if err := k.mgr.Allocate(p, c); err != nil {
-			return nil, err
-		}
-		opts, err := k.mgr.GetDeviceRunContainerOptions(context.Background(), p, c)
+		opts, err := k.Manager().GetDeviceRunContainerOptions(context.Background(), p, c)
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +125,7 @@ func (k *kubelet) admit(t *testing.T, p *v1.Pod) ([]string, error) {
 }
 
 // runPlugin runs a device-plugin manager against the kubelet until the test ends.
-func runPlugin(t *testing.T, m *deviceplugin.Manager) (stop func()) {
+func runPlugin(t testing.TB, m *deviceplugin.Manager) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -220,12 +144,12 @@ func runPlugin(t *testing.T, m *deviceplugin.Manager) (stop func()) {
 }
 
 func pluginConfig() deviceplugin.Config {
-	return deviceplugin.Config{PluginDir: api.DevicePluginPath}
+	return deviceplugin.Config{PluginDir: kubelettest.PluginDir}
 }
 
 func sockets(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir(api.DevicePluginPath)
+	entries, err := os.ReadDir(kubelettest.PluginDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -232,14 +232,14 @@ func TestReRegistersAfterKubeletRestart(t *testing.T) {
 	k.waitAllocatable(t, map[string]int64{"nvidia.com/gpu": 4})
 	for i := range 3 {
 		start := time.Now()
-		k.restart()
+		k.Restart()
 		// The restarted kubelet restores its devices from the checkpoint, so
 		// capacity alone proves nothing: admitting a pod needs the plugin's
 		// Allocate through a live, re-registered endpoint.
 		waitFor(t, "a pod admitted after the kubelet restart", func() bool {
 			_, err := k.admit(t, pod(fmt.Sprintf("after-restart-%d", i), req("nvidia.com/gpu", 1)))
 			if err != nil {
-				k.forget(fmt.Sprintf("after-restart-%d", i))
+				k.Forget(fmt.Sprintf("after-restart-%d", i))
 			}
 			return err == nil
 		})
@@ -274,8 +274,8 @@ func TestAgentRestartKeepsAllocations(t *testing.T) {
 	}
 	runPlugin(t, second)
 	k.waitAllocatable(t, map[string]int64{"nvidia.com/gpu": 8})
-	p := k.activePods()[0]
-	opts, err := k.mgr.GetDeviceRunContainerOptions(t.Context(), p, &p.Spec.Containers[0])
+	p := k.ActivePods()[0]
+	opts, err := k.Manager().GetDeviceRunContainerOptions(t.Context(), p, &p.Spec.Containers[0])
 	if err != nil || len(opts.Envs) != 1 || opts.Envs[0].Value != before[0] {
 		t.Fatalf("after the agent restart the kubelet hands %+v (err %v), want the checkpointed %s", opts, err, before[0])
 	}

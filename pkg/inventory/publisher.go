@@ -255,6 +255,14 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	nodeInf := cache.NewSharedIndexInformer(p.cfg.Nodes.NodeListWatch(p.cfg.NodeName), &v1.Node{}, 0, cache.Indexers{})
 	gnInf := cache.NewSharedIndexInformer(p.cfg.GPUNodes.NodeListWatch(p.cfg.NodeName), &v1alpha1.GPUNode{}, 0, cache.Indexers{})
+	// The caches keep only what sync reads: a Node object carries its
+	// images, conditions and managedFields (tens of KiB on a busy node).
+	if err := nodeInf.SetTransform(leanNode); err != nil {
+		return fmt.Errorf("watching node %s: %w", p.cfg.NodeName, err)
+	}
+	if err := gnInf.SetTransform(leanGPUNode); err != nil {
+		return fmt.Errorf("watching gpunode %s: %w", p.cfg.NodeName, err)
+	}
 	if _, err := nodeInf.AddEventHandler(handler(&p.seen.node)); err != nil {
 		return fmt.Errorf("watching node %s: %w", p.cfg.NodeName, err)
 	}
@@ -374,6 +382,24 @@ func (p *Publisher) sync(ctx context.Context) error {
 	}
 	p.failures = 0
 	return nil
+}
+
+// leanNode keeps of a Node what the publisher reads: name, UID,
+// resourceVersion and labels.
+func leanNode(obj any) (any, error) {
+	n, ok := obj.(*v1.Node)
+	if !ok {
+		return obj, nil
+	}
+	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels}}, nil
+}
+
+// leanGPUNode drops a GPUNode's managedFields, which the publisher never reads.
+func leanGPUNode(obj any) (any, error) {
+	if gn, ok := obj.(*v1alpha1.GPUNode); ok {
+		gn.ManagedFields = nil
+	}
+	return obj, nil
 }
 
 func ownerRef(node *v1.Node) metav1.OwnerReference {

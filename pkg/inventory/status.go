@@ -3,7 +3,6 @@ package inventory
 import (
 	"cmp"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -272,11 +271,18 @@ func productName(d gpu.Device) string {
 	return sanitise(d.Name)
 }
 
-var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9\-_. ]`)
-
 // sanitise turns a device or profile name into a label value part the way
 // GFD does: characters other than letters, digits, '-', '_', '.' and blanks
 // are dropped, and runs of blanks become single dashes.
+// (A regexp did this before; its pooled backtracker state stayed on the
+// agent's heap between syncs.)
 func sanitise(s string) string {
-	return strings.Join(strings.Fields(unsafeChars.ReplaceAllString(s, "")), "-")
+	kept := strings.Map(func(r rune) rune {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9', r == '-', r == '_', r == '.', r == ' ':
+			return r
+		}
+		return -1
+	}, s)
+	return strings.Join(strings.Fields(kept), "-")
 }

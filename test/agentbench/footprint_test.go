@@ -1,7 +1,11 @@
 // Package agentbench measures the gpu-agent binary as a DaemonSet would run
 // it: the process's resident memory and CPU over a minute of collection, and
 // /metrics latency and size, on a simulated DGX H100 with seven MIG devices
-// per GPU and 100 pods. `make bench-agent` runs it; `go test` alone skips it.
+// per GPU and 100 pods, in a cluster: a real kube-apiserver (pkg/k8stest)
+// with the GPUNode CRD, the layout chosen by the node label, and the
+// inventory publisher on, writing the GPUNode and GFD labels; its writes per
+// minute are counted at steady state and while 100 pods come and go.
+// `make bench-agent` runs it; `go test` alone skips it.
 package agentbench
 
 import (
@@ -24,11 +28,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
+	"github.com/tessera-gpu/tessera/pkg/inventory/inventorytest"
+	"github.com/tessera-gpu/tessera/pkg/k8stest"
 	"github.com/tessera-gpu/tessera/pkg/mig"
+	"github.com/tessera-gpu/tessera/pkg/mig/reconcile"
 	"github.com/tessera-gpu/tessera/pkg/podresources/podresourcestest"
 )
 
@@ -42,6 +50,7 @@ const (
 	targetRSS    = 40 << 20 // bytes
 	targetCPU    = 1.0      // % of one core
 	clockTicks   = 100      // USER_HZ on Linux
+	nodeName     = "bench-node"
 )
 
 // TestAgentFootprint is a benchmark, not a check: it prints the figures and
@@ -67,7 +76,18 @@ func TestAgentFootprint(t *testing.T) {
 	dir := t.TempDir()
 	migFile := extractMIGConfig(t, dir)
 	pods := holders(ctx, t, migFile)
-	srv := podresourcestest.Start(t, pods...)
+	srv := podresourcestest.Start(t) // the pods arrive once the layout is in place
+
+	// The cluster: a real kube-apiserver with the GPUNode CRD, and the
+	// agent's Node asking for the layout by label.
+	cp := k8stest.StartForTest(t)
+	if err := inventorytest.InstallCRD(ctx, cp.RESTConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Client().CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName,
+		Labels: map[string]string{reconcile.MIGConfigLabel: migConfig}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	agent := filepath.Join(dir, "gpu-agent")
 	build := exec.CommandContext(ctx, "go", "build", "-o", agent, "github.com/tessera-gpu/tessera/cmd/gpu-agent")
@@ -75,14 +95,17 @@ func TestAgentFootprint(t *testing.T) {
 	if err := build.Run(); err != nil {
 		t.Fatalf("building gpu-agent: %v", err)
 	}
-	addr := freeAddress(t)
+	addr, debugAddr := freeAddress(t), freeAddress(t)
 	cmd := exec.CommandContext(ctx, agent,
 		"--backend="+machine,
-		"--mig-config-file="+migFile, "--mig-config="+migConfig,
+		"--kubeconfig="+cp.Kubeconfig, "--node-name="+nodeName,
+		"--mig-config-file="+migFile,
 		"--pod-resources-socket="+srv.Socket(),
 		"--device-plugin-dir="+dir+"/",
 		"--metrics-address="+addr,
+		"--debug-address="+debugAddr,
 		"--collection-interval=10s",
+		"--publish-inventory=true",
 	)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -96,11 +119,19 @@ func TestAgentFootprint(t *testing.T) {
 			t.Logf("agent log:\n%s", logs.String())
 		}
 	}()
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		n, err := cp.Client().CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		return err == nil && n.Labels[reconcile.MIGStateLabel] == reconcile.StateSuccess, nil
+	})
+	if err != nil {
+		t.Fatalf("the agent did not apply %s: %v", migConfig, err)
+	}
+	srv.SetPods(pods...)
 	url := "http://" + addr + "/metrics"
 
 	// Ready: the first pass has run and attributed the pods.
 	var body []byte
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
 		b, err := get(url, false)
 		if err != nil {
 			return false, nil
@@ -133,30 +164,62 @@ func TestAgentFootprint(t *testing.T) {
 	slices.Sort(lat)
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
 
-	// The idle minute: collection every 10 s, a Prometheus-like scrape every 15 s.
-	cpu0 := cpuTicks(t, cmd.Process.Pid)
-	start := time.Now()
-	tick := time.NewTicker(15 * time.Second)
-	deadline := time.NewTimer(window)
-	defer tick.Stop()
-measure:
-	for {
-		select {
-		case <-tick.C:
-			if _, err := get(url, true); err != nil {
-				t.Fatal(err)
-			}
-		case <-deadline.C:
-			break measure
-		}
+	// Let the publisher write the pods' allocations before steady state.
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return writes(t, url)["gpunode/change"] >= 1, nil
+	})
+	if err != nil {
+		t.Fatalf("the agent never wrote its GPUNode: %v", err)
 	}
+	settle := time.NewTimer(10 * time.Second) // past MinWriteInterval and the PodResources refresh
+	<-settle.C
+
+	// The idle minute: collection every 10 s, a Prometheus-like scrape every
+	// 15 s, the GPUNode's heartbeat.
+	cpu0 := cpuTicks(t, cmd.Process.Pid)
+	writes0 := writes(t, url)
+	start := time.Now()
+	scrapeEvery(t, url, window, nil)
 	elapsed := time.Since(start)
 	cpu := float64(cpuTicks(t, cmd.Process.Pid)-cpu0) / clockTicks / elapsed.Seconds() * 100
 	mem := memory(t, cmd.Process.Pid)
 	rss, hwm := mem["VmRSS"], mem["VmHWM"]
+	steady := perMinute(writes0, writes(t, url), elapsed)
+	if f := os.Getenv("TESSERA_BENCH_HEAP"); f != "" {
+		heap, err := get("http://"+debugAddr+"/debug/pprof/heap", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, heap, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The churn minute: 100 pods arrive and leave, one change every
+	// window/200 (each arrival replaces the oldest pod).
+	changes := 0
+	live := slices.Clone(pods)
+	churn := func() {
+		for range 2 {
+			i := podCount + changes/2
+			p := pods[i%podCount]
+			p.Name = fmt.Sprintf("churn-%d", i)
+			live = append(live[1:], p)
+			changes++
+		}
+		srv.SetPods(live...)
+	}
+	cpu0, writes0 = cpuTicks(t, cmd.Process.Pid), writes(t, url)
+	start = time.Now()
+	scrapeEvery(t, url, window, churn)
+	churnElapsed := time.Since(start)
+	churnCPU := float64(cpuTicks(t, cmd.Process.Pid)-cpu0) / clockTicks / churnElapsed.Seconds() * 100
+	churning := perMinute(writes0, writes(t, url), churnElapsed)
+	load, _ := os.ReadFile("/proc/loadavg")
 
 	var out strings.Builder
-	fmt.Fprintf(&out, "gpu-agent footprint: %s, %s (8 GPUs x 7 MIG devices), %d pods, collection every 10s, %d series\n",
+	fmt.Fprintf(&out, "gpu-agent footprint: %s, %s (8 GPUs x 7 MIG devices), %d pods, collection every 10s, %d series,\n"+
+		"inventory publisher on (real kube-apiserver + GPUNode CRD, default heartbeat 30s, PodResources refresh 10s)\n",
 		machine, migConfig, podCount, series)
 	fmt.Fprintf(&out, "%-34s %12s %12s %8s\n", "measure", "value", "target", "ratio")
 	row := func(name, v, target string, ratio float64) {
@@ -170,12 +233,85 @@ measure:
 	row("  of RSS: anonymous (heap, stacks)", mib(mem["RssAnon"]), "-", 0)
 	row("  of RSS: file (the binary's pages)", mib(mem["RssFile"]), "-", 0)
 	row(fmt.Sprintf("CPU over %s (%% of one core)", elapsed.Round(time.Second)), fmt.Sprintf("%.3f%%", cpu), fmt.Sprintf("%.1f%%", targetCPU), cpu/targetCPU)
+	row("GPUNode writes/min, steady", fmt.Sprintf("%.1f", steady["gpunode"]), "heartbeat", steady["gpunode"]/2)
+	row("  of which heartbeats", fmt.Sprintf("%.1f", steady["gpunode/heartbeat"]), "2.0", 0)
+	row("label writes/min, steady", fmt.Sprintf("%.1f", steady["labels"]), "0", 0)
+	row(fmt.Sprintf("GPUNode writes/min, %d pod changes", changes), fmt.Sprintf("%.1f", churning["gpunode"]), "<= 13", churning["gpunode"]/13)
+	row("label writes/min, churn", fmt.Sprintf("%.1f", churning["labels"]), "0", 0)
+	row("CPU while churning (% of one core)", fmt.Sprintf("%.3f%%", churnCPU), "-", 0)
+	fmt.Fprintf(&out, "load average (1/5/15 min) at the end: %s", load)
 	t.Log("\n" + out.String())
 	if f := os.Getenv("TESSERA_BENCH_OUT"); f != "" {
 		if err := os.WriteFile(f, []byte(out.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// scrapeEvery scrapes url every 15 s for d, as Prometheus would, and calls
+// change (when not nil) 100 times over d.
+func scrapeEvery(t *testing.T, url string, d time.Duration, change func()) {
+	t.Helper()
+	scrape := time.NewTicker(15 * time.Second)
+	defer scrape.Stop()
+	var changes <-chan time.Time
+	if change != nil {
+		tick := time.NewTicker(d / podCount)
+		defer tick.Stop()
+		changes = tick.C
+	}
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-scrape.C:
+			if _, err := get(url, true); err != nil {
+				t.Fatal(err)
+			}
+		case <-changes:
+			change()
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+// writes reads tessera_inventory_writes_total from the agent's /metrics,
+// by "object/reason" and by object.
+func writes(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	body, err := get(url, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, "tessera_inventory_writes_total{")
+		if !ok {
+			continue
+		}
+		labels, value, _ := strings.Cut(rest, "} ")
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("parsing %q: %v", line, err)
+		}
+		l := map[string]string{}
+		for _, kv := range strings.Split(labels, ",") {
+			k, val, _ := strings.Cut(kv, "=")
+			l[k] = strings.Trim(val, `"`)
+		}
+		out[l["object"]+"/"+l["reason"]] += v
+		out[l["object"]] += v
+	}
+	return out
+}
+
+func perMinute(before, after map[string]float64, d time.Duration) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		out[k] = (v - before[k]) / d.Minutes()
+	}
+	return out
 }
 
 // holders lays the MIG config out on an in-process copy of the simulated

@@ -1,13 +1,16 @@
 // Package podresourcestest runs the kubelet's own PodResources v1 gRPC server
 // (k8s.io/kubernetes/pkg/kubelet/apis/podresources) on a unix socket in a
-// temporary directory, with a settable list of pods, containers and devices,
-// so tests of PodResources clients exercise the real server code.
+// temporary directory, with a settable list of pods, containers and devices
+// (Start), or over the kubelet's device manager and its active pods as the
+// kubelet wires it (StartFrom), so tests of PodResources clients exercise
+// the real server code.
 //
 // Only tests may import it: it pulls in k8s.io/kubernetes.
 package podresourcestest
 
 import (
 	"context"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 	kubeletpodresources "k8s.io/kubernetes/pkg/kubelet/apis/podresources"
+	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
 )
 
 // Device is one resource's devices held by a container.
@@ -48,6 +52,11 @@ type Server struct {
 	dir    string
 	socket string
 
+	// Set by StartFrom: the node's active pods and the device manager
+	// that allocated their devices.
+	activePods func() []*v1.Pod
+	dm         DeviceManager
+
 	mu      sync.Mutex
 	pods    []Pod
 	devices map[types.UID]map[string][]Device // by pod UID and container name
@@ -67,6 +76,31 @@ func Start(t testing.TB, pods ...Pod) *Server {
 	}
 	s := &Server{t: t, dir: dir, socket: filepath.Join(dir, "kubelet.sock")}
 	s.SetPods(pods...)
+	t.Cleanup(func() {
+		s.Stop()
+		_ = os.RemoveAll(dir)
+	})
+	s.Restart()
+	return s
+}
+
+// DeviceManager is what the kubelet's PodResources server reads of its
+// device manager (*devicemanager.ManagerImpl, e.g. from pkg/deviceplugin/kubelettest).
+type DeviceManager interface {
+	GetDevices(podUID, containerName string) devicemanager.ResourceDeviceInstances
+	GetAllocatableDevices() devicemanager.ResourceDeviceInstances
+	UpdateAllocatedDevices()
+}
+
+// StartFrom serves the pods activePods returns with the devices dm
+// allocated to them, as a kubelet does; SetPods has no effect on it.
+func StartFrom(t testing.TB, activePods func() []*v1.Pod, dm DeviceManager) *Server {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "podres")
+	if err != nil {
+		t.Fatalf("creating the pod resources socket directory: %v", err)
+	}
+	s := &Server{t: t, dir: dir, socket: filepath.Join(dir, "kubelet.sock"), activePods: activePods, dm: dm}
 	t.Cleanup(func() {
 		s.Stop()
 		_ = os.RemoveAll(dir)
@@ -109,13 +143,18 @@ func (s *Server) Restart() {
 	}
 	ctx := klog.NewContext(context.Background(), klog.Background().V(4))
 	srv := grpc.NewServer()
-	podresourcesv1.RegisterPodResourcesListerServer(srv, kubeletpodresources.NewV1PodResourcesServer(ctx, kubeletpodresources.PodResourcesProviders{
+	providers := kubeletpodresources.PodResourcesProviders{
 		Pods:             (*podsProvider)(s),
 		Devices:          (*devicesProvider)(s),
 		Cpus:             noCPUs{},
 		Memory:           noMemory{},
 		DynamicResources: noDynamicResources{},
-	}))
+	}
+	if s.dm != nil {
+		providers.Pods = activePods(s.activePods)
+		providers.Devices = kubeletDevices{s.dm}
+	}
+	podresourcesv1.RegisterPodResourcesListerServer(srv, kubeletpodresources.NewV1PodResourcesServer(ctx, providers))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -222,6 +261,60 @@ func (d *devicesProvider) GetAllocatableDevices() []*podresourcesv1.ContainerDev
 	var out []*podresourcesv1.ContainerDevices
 	for res, ids := range byResource {
 		out = append(out, &podresourcesv1.ContainerDevices{ResourceName: res, DeviceIds: ids})
+	}
+	return out
+}
+
+// activePods implements the kubelet's PodsProvider over a kubelet's active pods.
+type activePods func() []*v1.Pod
+
+var _ kubeletpodresources.PodsProvider = activePods(nil)
+
+func (f activePods) GetPods() []*v1.Pod       { return f() }
+func (f activePods) GetActivePods() []*v1.Pod { return f() }
+
+func (f activePods) GetPodByName(namespace, name string) (*v1.Pod, bool) {
+	for _, p := range f() {
+		if p.Namespace == namespace && p.Name == name {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+// kubeletDevices implements the kubelet's DevicesProvider over its device
+// manager, converting as the kubelet's container manager does
+// (containerDevicesFromResourceDeviceInstances, unexported there): one
+// entry per device and NUMA node.
+type kubeletDevices struct{ dm DeviceManager }
+
+var _ kubeletpodresources.DevicesProvider = kubeletDevices{}
+
+func (k kubeletDevices) UpdateAllocatedDevices() { k.dm.UpdateAllocatedDevices() }
+
+func (k kubeletDevices) GetDevices(podUID, containerName string) []*podresourcesv1.ContainerDevices {
+	return containerDevices(k.dm.GetDevices(podUID, containerName))
+}
+
+func (k kubeletDevices) GetAllocatableDevices() []*podresourcesv1.ContainerDevices {
+	return containerDevices(k.dm.GetAllocatableDevices())
+}
+
+func containerDevices(devs devicemanager.ResourceDeviceInstances) []*podresourcesv1.ContainerDevices {
+	var out []*podresourcesv1.ContainerDevices
+	for _, resource := range slices.Sorted(maps.Keys(devs)) {
+		byID := devs[resource]
+		for _, id := range slices.Sorted(maps.Keys(byID)) {
+			nodes := byID[id].GetTopology().GetNodes()
+			if len(nodes) == 0 {
+				out = append(out, &podresourcesv1.ContainerDevices{ResourceName: resource, DeviceIds: []string{id}})
+				continue
+			}
+			for _, n := range nodes {
+				out = append(out, &podresourcesv1.ContainerDevices{ResourceName: resource, DeviceIds: []string{id},
+					Topology: &podresourcesv1.TopologyInfo{Nodes: []*podresourcesv1.NUMANode{{ID: n.GetID()}}}})
+			}
+		}
 	}
 	return out
 }

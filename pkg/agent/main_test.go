@@ -1,0 +1,11 @@
+package agent_test
+
+import (
+	"testing"
+
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin/kubelettest"
+)
+
+// TestMain runs the tests in a private mount namespace, where the kubelet's
+// device manager can listen on its fixed socket path (TestEndToEnd).
+func TestMain(m *testing.M) { kubelettest.Main(m) }
