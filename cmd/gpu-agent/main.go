@@ -408,7 +408,7 @@ func agentConfig(o *options) (agent.Config, error) {
 			klog.Background().Info("Reading device majors for the GPU audit; watching NVIDIA's fixed major only", "err", err.Error())
 		}
 		cfg.GPUAudit = &gpuaudit.Config{Majors: majors, TrustedNamespaces: o.gpuAuditTrusted,
-			RingBufferBytes: rb, MountTracefs: true}
+			RingBufferBytes: rb, MountTracefs: true, MountCgroup2: true}
 	}
 	if o.migConfig != "" && o.migConfigFile == "" {
 		errs = append(errs, fmt.Errorf("--mig-config=%s needs --mig-config-file", o.migConfig))

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,12 +35,13 @@ func (e *attachError) Unwrap() error { return e.err }
 type probe struct {
 	hook  Hook
 	coll  *ebpf.Collection
-	links []link.Link
+	links []io.Closer
 	rd    *ringbuf.Reader
 }
 
 // programOf names each hook's entry point in bpf/audit.c.
 var programOf = map[Hook]string{
+	HookCgroupDevice:      auditProgAuditCgroupDev,
 	HookTPBTF:             auditProgAuditTpBtf,
 	HookRawTracepoint:     auditProgAuditRawTp,
 	HookSyscallTracepoint: auditProgAuditSyscallTp,
@@ -85,11 +87,16 @@ func classify(err error) string {
 		return "no_btf"
 	case errors.Is(err, errNoTracefs):
 		return "no_tracefs"
+	case errors.Is(err, errNoCgroup2):
+		return "no_cgroup2"
 	}
 	return "load_failed"
 }
 
-var errNoTracefs = errors.New("tracefs is not mounted")
+var (
+	errNoTracefs = errors.New("tracefs is not mounted")
+	errNoCgroup2 = errors.New("no cgroup2 hierarchy root")
+)
 
 func attachHook(ctx context.Context, cfg Config, h Hook) (_ *probe, err error) {
 	spec, err := loadAudit()
@@ -103,10 +110,17 @@ func attachHook(ctx context.Context, cfg Config, h Hook) (_ *probe, err error) {
 		}
 	}
 	spec.Maps[auditMapEvents].MaxEntries = uint32(cfg.RingBufferBytes)
-	if h == HookSyscallTracepoint {
+	var cgroupRoot *os.File
+	switch h {
+	case HookSyscallTracepoint:
 		if err := ensureTracefs(ctx, cfg); err != nil {
 			return nil, err
 		}
+	case HookCgroupDevice:
+		if cgroupRoot, err = openCgroup2Root(cfg.Cgroup2Dir); err != nil {
+			return nil, err
+		}
+		defer cgroupRoot.Close()
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
@@ -123,6 +137,12 @@ func attachHook(ctx context.Context, cfg Config, h Hook) (_ *probe, err error) {
 	}
 	prog := coll.Programs[keep]
 	switch h {
+	case HookCgroupDevice:
+		l, err := attachCgroupDevice(cgroupRoot, prog)
+		if err != nil {
+			return nil, fmt.Errorf("attaching cgroup/dev to the cgroup2 root %s: %w", cfg.Cgroup2Dir, err)
+		}
+		p.links = append(p.links, l)
 	case HookTPBTF:
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
@@ -152,6 +172,66 @@ func attachHook(ctx context.Context, cfg Config, h Hook) (_ *probe, err error) {
 		return nil, fmt.Errorf("opening the event ring buffer: %w", err)
 	}
 	return p, nil
+}
+
+// openCgroup2Root opens dir, which must be the root of the cgroup2
+// hierarchy: a program attached below it (a cgroup namespace's root, a bind
+// mount of a sub-cgroup) would miss every process outside that subtree.
+func openCgroup2Root(dir string) (*os.File, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: no cgroup2 mount (mount one, or let the audit: MountCgroup2)", errNoCgroup2)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return nil, fmt.Errorf("%w: %s is not a cgroup2 mount", errNoCgroup2, dir)
+	}
+	// Every cgroup but the hierarchy's root has a cgroup.type file.
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.type")); err == nil {
+		return nil, fmt.Errorf("%w: %s is a cgroup below the hierarchy's root (a cgroup namespace or a bind mount of a sub-cgroup); run the agent in the host's cgroup namespace", errNoCgroup2, dir)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the cgroup2 root: %w", err)
+	}
+	return f, nil
+}
+
+// attachCgroupDevice attaches prog to the cgroup root so that it runs
+// beside every other device program (runc's, crun's) on every cgroup below:
+// with a bpf_link where the kernel has them (5.7+; always multi, and
+// detached by the kernel if the agent dies), else with BPF_PROG_ATTACH and
+// BPF_F_ALLOW_MULTI, never with a flag that would let it replace or
+// override another program.
+func attachCgroupDevice(root *os.File, prog *ebpf.Program) (io.Closer, error) {
+	l, err := link.AttachRawLink(link.RawLinkOptions{Target: int(root.Fd()), Program: prog, Attach: ebpf.AttachCGroupDevice})
+	if err == nil {
+		return l, nil
+	}
+	if !errors.Is(err, link.ErrNotSupported) {
+		return nil, err
+	}
+	opts := link.RawAttachProgramOptions{Target: int(root.Fd()), Program: prog, Attach: ebpf.AttachCGroupDevice, Flags: unix.BPF_F_ALLOW_MULTI}
+	if err := link.RawAttachProgram(opts); err != nil {
+		return nil, err
+	}
+	// The detach needs the cgroup: keep a descriptor of our own.
+	fd, err := unix.Dup(int(root.Fd()))
+	if err != nil {
+		_ = link.RawDetachProgram(link.RawDetachProgramOptions{Target: int(root.Fd()), Program: prog, Attach: ebpf.AttachCGroupDevice})
+		return nil, fmt.Errorf("keeping the cgroup root open: %w", err)
+	}
+	return &progAttach{cgroup: os.NewFile(uintptr(fd), root.Name()), prog: prog}, nil
+}
+
+// progAttach is a BPF_PROG_ATTACH attachment, detached by Close.
+type progAttach struct {
+	cgroup *os.File
+	prog   *ebpf.Program
+}
+
+func (a *progAttach) Close() error {
+	defer a.cgroup.Close()
+	return link.RawDetachProgram(link.RawDetachProgramOptions{Target: int(a.cgroup.Fd()), Program: a.prog, Attach: ebpf.AttachCGroupDevice})
 }
 
 func fillWatch(coll *ebpf.Collection, watch []DeviceNumber) error {
@@ -210,7 +290,7 @@ func (p *probe) read(fn func(Open)) error {
 		if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &e); err != nil {
 			continue
 		}
-		fn(Open{CgroupID: e.CgroupId, PID: e.Pid, TGID: e.Tgid, UID: e.Uid,
+		fn(Open{CgroupID: e.CgroupId, PID: e.Pid, TGID: e.Tgid, UID: e.Uid, Access: Access(e.Access),
 			Device: DeviceNumber{Major: e.Major, Minor: e.Minor}, Comm: cString(e.Comm[:])})
 	}
 }
@@ -236,6 +316,7 @@ func (p *probe) lost() uint64 {
 
 func (p *probe) close() {
 	p.stopReading()
+	// Links first: the program runs until it is detached.
 	for _, l := range p.links {
 		_ = l.Close()
 	}
@@ -273,20 +354,52 @@ func newCgroupPaths(ctx context.Context, dir string) *cgroupPaths {
 	return c
 }
 
-// findCgroup2 returns the first cgroup2 mount point in /proc/self/mountinfo.
+// findCgroup2 returns the first mount of the cgroup2 hierarchy's root in
+// /proc/self/mountinfo, else the first cgroup2 mount of a sub-cgroup.
 func findCgroup2() string {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return ""
 	}
+	sub := ""
 	for line := range strings.Lines(string(data)) {
 		pre, post, ok := strings.Cut(line, " - ")
 		f := strings.Fields(pre)
-		if ok && len(f) >= 5 && strings.HasPrefix(post, "cgroup2 ") {
+		if !ok || len(f) < 5 || !strings.HasPrefix(post, "cgroup2 ") {
+			continue
+		}
+		if f[3] == "/" {
 			return f[4]
 		}
+		if sub == "" {
+			sub = f[4]
+		}
 	}
-	return ""
+	return sub
+}
+
+// cgroup2Dir is the cgroup2 mount the audit uses: cfg.Cgroup2Dir, else one
+// found in /proc/self/mountinfo, else one it mounts when cfg.MountCgroup2
+// is set (cgroup v1 hosts), else "".
+func cgroup2Dir(ctx context.Context, cfg Config) string {
+	if cfg.Cgroup2Dir != "" {
+		return cfg.Cgroup2Dir
+	}
+	if dir := findCgroup2(); dir != "" || !cfg.MountCgroup2 {
+		return dir
+	}
+	logger := klog.FromContext(ctx)
+	dir := cfg.Cgroup2MountDir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		logger.Info("Cannot make a directory to mount cgroup2 on", "dir", dir, "err", err)
+		return ""
+	}
+	if err := unix.Mount("none", dir, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		logger.Info("Cannot mount cgroup2", "dir", dir, "err", err)
+		return ""
+	}
+	logger.Info("Mounted the cgroup2 hierarchy beside cgroup v1", "dir", dir)
+	return dir
 }
 
 // fileIDKernfs is the kernel's FILEID_KERNFS handle type.

@@ -29,5 +29,6 @@ func (p *probe) close()                {}
 type cgroupPaths struct{}
 
 func newCgroupPaths(context.Context, string) *cgroupPaths { return nil }
+func cgroup2Dir(context.Context, Config) string           { return "" }
 func (c *cgroupPaths) path(uint64) (string, bool)         { return "", false }
 func (c *cgroupPaths) close()                             {}

@@ -21,7 +21,7 @@ type auditEvent struct {
 	Uid      uint32
 	Major    uint32
 	Minor    uint32
-	Pad      uint32
+	Access   uint32
 	Comm     [16]int8
 }
 
@@ -33,6 +33,7 @@ const (
 	auditMapLostEvents      = "lost_events"
 	auditMapWatchedDevs     = "watched_devs"
 	auditMapWatchedMajors   = "watched_majors"
+	auditProgAuditCgroupDev = "audit_cgroup_dev"
 	auditProgAuditRawTp     = "audit_raw_tp"
 	auditProgAuditSyscallTp = "audit_syscall_tp"
 	auditProgAuditTpBtf     = "audit_tp_btf"
@@ -81,6 +82,7 @@ type auditSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type auditProgramSpecs struct {
+	AuditCgroupDev *ebpf.ProgramSpec `ebpf:"audit_cgroup_dev"`
 	AuditRawTp     *ebpf.ProgramSpec `ebpf:"audit_raw_tp"`
 	AuditSyscallTp *ebpf.ProgramSpec `ebpf:"audit_syscall_tp"`
 	AuditTpBtf     *ebpf.ProgramSpec `ebpf:"audit_tp_btf"`
@@ -149,6 +151,7 @@ type auditVariables struct {
 //
 // It can be passed to loadAuditObjects or ebpf.CollectionSpec.LoadAndAssign.
 type auditPrograms struct {
+	AuditCgroupDev *ebpf.Program `ebpf:"audit_cgroup_dev"`
 	AuditRawTp     *ebpf.Program `ebpf:"audit_raw_tp"`
 	AuditSyscallTp *ebpf.Program `ebpf:"audit_syscall_tp"`
 	AuditTpBtf     *ebpf.Program `ebpf:"audit_tp_btf"`
@@ -156,6 +159,7 @@ type auditPrograms struct {
 
 func (p *auditPrograms) Close() error {
 	return _AuditClose(
+		p.AuditCgroupDev,
 		p.AuditRawTp,
 		p.AuditSyscallTp,
 		p.AuditTpBtf,

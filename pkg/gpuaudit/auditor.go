@@ -56,7 +56,40 @@ type Deps struct {
 	Clock    clock.WithTicker
 }
 
-// Open is one successful open of a watched device, as the kernel saw it.
+// Access is what the kernel saw of a watched device.
+type Access uint32
+
+// AccessOpened is an open that returned a descriptor (the syscall hooks).
+// The cgroup_device hook reports the device permission check instead, as
+// the kernel's BPF_DEVCG_ACC_* bits: AccessRead and AccessWrite for an open
+// about to happen (or an access(2) check), AccessMknod for a mknod.
+const (
+	AccessOpened Access = 0
+	AccessMknod  Access = 1
+	AccessRead   Access = 2
+	AccessWrite  Access = 4
+)
+
+// Mknod says whether the access was the creation of a device node.
+func (x Access) Mknod() bool { return x&AccessMknod != 0 }
+
+func (x Access) String() string {
+	switch {
+	case x == AccessOpened:
+		return "opened"
+	case x.Mknod():
+		return "mknod"
+	case x&(AccessRead|AccessWrite) == AccessRead|AccessWrite:
+		return "read+write"
+	case x&AccessWrite != 0:
+		return "write"
+	}
+	return "read"
+}
+
+// Open is one access to a watched device as the kernel saw it: an open
+// that succeeded (syscall hooks), or a device permission check (the
+// cgroup_device hook: an open attempt, or a mknod).
 type Open struct {
 	// CgroupID is the opener's cgroup v2 ID (the root's on a cgroup v1
 	// host, where /proc/<tgid>/cgroup names the pod).
@@ -65,6 +98,7 @@ type Open struct {
 	UID       uint32
 	Device    DeviceNumber
 	Comm      string
+	Access    Access
 }
 
 // Class is the audit's verdict on an open.
@@ -106,8 +140,8 @@ type Auditor struct {
 	mu      sync.Mutex
 	table   *deviceTable
 	status  Status
-	lastEvt map[string]time.Time // pod/device → last Warning Event
-	series  map[[4]string]bool
+	lastEvt map[string]time.Time // pod/device/action → last Warning Event
+	series  map[[5]string]bool   // action, namespace, pod, container, gpu
 
 	cgroups *cgroupPaths
 	metrics *metrics
@@ -133,7 +167,7 @@ func New(cfg Config, deps Deps) (*Auditor, error) {
 		deps:    deps,
 		status:  Status{Reason: "not_started"},
 		lastEvt: map[string]time.Time{},
-		series:  map[[4]string]bool{},
+		series:  map[[5]string]bool{},
 	}
 	a.table = newDeviceTable(cfg.Majors, deps.Machine, readMIGMinors(cfg.MIGMinorsPath))
 	a.metrics = newMetrics()
@@ -181,9 +215,11 @@ func (a *Auditor) Run(ctx context.Context) (err error) {
 			err = nil
 		}
 	}()
-	a.cgroups = newCgroupPaths(ctx, a.cfg.Cgroup2Dir)
+	cfg := a.cfg
+	cfg.Cgroup2Dir = cgroup2Dir(ctx, cfg)
+	a.cgroups = newCgroupPaths(ctx, cfg.Cgroup2Dir)
 	defer a.cgroups.close()
-	p, err := attach(ctx, a.cfg)
+	p, err := attach(ctx, cfg)
 	if err != nil {
 		var ae *attachError
 		reason := "load_failed"
@@ -229,9 +265,19 @@ func (a *Auditor) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// handle judges one open and records the verdict.
+// handle judges one open (or mknod) and records the verdict.
 func (a *Auditor) handle(ctx context.Context, o Open) {
 	v := a.judge(o)
+	if o.Access.Mknod() {
+		a.metrics.mknods.WithLabelValues(string(v.Class)).Inc()
+		if v.Class == ClassUnauthorized {
+			a.recordViolation(ctx, o, v)
+		}
+		if a.observe != nil {
+			a.observe(o, v)
+		}
+		return
+	}
 	a.metrics.opens.WithLabelValues(string(v.Class)).Inc()
 	switch v.Class {
 	case ClassHost:
@@ -309,7 +355,11 @@ func (a *Auditor) owner(o Open) procmap.Owner {
 const maxEventKeys = 4096
 
 func (a *Auditor) recordViolation(ctx context.Context, o Open, v Verdict) {
-	key := [4]string{v.Owner.Namespace, v.Owner.Pod, v.Owner.Container, v.Device.Label}
+	action, counter := "open", a.metrics.unauthorized
+	if o.Access.Mknod() {
+		action, counter = "mknod", a.metrics.unauthorizedMknod
+	}
+	key := [5]string{action, v.Owner.Namespace, v.Owner.Pod, v.Owner.Container, v.Device.Label}
 	a.mu.Lock()
 	newSeries := !a.series[key]
 	if newSeries && len(a.series) >= a.cfg.MaxSeries {
@@ -318,11 +368,11 @@ func (a *Auditor) recordViolation(ctx context.Context, o Open, v Verdict) {
 	} else {
 		a.series[key] = true
 		a.mu.Unlock()
-		a.metrics.unauthorized.WithLabelValues(key[:]...).Inc()
+		counter.WithLabelValues(key[1:]...).Inc()
 	}
 
 	now := a.deps.Clock.Now()
-	evKey := v.Owner.Namespace + "/" + v.Owner.Pod + "/" + v.Device.Label
+	evKey := action + "/" + v.Owner.Namespace + "/" + v.Owner.Pod + "/" + v.Device.Label
 	a.mu.Lock()
 	last, seen := a.lastEvt[evKey]
 	due := !seen || now.Sub(last) >= a.cfg.EventInterval
@@ -339,8 +389,13 @@ func (a *Auditor) recordViolation(ctx context.Context, o Open, v Verdict) {
 		}
 	}
 	a.mu.Unlock()
-	klog.FromContext(ctx).Info("Unauthorized GPU device open", "pod", klog.KRef(v.Owner.Namespace, v.Owner.Pod),
-		"container", v.Owner.Container, "device", v.Device.Label, "deviceNumber", o.Device, "pid", o.TGID, "comm", o.Comm, "eventRecorded", due && a.deps.Recorder != nil)
+	msg := "Unauthorized GPU device open"
+	if o.Access.Mknod() {
+		msg = "Unauthorized GPU device node created (mknod)"
+	}
+	klog.FromContext(ctx).Info(msg, "pod", klog.KRef(v.Owner.Namespace, v.Owner.Pod),
+		"container", v.Owner.Container, "device", v.Device.Label, "deviceNumber", o.Device, "access", o.Access,
+		"pid", o.TGID, "comm", o.Comm, "eventRecorded", due && a.deps.Recorder != nil)
 	if !due || a.deps.Recorder == nil {
 		return
 	}
@@ -352,9 +407,23 @@ func (a *Auditor) recordViolation(ctx context.Context, o Open, v Verdict) {
 		what = "a MIG instance of GPU " + v.Device.Label
 	}
 	ref := &v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: v.Owner.Namespace, Name: v.Owner.Pod}
-	a.deps.Recorder.Eventf(ref, v1.EventTypeWarning, "UnauthorizedGPUAccess",
-		"Process %d (%s) in container %q opened %s (device %s), which the kubelet did not allocate to this pod; further opens are counted in tessera_gpu_unauthorized_open_total (Events at most every %s)",
-		o.TGID, o.Comm, v.Owner.Container, what, o.Device, a.cfg.EventInterval)
+	switch {
+	case o.Access.Mknod():
+		a.deps.Recorder.Eventf(ref, v1.EventTypeWarning, "UnauthorizedGPUDeviceNode",
+			"Process %d (%s) in container %q made a device node of %s (device %s) with mknod, which the kubelet did not allocate to this pod; further ones are counted in tessera_gpu_unauthorized_mknod_total (Events at most every %s)",
+			o.TGID, o.Comm, v.Owner.Container, what, o.Device, a.cfg.EventInterval)
+	default:
+		// The cgroup_device hook sees the permission check before the
+		// open: the open itself may still fail (a runtime's device
+		// program denying it, an absent driver).
+		verb := "opened"
+		if o.Access != AccessOpened {
+			verb = "tried to open"
+		}
+		a.deps.Recorder.Eventf(ref, v1.EventTypeWarning, "UnauthorizedGPUAccess",
+			"Process %d (%s) in container %q %s %s (device %s), which the kubelet did not allocate to this pod; further opens are counted in tessera_gpu_unauthorized_open_total (Events at most every %s)",
+			o.TGID, o.Comm, v.Owner.Container, verb, what, o.Device, a.cfg.EventInterval)
+	}
 }
 
 // cString turns a NUL-padded comm into a string.

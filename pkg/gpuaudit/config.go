@@ -14,9 +14,16 @@ import (
 // Hook is a kernel attachment point the audit can use.
 type Hook string
 
-// The hooks, best first. All run the same check on the exit of open-type
-// syscalls (openat, openat2, open, creat, open_by_handle_at).
+// The hooks, best first. HookCgroupDevice runs on the kernel's device
+// permission checks only; the others run the same check on the exit of
+// open-type syscalls (openat, openat2, open, creat, open_by_handle_at) and
+// put every syscall on the kernel's slow exit path while attached.
 const (
+	// HookCgroupDevice is a cgroup/dev program attached with
+	// BPF_F_ALLOW_MULTI to the root of the cgroup2 hierarchy (Linux 4.15+;
+	// 5.7+ for a link that detaches when the agent exits). It sees device
+	// permission checks (attempts to open, and mknod), not successful opens.
+	HookCgroupDevice Hook = "cgroup_device"
 	// HookTPBTF is the BTF-typed raw tracepoint sys_exit (Linux 5.5+, kernel BTF).
 	HookTPBTF Hook = "tp_btf"
 	// HookRawTracepoint is the raw tracepoint sys_exit (Linux 4.17+).
@@ -27,7 +34,7 @@ const (
 )
 
 // DefaultHooks is the order hooks are tried in.
-var DefaultHooks = []Hook{HookTPBTF, HookRawTracepoint, HookSyscallTracepoint}
+var DefaultHooks = []Hook{HookCgroupDevice, HookTPBTF, HookRawTracepoint, HookSyscallTracepoint}
 
 // AnyMinor in a DeviceNumber watches every minor of the major.
 const AnyMinor = ^uint32(0)
@@ -99,6 +106,7 @@ const (
 	DefaultMaxSeries       = 1000
 	DefaultLostInterval    = 10 * time.Second
 	DefaultTracefsDir      = "/sys/kernel/tracing"
+	DefaultCgroup2MountDir = "/run/tessera/cgroup2"
 	DefaultMIGMinorsPath   = "/proc/driver/nvidia-caps/mig-minors"
 )
 
@@ -123,9 +131,16 @@ type Config struct {
 	MountTracefs bool
 	// Cgroup2Dir is a cgroup2 mount used to turn an event's cgroup ID into
 	// a path (needed for processes that exit before user space reads
-	// /proc/<pid>/cgroup); "" finds one in /proc/self/mountinfo, and
-	// without one only /proc/<pid>/cgroup is used.
+	// /proc/<pid>/cgroup) and whose root the cgroup_device hook attaches
+	// to; "" finds one in /proc/self/mountinfo (a mount of the hierarchy's
+	// root), and without one only /proc/<pid>/cgroup is used and the
+	// cgroup_device hook is unavailable unless MountCgroup2 is set.
 	Cgroup2Dir string
+	// MountCgroup2, when no cgroup2 hierarchy is mounted (cgroup v1 hosts
+	// may have none), mounts one at Cgroup2MountDir (default
+	// DefaultCgroup2MountDir); it stays mounted after the audit stops.
+	MountCgroup2    bool
+	Cgroup2MountDir string
 	// MIGMinorsPath maps nvidia-caps minors to MIG instances; default
 	// DefaultMIGMinorsPath.
 	MIGMinorsPath string
@@ -135,7 +150,8 @@ type Config struct {
 	// EventInterval is the least time between two Warning Events about one
 	// pod and device; default 10 minutes.
 	EventInterval time.Duration
-	// MaxSeries bounds the series of tessera_gpu_unauthorized_open_total;
+	// MaxSeries bounds the series of tessera_gpu_unauthorized_open_total and
+	// tessera_gpu_unauthorized_mknod_total together;
 	// default 1000. Opens past it are still counted by class.
 	MaxSeries int
 	// LostInterval is how often the kernel's lost-event counter is read;
@@ -173,7 +189,7 @@ func (c *Config) complete() error {
 	}
 	for _, h := range c.Hooks {
 		if !slices.Contains(DefaultHooks, h) {
-			return fmt.Errorf("gpu audit config: unknown hook %q (want %s, %s or %s)", h, HookTPBTF, HookRawTracepoint, HookSyscallTracepoint)
+			return fmt.Errorf("gpu audit config: unknown hook %q (want %s, %s, %s or %s)", h, HookCgroupDevice, HookTPBTF, HookRawTracepoint, HookSyscallTracepoint)
 		}
 	}
 	if c.RingBufferBytes == 0 {
@@ -184,6 +200,9 @@ func (c *Config) complete() error {
 	}
 	if c.TracefsDir == "" {
 		c.TracefsDir = DefaultTracefsDir
+	}
+	if c.Cgroup2MountDir == "" {
+		c.Cgroup2MountDir = DefaultCgroup2MountDir
 	}
 	if c.MIGMinorsPath == "" {
 		c.MIGMinorsPath = DefaultMIGMinorsPath

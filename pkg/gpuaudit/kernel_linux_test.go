@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/tools/record"
@@ -35,8 +37,17 @@ import (
 
 // Child modes of the test binary: open a path (TESSERA_AUDIT_OPEN) N times
 // (TESSERA_AUDIT_OPENS), after a line on stdin when TESSERA_AUDIT_WAIT is
-// set, and then exit once stdin closes.
+// set, and then exit once stdin closes; first try to open a path whose open
+// must fail (TESSERA_AUDIT_TRY) when set. Or make a 1:3 device node
+// (TESSERA_AUDIT_MKNOD).
 func TestMain(m *testing.M) {
+	if path := os.Getenv("TESSERA_AUDIT_MKNOD"); path != "" {
+		if err := unix.Mknod(path, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
 	if path := os.Getenv("TESSERA_AUDIT_OPEN"); path != "" {
 		os.Exit(childOpen(path))
 	}
@@ -52,6 +63,14 @@ func childOpen(path string) int {
 	if wait {
 		if _, err := in.ReadString('\n'); err != nil {
 			return 3
+		}
+	}
+	if try := os.Getenv("TESSERA_AUDIT_TRY"); try != "" {
+		fd, err := unix.Open(try, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			_ = unix.Close(fd)
+			fmt.Fprintf(os.Stderr, "open %s succeeded; the test wants a node whose open fails\n", try)
+			return 4
 		}
 	}
 	n, _ := strconv.Atoi(os.Getenv("TESSERA_AUDIT_OPENS"))
@@ -173,13 +192,17 @@ func mknodNull(t *testing.T) string {
 
 // child starts the test binary in a cgroup v2 directory (CLONE_INTO_CGROUP)
 // to open path n times.
-func child(t *testing.T, cgroupDir, path string, n int, wait bool) (*exec.Cmd, io.WriteCloser) {
+func child(t *testing.T, cgroupDir, path string, n int, wait bool, env ...string) (*exec.Cmd, io.WriteCloser) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "TESSERA_AUDIT_OPEN="+path, "TESSERA_AUDIT_OPENS="+strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), "TESSERA_AUDIT_OPENS="+strconv.Itoa(n))
+	if path != "" {
+		cmd.Env = append(cmd.Env, "TESSERA_AUDIT_OPEN="+path)
+	}
 	if wait {
 		cmd.Env = append(cmd.Env, "TESSERA_AUDIT_WAIT=1")
 	}
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -215,6 +238,44 @@ func (v *verdicts) observe(o Open, vd Verdict) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.byPID[o.TGID] = append(v.byPID[o.TGID], seen{o, vd})
+}
+
+// requireLoaded skips when the kernel cannot load or attach the program on
+// hook at all (reason no_hook or no_btf), and fails for any other reason
+// (privileges, a missing mount) under TESSERA_REQUIRE_TOOLS=1.
+func requireLoaded(t *testing.T, hook Hook, reason string) {
+	t.Helper()
+	if reason != "no_hook" && reason != "no_btf" && os.Getenv("TESSERA_REQUIRE_TOOLS") == "1" {
+		t.Fatalf("the audit did not start on %s: %s (TESSERA_REQUIRE_TOOLS=1)", hook, reason)
+	}
+	t.Skipf("this kernel cannot load the audit on %s: %s", hook, reason)
+}
+
+// cgroupDevicePrograms lists the IDs of the cgroup/dev programs attached
+// to the cgroup directory dir.
+func cgroupDevicePrograms(t *testing.T, dir string) map[ebpf.ProgramID]string {
+	t.Helper()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: ebpf.AttachCGroupDevice})
+	if err != nil {
+		t.Fatalf("querying the cgroup/dev programs of %s: %v", dir, err)
+	}
+	out := map[ebpf.ProgramID]string{}
+	for _, p := range res.Programs {
+		name := "?"
+		if prog, err := ebpf.NewProgramFromID(p.ID); err == nil {
+			if info, err := prog.Info(); err == nil {
+				name = info.Name
+			}
+			prog.Close()
+		}
+		out[p.ID] = name
+	}
+	return out
 }
 
 func (v *verdicts) waitFor(t *testing.T, pid, n int) []seen {
@@ -274,13 +335,19 @@ func TestAuditInTheKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	machine := &gpu.Machine{Devices: []gpu.Device{{Index: 0, UUID: "GPU-stand-in", Minor: 3}}}
+	// A watched node of a major no driver has: its open fails with ENXIO.
+	absentDev := DeviceNumber{4000, 7}
+	absent := filepath.Join(t.TempDir(), "absent-driver")
+	if err := unix.Mknod(absent, unix.S_IFCHR|0o666, int(unix.Mkdev(absentDev.Major, absentDev.Minor))); err != nil {
+		t.Fatalf("mknod %s: %v", absent, err)
+	}
 
 	for _, hook := range DefaultHooks {
 		t.Run(string(hook), func(t *testing.T) {
 			clk := testclock.NewFakeClock(time.Unix(1000, 0))
 			rec := record.NewFakeRecorder(100)
 			a, err := New(Config{
-				Majors: Majors{NVIDIA: 1}, Watch: []DeviceNumber{{1, 3}}, Hooks: []Hook{hook},
+				Majors: Majors{NVIDIA: 1}, Watch: []DeviceNumber{{1, 3}, absentDev}, Hooks: []Hook{hook},
 				MountTracefs: true, Cgroup2Dir: cg.mount, MIGMinorsPath: "/nonexistent",
 			}, Deps{Allocations: alloc, Owners: owners, Machine: machine, Recorder: rec, Clock: clk})
 			if err != nil {
@@ -288,6 +355,10 @@ func TestAuditInTheKernel(t *testing.T) {
 			}
 			vs := &verdicts{byPID: map[uint32][]seen{}}
 			a.observe = vs.observe
+			var before map[ebpf.ProgramID]string
+			if hook == HookCgroupDevice {
+				before = cgroupDevicePrograms(t, cg.mount)
+			}
 			ctx, cancel := context.WithCancel(klog.NewContext(t.Context(), ktesting.NewLogger(t, ktesting.NewConfig())))
 			done := make(chan error, 1)
 			go func() { done <- a.Run(ctx) }()
@@ -299,11 +370,19 @@ func TestAuditInTheKernel(t *testing.T) {
 				if s := a.Status(); s.Up || s.Reason != "stopped" {
 					t.Errorf("status after Run: %+v", s)
 				}
+				if hook == HookCgroupDevice {
+					// Stopped, the audit leaves nothing attached.
+					for id, name := range cgroupDevicePrograms(t, cg.mount) {
+						if _, ok := before[id]; !ok {
+							t.Errorf("cgroup/dev program %d (%s) still attached to the cgroup2 root after Run returned", id, name)
+						}
+					}
+				}
 			}()
 			deadline := time.Now().Add(20 * time.Second)
 			for s := a.Status(); !s.Up; s = a.Status() {
 				if s.Reason != "not_started" {
-					t.Skipf("this kernel cannot load the audit on %s: %s", hook, s.Reason)
+					requireLoaded(t, hook, s.Reason)
 				}
 				if time.Now().After(deadline) {
 					t.Fatal("audit not up within 20s")
@@ -313,12 +392,31 @@ func TestAuditInTheKernel(t *testing.T) {
 			if got := testutil.ToFloat64(a.metrics.up.WithLabelValues(string(hook), "")); got != 1 {
 				t.Errorf("tessera_gpu_audit_up{hook=%q} = %v", hook, got)
 			}
+			wantAccess := AccessOpened
+			if hook == HookCgroupDevice {
+				wantAccess = AccessRead
+				// Attached once, to the root of the hierarchy, beside
+				// whatever else is there.
+				ours := 0
+				for id, name := range cgroupDevicePrograms(t, cg.mount) {
+					if _, ok := before[id]; !ok {
+						ours++
+						if !strings.HasPrefix(auditProgAuditCgroupDev, name) {
+							t.Errorf("new cgroup/dev program %d at the cgroup2 root is %q, want %q", id, name, auditProgAuditCgroupDev)
+						}
+					}
+				}
+				if ours != 1 {
+					t.Errorf("%d new cgroup/dev programs at the cgroup2 root, want 1", ours)
+				}
+			}
 
 			check := func(name string, got []seen, wantClass Class, cgroupPath, cgroupDir string) {
 				t.Helper()
 				for _, s := range got {
-					if s.verdict.Class != wantClass || s.open.Device != (DeviceNumber{1, 3}) || s.verdict.Device.Label != "0" {
-						t.Errorf("%s: verdict %s on %s (%q), want %s on 1:3 (gpu 0)", name, s.verdict.Class, s.open.Device, s.verdict.Device.Label, wantClass)
+					if s.verdict.Class != wantClass || s.open.Device != (DeviceNumber{1, 3}) || s.verdict.Device.Label != "0" || s.open.Access != wantAccess {
+						t.Errorf("%s: verdict %s on %s (%q), access %s, want %s on 1:3 (gpu 0), access %s",
+							name, s.verdict.Class, s.open.Device, s.verdict.Device.Label, s.open.Access, wantClass, wantAccess)
 					}
 					if cgroupDir != "" && (s.open.CgroupID != inode(t, cgroupDir) || s.verdict.Owner.CgroupPath != cgroupPath) {
 						t.Errorf("%s: cgroup %d %q, want %d %q", name, s.open.CgroupID, s.verdict.Owner.CgroupPath, inode(t, cgroupDir), cgroupPath)
@@ -329,8 +427,23 @@ func TestAuditInTheKernel(t *testing.T) {
 			check("allocated pod", vs.waitFor(t, c1.Process.Pid, 1), ClassAllowed, allowedPath, allowedDir)
 			c2, _ := child(t, sneakyDir, node, 2, false)
 			check("unallocated pod", vs.waitFor(t, c2.Process.Pid, 2), ClassUnauthorized, sneakyPath, sneakyDir)
-			c3, _ := child(t, hostDir, node, 1, false)
-			host := vs.waitFor(t, c3.Process.Pid, 1)
+			// The host process first tries a watched node without a driver
+			// (ENXIO): the cgroup_device hook sees that attempt, the
+			// syscall hooks see successful opens only. Its events are in
+			// order, so the attempt is seen before the open of 1:3 or not
+			// at all.
+			c3, _ := child(t, hostDir, node, 1, false, "TESSERA_AUDIT_TRY="+absent)
+			want := 1
+			if hook == HookCgroupDevice {
+				want = 2
+			}
+			host := vs.waitFor(t, c3.Process.Pid, want)
+			if hook == HookCgroupDevice {
+				if len(host) < 2 || host[0].open.Device != absentDev || host[0].open.Access != AccessRead || host[0].verdict.Class != ClassHost {
+					t.Fatalf("host process: events %+v, want the failed open attempt of %s first", host, absentDev)
+				}
+				host = host[1:]
+			}
 			check("host process", host, ClassHost, hostPath, hostDir)
 
 			if got := testutil.ToFloat64(a.metrics.unauthorized.WithLabelValues("ml", "sneaky", "main", "0")); got != 2 {
@@ -352,7 +465,40 @@ func TestAuditInTheKernel(t *testing.T) {
 			c4, _ := child(t, sneakyDir, node, 1, false)
 			vs.waitFor(t, c4.Process.Pid, 1)
 			if len(rec.Events) != 1 {
-				t.Errorf("%d Events after the rate-limit interval, want 1", len(rec.Events))
+				t.Fatalf("%d Events after the rate-limit interval, want 1", len(rec.Events))
+			}
+			<-rec.Events
+
+			if hook == HookCgroupDevice {
+				// mknod of a watched number is an access of its own: made
+				// in the unallocated pod it is unauthorized, in the
+				// allocated one allowed; opens are not counted.
+				dir := t.TempDir()
+				m1, _ := child(t, sneakyDir, "", 0, false, "TESSERA_AUDIT_MKNOD="+filepath.Join(dir, "nvidia3"))
+				mk := vs.waitFor(t, m1.Process.Pid, 1)
+				m2, _ := child(t, allowedDir, "", 0, false, "TESSERA_AUDIT_MKNOD="+filepath.Join(dir, "nvidia0"))
+				mk2 := vs.waitFor(t, m2.Process.Pid, 1)
+				if s := mk[0]; s.open.Access != AccessMknod || s.verdict.Class != ClassUnauthorized || s.verdict.Owner.Pod != "sneaky" {
+					t.Errorf("mknod in the unallocated pod: access %s, verdict %+v", s.open.Access, s.verdict)
+				}
+				if s := mk2[0]; s.open.Access != AccessMknod || s.verdict.Class != ClassAllowed {
+					t.Errorf("mknod in the allocated pod: access %s, verdict %+v", s.open.Access, s.verdict)
+				}
+				if got := testutil.ToFloat64(a.metrics.unauthorizedMknod.WithLabelValues("ml", "sneaky", "main", "0")); got != 1 {
+					t.Errorf(`tessera_gpu_unauthorized_mknod_total{pod="sneaky"} = %v, want 1`, got)
+				}
+				if got := testutil.ToFloat64(a.metrics.mknods.WithLabelValues("allowed")); got != 1 {
+					t.Errorf(`tessera_gpu_audit_mknods_total{class="allowed"} = %v, want 1`, got)
+				}
+				if got := testutil.ToFloat64(a.metrics.unauthorized.WithLabelValues("ml", "sneaky", "main", "0")); got != 3 {
+					t.Errorf(`tessera_gpu_unauthorized_open_total{pod="sneaky"} = %v after the mknod, want 3 (the opens only)`, got)
+				}
+				if len(rec.Events) != 1 {
+					t.Fatalf("%d Events after the mknod, want 1", len(rec.Events))
+				}
+				if ev := <-rec.Events; !strings.Contains(ev, fmt.Sprintf("Warning UnauthorizedGPUDeviceNode Process %d", m1.Process.Pid)) {
+					t.Errorf("mknod Event %q", ev)
+				}
 			}
 
 			// A process in a cgroup v1 pod directory: the event's cgroup v2
@@ -402,7 +548,7 @@ func TestAuditLosesEventsCountably(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	for deadline := time.Now().Add(20 * time.Second); !a.Status().Up; time.Sleep(5 * time.Millisecond) {
 		if s := a.Status(); s.Reason != "not_started" {
-			t.Skipf("this kernel cannot load the audit: %s", s.Reason)
+			requireLoaded(t, DefaultHooks[0], s.Reason)
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("audit not up within 20s")

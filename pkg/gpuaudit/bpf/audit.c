@@ -7,11 +7,17 @@
 // through a ring buffer. Devices are matched by number, never by path, so a
 // node made with mknod anywhere is seen too.
 //
-// Three entry points carry the same logic, one per hook the kernel may
-// offer; user space loads the first that works:
+// Three entry points carry that logic, one per syscall hook the kernel may
+// offer:
 //   tp_btf/sys_exit                         BTF-typed raw tracepoint
 //   raw_tracepoint/sys_exit                 raw tracepoint
 //   tracepoint/syscalls/sys_exit_<open...>  syscall tracepoints (tracefs)
+// A fourth, cgroup/dev, runs on the kernel's device permission checks
+// instead (the open of a device inode, mknod of one), attached with
+// BPF_F_ALLOW_MULTI to the root of the cgroup2 hierarchy; it costs nothing
+// on other syscalls. It sees attempts, not successful opens, and always
+// allows: it never changes a verdict of the runtimes' device programs.
+// User space loads the first entry point whose hook works.
 
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -47,7 +53,9 @@ struct event {
 	__u32 uid;
 	__u32 major;
 	__u32 minor;
-	__u32 _pad;
+	// 0: an open that returned a descriptor (syscall hooks); else the
+	// BPF_DEVCG_ACC_* bits of a device permission check (cgroup/dev).
+	__u32 access;
 	char comm[16];
 };
 
@@ -83,6 +91,34 @@ struct {
 	__type(value, __u64);
 } lost_events SEC(".maps");
 
+static __always_inline int watched(__u32 major, __u32 minor)
+{
+	__u32 rdev = major << MINORBITS | minor;
+	return bpf_map_lookup_elem(&watched_majors, &major) || bpf_map_lookup_elem(&watched_devs, &rdev);
+}
+
+static __always_inline void send(__u32 major, __u32 minor, __u32 access)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&lost_events, &zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	__u64 id = bpf_get_current_pid_tgid();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->major = major;
+	e->minor = minor;
+	e->access = access;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
 static __always_inline int audit_fd(long fd)
 {
 	if (fd < 0)
@@ -101,28 +137,9 @@ static __always_inline int audit_fd(long fd)
 	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFCHR)
 		return 0;
 	__u32 rdev = BPF_CORE_READ(inode, i_rdev);
-	__u32 major = rdev >> MINORBITS;
-	if (!bpf_map_lookup_elem(&watched_majors, &major) && !bpf_map_lookup_elem(&watched_devs, &rdev))
-		return 0;
-
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&lost_events, &zero);
-		if (lost)
-			*lost += 1;
-		return 0;
-	}
-	__u64 id = bpf_get_current_pid_tgid();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = (__u32)id;
-	e->tgid = id >> 32;
-	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->major = major;
-	e->minor = rdev & MINORMASK;
-	e->_pad = 0;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	__u32 major = rdev >> MINORBITS, minor = rdev & MINORMASK;
+	if (watched(major, minor))
+		send(major, minor, 0);
 	return 0;
 }
 
@@ -169,4 +186,28 @@ SEC("tracepoint/syscalls/sys_exit_openat")
 int audit_syscall_tp(struct sys_exit_record *ctx)
 {
 	return audit_fd(ctx->ret);
+}
+
+#define BPF_DEVCG_ACC_MKNOD 1
+#define BPF_DEVCG_ACC_READ 2
+#define BPF_DEVCG_ACC_WRITE 4
+#define BPF_DEVCG_DEV_CHAR 2
+
+// Device permission checks of every task in the cgroup this is attached to
+// and below it: opens of device inodes (read/write access), mknod of device
+// nodes (mknod access). Always returns 1 (allow).
+SEC("cgroup/dev")
+int audit_cgroup_dev(struct bpf_cgroup_dev_ctx *ctx)
+{
+	__u32 type = ctx->access_type & 0xffff;
+	__u32 access = ctx->access_type >> 16;
+	if (type != BPF_DEVCG_DEV_CHAR)
+		return 1;
+	access &= BPF_DEVCG_ACC_MKNOD | BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE;
+	if (!access)
+		return 1;
+	__u32 major = ctx->major, minor = ctx->minor;
+	if (watched(major, minor))
+		send(major, minor, access);
+	return 1;
 }

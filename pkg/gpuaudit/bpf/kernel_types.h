@@ -29,6 +29,14 @@ struct bpf_raw_tracepoint_args {
 	__u64 args[0];
 };
 
+// The context of a cgroup/dev program (UAPI, fixed layout): access_type is
+// BPF_DEVCG_ACC_* << 16 | BPF_DEVCG_DEV_*.
+struct bpf_cgroup_dev_ctx {
+	__u32 access_type;
+	__u32 major;
+	__u32 minor;
+};
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 #if defined(__TARGET_ARCH_x86)
