@@ -121,6 +121,15 @@ verify: $(CONTROLLER_GEN) ## Check formatting, go.mod tidiness and that generate
 bench: ## Run the Go benchmarks (discovery + telemetry of a simulated DGX H100 with MIG).
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/... | tee $(BIN)/bench.txt
 
+# scheduler_perf starts its own etcd per workload and finds it on PATH.
+SCHEDPERF_FILTER ?= performance,-large
+.PHONY: bench-scheduler
+bench-scheduler: k8s-bins ## scheduler_perf: 1,000 GPU nodes, 5,000 mixed GPU pods, default profile vs Tessera's in one run; pods/s and ratio (SCHEDPERF_FILTER=performance for 5,000 nodes too).
+	mkdir -p _output/schedperf
+	cd test/schedperf && PATH=$(BIN):$$PATH $(GO) test -run '^$$' -bench BenchmarkPerfScheduling -benchtime 1x -timeout 120m \
+		-perf-scheduling-label-filter=$(SCHEDPERF_FILTER) -data-items-dir $(CURDIR)/_output/schedperf 2>&1 \
+		| grep -E '^(Benchmark|PASS|FAIL|ok|---|scheduler_perf|workload|[0-9]+Nodes)|schedperf_test|Tessera planned' | tee $(CURDIR)/_output/schedperf/summary.txt
+
 .PHONY: bench-mig
 bench-mig: k8s-bins ## Relabel a simulated DGX H100 (all 8 GPUs change) against a real kube-apiserver: seconds to mig.config.state=success and NVML inits.
 	TESSERA_K8S_BIN_DIR=$(BIN) $(GO) test -run '^$$' -bench BenchmarkRelabel -benchtime 20x -count 1 ./pkg/mig/reconcile/ 2>&1 \

@@ -63,6 +63,10 @@ type Options struct {
 	DataDir string
 	// ReadyTimeout bounds the wait for each component to become ready. Default: 60s.
 	ReadyTimeout time.Duration
+	// APIServerArgs are extra kube-apiserver flags, after the defaults (e.g.
+	// "--feature-gates=GenericWorkload=true",
+	// "--runtime-config=scheduling.k8s.io/v1alpha2=true").
+	APIServerArgs []string
 }
 
 // ControlPlane is a running etcd + kube-apiserver pair.
@@ -159,7 +163,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	}
 	begin = time.Now()
 	cp.apiserverBin, cp.readyTimeout = apiserverBin, opts.ReadyTimeout
-	cp.apiserverArgs = apiserverArgs(cp.DataDir, etcdURL, ports[2])
+	cp.apiserverArgs = append(apiserverArgs(cp.DataDir, etcdURL, ports[2]), opts.APIServerArgs...)
 	cp.apiserverStarts = 1
 	cp.apiserver, err = startProcess(apiserverBin, filepath.Join(cp.DataDir, "kube-apiserver.log"), cp.apiserverArgs)
 	if err != nil {

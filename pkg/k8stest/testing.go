@@ -21,9 +21,15 @@ const EnvSkip = "TESSERA_SKIP_K8S"
 // client requests made with it end before the apiserver goes away.
 func StartForTest(t testing.TB) *ControlPlane {
 	t.Helper()
+	return StartForTestWith(t, Options{})
+}
+
+// StartForTestWith is StartForTest with options (extra apiserver flags).
+func StartForTestWith(t testing.TB, opts Options) *ControlPlane {
+	t.Helper()
 	skipIfDisabled(t)
 	ctx := klog.NewContext(context.WithoutCancel(t.Context()), ktesting.NewLogger(t, ktesting.NewConfig()))
-	cp, err := Start(ctx, Options{})
+	cp, err := Start(ctx, opts)
 	if errors.Is(err, ErrBinaryMissing) {
 		t.Fatalf("starting control plane: %v (or set %s=1 to skip these tests)", err, EnvSkip)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,8 +14,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	featuregatetesting "k8s.io/component-base/featuregate/testing"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	"k8s.io/kubernetes/pkg/features"
+	"k8s.io/utils/ptr"
 
 	"github.com/tessera-gpu/tessera/pkg/inventory/client"
 	"github.com/tessera-gpu/tessera/pkg/inventory/inventorytest"
@@ -247,6 +252,141 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 			})
 			if err != nil || !strings.Contains(msg, tc.want) {
 				t.Errorf("pod %s: condition %q (%v), want it to contain %q", pod.Name, msg, err, tc.want)
+			}
+		}
+	})
+}
+
+// TestGangs runs in a child process of the test binary: kube-scheduler's
+// process-wide feature-gate registry keeps the gates the first in-process
+// scheduler applied (Setup calls SetFallback once), so a scheduler with the
+// gang gates on cannot follow one with them off in the same process.
+func TestGangs(t *testing.T) {
+	if os.Getenv(envGangChild) == "1" {
+		testGangs(t)
+		return
+	}
+	k8stest.StartForTest(t).Stop() // skip or fail here as every control-plane test does
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestGangs$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), envGangChild+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("TestGangs in a child process: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestGangs") {
+		t.Fatalf("TestGangs child did not pass:\n%s", out)
+	}
+}
+
+const envGangChild = "TESSERA_SCHEDULER_GANG_CHILD"
+
+func testGangs(t *testing.T) {
+	featuregatetesting.SetFeatureGatesDuringTest(t, utilfeature.DefaultFeatureGate, featuregatetesting.FeatureOverrides{
+		features.GenericWorkload: true,
+		features.GangScheduling:  true,
+	})
+	cp := k8stest.StartForTestWith(t, k8stest.Options{APIServerArgs: []string{
+		"--feature-gates=GenericWorkload=true,GangScheduling=true",
+		"--runtime-config=scheduling.k8s.io/v1alpha2=true",
+	}})
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	defer cancel()
+	if err := inventorytest.InstallCRD(ctx, cp.RESTConfig()); err != nil {
+		t.Fatal(err)
+	}
+	gc, err := client.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cp.Client()
+	now := time.Now()
+	for _, gn := range []*v1alpha1.GPUNode{dgxH100("dgx-1", now).obj(), dgxH100("dgx-2", now).obj(), dgxH100("dgx-3", now).obj()} {
+		publishNode(ctx, t, kc, gc, gn)
+	}
+	done := make(chan error, 1)
+	go func() { done <- runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 10m")) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	})
+
+	t.Run("a gang that does not fit binds nothing and holds no device", func(t *testing.T) {
+		createPodGroup(ctx, t, kc, "big", 4)
+		var gang []*corev1.Pod
+		for i := range 4 {
+			gang = append(gang, createGPUPod(ctx, t, kc, newPod(fmt.Sprintf("big-%d", i)).container("pytorch", "nvidia.com/gpu=8", "cpu=32"), "big"))
+		}
+		// Every member was tried and refused; none is bound.
+		for _, p := range gang {
+			msg := waitUnschedulable(ctx, t, kc, p)
+			t.Logf("%s: %s", p.Name, msg)
+		}
+		for _, p := range gang {
+			got, err := kc.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Spec.NodeName != "" {
+				t.Errorf("gang member %s bound to %s", p.Name, got.Spec.NodeName)
+			}
+		}
+		// The devices planned for the members during the group's cycle are
+		// free again in Tessera's model: three whole-node pods fit.
+		var nodes []string
+		for i := range 3 {
+			p := waitBound(ctx, t, kc, createGPUPod(ctx, t, kc, newPod(fmt.Sprintf("solo-%d", i)).container("c", "nvidia.com/gpu=8", "cpu=32"), ""))
+			nodes = append(nodes, p.Spec.NodeName)
+			if devs := parseDevices(p.Annotations[AnnotationDevices]); len(devs) != 8 {
+				t.Errorf("%s planned %v, want 8 GPUs", p.Name, devs)
+			}
+		}
+		slices.Sort(nodes)
+		if want := []string{"dgx-1", "dgx-2", "dgx-3"}; !slices.Equal(nodes, want) {
+			t.Errorf("whole-node pods on %v, want %v", nodes, want)
+		}
+		// Clean up: the gang and the solo pods leave, and with them their
+		// devices (pod deletion ends their plans).
+		for _, name := range []string{"big-0", "big-1", "big-2", "big-3", "solo-0", "solo-1", "solo-2"} {
+			if err := kc.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("a gang of mixed members on a partly used cluster is placed whole", func(t *testing.T) {
+		// dgx-1 has 4 GPUs held by a running pod (bound, reported by the agent).
+		held := newPod("held").container("c", "nvidia.com/gpu=4", "cpu=8").obj()
+		held.UID = ""
+		held.Spec.NodeName = "dgx-1"
+		setLimits(held)
+		held, err := kc.CoreV1().Pods("default").Create(ctx, held, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gn := dgxH100("dgx-1", time.Now()).obj()
+		gn.Status.Allocations = []v1alpha1.Allocation{{Namespace: "default", Pod: "held", PodUID: held.UID, Container: "c", Resource: "nvidia.com/gpu",
+			DeviceIDs: []string{"GPU-dgx-1-0", "GPU-dgx-1-1", "GPU-dgx-1-2", "GPU-dgx-1-3"}}}
+		publishNode(ctx, t, nil, gc, gn)
+		// dgx-3 is cordoned off for this case: two nodes, one half used.
+		if _, err := kc.CoreV1().Nodes().Patch(ctx, "dgx-3", "application/merge-patch+json", []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// All pods of the last case are gone from the scheduler's view.
+		waitPodsGone(ctx, t, kc, "big-0", "big-1", "big-2", "big-3", "solo-0", "solo-1", "solo-2")
+
+		createPodGroup(ctx, t, kc, "mixed", 2)
+		small := createGPUPod(ctx, t, kc, newPod("mixed-4gpu").container("c", "nvidia.com/gpu=4", "cpu=8"), "mixed")
+		large := createGPUPod(ctx, t, kc, newPod("mixed-8gpu").container("c", "nvidia.com/gpu=8", "cpu=32"), "mixed")
+		small, large = waitBound(ctx, t, kc, small), waitBound(ctx, t, kc, large)
+		if small.Spec.NodeName != "dgx-1" || large.Spec.NodeName != "dgx-2" {
+			t.Errorf("4-GPU member on %s, 8-GPU member on %s; want dgx-1 and dgx-2", small.Spec.NodeName, large.Spec.NodeName)
+		}
+		devs := parseDevices(small.Annotations[AnnotationDevices])
+		for _, d := range devs {
+			if slices.Contains(gn.Status.Allocations[0].DeviceIDs, d) {
+				t.Errorf("4-GPU member planned %s, held by pod held", d)
 			}
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -93,7 +94,13 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	go inf.RunWithContext(ctx)
 	// Until GPUNodes are listed every node is one Tessera cannot judge,
 	// which is safe (neutral scores, no verdicts) but places the first pods
-	// blindly: wait a bounded time for the list.
+	// blindly: wait a bounded time for the list — unless the GPUNode
+	// resource is not served at all (the CRD is not installed yet), when
+	// waiting cannot help; the informer keeps retrying.
+	if _, err := gc.List(ctx, metav1.ListOptions{Limit: 1}); apierrors.IsNotFound(err) {
+		klog.FromContext(ctx).Info("The GPUNode resource is not served (CRD not installed?); nodes are neutral to Tessera until it is", "plugin", Name)
+		return p, nil
+	}
 	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), inf.HasSynced) {

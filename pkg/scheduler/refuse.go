@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/pkg/scoring"
@@ -41,9 +42,39 @@ func (b *best) offer(n int, node string, gpu int) {
 	}
 }
 
+// cachedSurvey is a survey of one resource and what it was computed from.
+type cachedSurvey struct {
+	s     survey
+	gen   uint64 // the cluster's GPUNode generation
+	nodes int    // the number of nodes surveyed
+	// until is when the first surveyed GPUNode turns stale.
+	until time.Time
+}
+
 // survey looks at every node for the pod's resource. Call with the lock held.
+//
+// A survey depends on the GPUNodes' capacity (not on what is free), on
+// which nodes are fresh and on the nodes Tessera cannot judge; it is kept
+// per resource until a GPUNode changes, the number of nodes changes or a
+// surveyed GPUNode turns stale, so that PreFilter does not walk every node
+// for every pod. (A label or allocatable change on a node without a
+// GPUNode shows at the next of those.)
 func (c *cluster) survey(d *PodDemand, nodes []fwk.NodeInfo, now time.Time) survey {
+	if cs, ok := c.surveys[d.Resource]; ok && cs.gen == c.gen && cs.nodes == len(nodes) && now.Before(cs.until) {
+		return cs.s
+	}
+	s, until := c.surveyNodes(d, nodes, now)
+	if c.surveys == nil {
+		c.surveys = map[corev1.ResourceName]cachedSurvey{}
+	}
+	c.surveys[d.Resource] = cachedSurvey{s: s, gen: c.gen, nodes: len(nodes), until: until}
+	return s
+}
+
+// surveyNodes computes a survey and when its first fresh node turns stale.
+func (c *cluster) surveyNodes(d *PodDemand, nodes []fwk.NodeInfo, now time.Time) (survey, time.Time) {
 	var s survey
+	until := now.Add(c.staleAfter + time.Nanosecond)
 	for _, ni := range nodes {
 		node := ni.Node()
 		if node == nil {
@@ -64,6 +95,9 @@ func (c *cluster) survey(d *PodDemand, nodes []fwk.NodeInfo, now time.Time) surv
 			continue
 		}
 		m := e.model
+		if t := m.heartbeat.Add(c.staleAfter + time.Nanosecond); t.Before(until) {
+			until = t
+		}
 		for _, p := range m.products {
 			if !slices.Contains(s.products, p) {
 				s.products = append(s.products, p)
@@ -101,7 +135,7 @@ func (c *cluster) survey(d *PodDemand, nodes []fwk.NodeInfo, now time.Time) surv
 	}
 	slices.Sort(s.products)
 	slices.Sort(s.profiles)
-	return s
+	return s, until
 }
 
 // refusal says why no node can ever host the pod, or "" when some might.

@@ -45,10 +45,17 @@ type cluster struct {
 	staleAfter time.Duration
 	nodes      map[string]*nodeEntry
 	assumed    map[types.UID]*assumedPod
+	// gen counts GPUNode changes (upsert, remove); surveys are PreFilter's
+	// per-resource surveys of the cluster, valid for one gen.
+	gen     uint64
+	surveys map[corev1.ResourceName]cachedSurvey
+	// shared counts, per resource, the nodes that advertise it as
+	// time-shared units (isShared, asked for every container of every pod).
+	shared map[corev1.ResourceName]int
 }
 
 func newCluster(scorer *scoring.Scorer, staleAfter time.Duration) *cluster {
-	return &cluster{scorer: scorer, staleAfter: staleAfter, nodes: map[string]*nodeEntry{}, assumed: map[types.UID]*assumedPod{}}
+	return &cluster{scorer: scorer, staleAfter: staleAfter, nodes: map[string]*nodeEntry{}, assumed: map[types.UID]*assumedPod{}, shared: map[corev1.ResourceName]int{}}
 }
 
 // fresh returns the node's entry when Tessera may judge the node: it has a
@@ -62,13 +69,22 @@ func (c *cluster) fresh(name string, now time.Time) (*nodeEntry, bool) {
 }
 
 // isShared reports whether any node advertises r as time-shared units.
-func (c *cluster) isShared(r corev1.ResourceName) bool {
-	for _, e := range c.nodes {
-		if e.model != nil && e.model.resources[r].kind == scoring.KindShare {
-			return true
+func (c *cluster) isShared(r corev1.ResourceName) bool { return c.shared[r] > 0 }
+
+// count adds (sign 1) or removes (sign -1) a node model's shared resources
+// to the cluster's counts.
+func (c *cluster) count(m *nodeModel, sign int) {
+	if m == nil {
+		return
+	}
+	for r, mode := range m.resources {
+		if mode.kind == scoring.KindShare {
+			c.shared[r] += sign
+			if c.shared[r] <= 0 {
+				delete(c.shared, r)
+			}
 		}
 	}
-	return false
 }
 
 // upsert takes a new version of a node's GPUNode: it rebuilds the node's
@@ -79,8 +95,12 @@ func (c *cluster) isShared(r corev1.ResourceName) bool {
 // planned devices on top of the report.
 func (c *cluster) upsert(logger klog.Logger, gn *v1alpha1.GPUNode) {
 	name := gn.Name
-	if old := c.nodes[name]; old != nil && old.cache != nil {
-		c.scorer.RemoveNode(old.cache)
+	c.gen++
+	if old := c.nodes[name]; old != nil {
+		if old.cache != nil {
+			c.scorer.RemoveNode(old.cache)
+		}
+		c.count(old.model, -1)
 	}
 	e := &nodeEntry{}
 	c.nodes[name] = e
@@ -100,6 +120,7 @@ func (c *cluster) upsert(logger klog.Logger, gn *v1alpha1.GPUNode) {
 		return
 	}
 	e.model = m
+	c.count(m, 1)
 	for uid, ap := range c.assumed {
 		if ap.node != name {
 			continue
@@ -128,9 +149,11 @@ func (c *cluster) remove(name string) {
 	if e == nil {
 		return
 	}
+	c.gen++
 	if e.cache != nil {
 		c.scorer.RemoveNode(e.cache)
 	}
+	c.count(e.model, -1)
 	delete(c.nodes, name)
 	for _, ap := range c.assumed {
 		if ap.node == name {
