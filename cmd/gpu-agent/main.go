@@ -58,7 +58,7 @@ const (
 // execute runs the command line args and returns the process's exit code,
 // writing errors to stderr.
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRootCommand()
+	root := newRootCommand() //nolint:contextcheck // the command gets ctx through ExecuteContext
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -341,7 +341,7 @@ func snapshotView(s *gpu.Snapshot) any {
 
 // agentConfig turns the flags into the agent's Config; a bad value is a
 // usage error naming the flag and the allowed values. It opens nothing.
-func agentConfig(o *options) (agent.Config, error) {
+func agentConfig(ctx context.Context, o *options) (agent.Config, error) {
 	cfg := agent.Config{
 		NodeName:                  o.nodeName,
 		PluginDir:                 o.pluginDir,
@@ -405,7 +405,7 @@ func agentConfig(o *options) (agent.Config, error) {
 		if err != nil {
 			// Without the driver loaded the NVIDIA major is still 195; the
 			// audit reports what it cannot watch.
-			klog.Background().Info("Reading device majors for the GPU audit; watching NVIDIA's fixed major only", "err", err.Error())
+			klog.FromContext(ctx).Info("Reading device majors for the GPU audit; watching NVIDIA's fixed major only", "err", err.Error())
 		}
 		cfg.GPUAudit = &gpuaudit.Config{Majors: majors, TrustedNamespaces: o.gpuAuditTrusted,
 			RingBufferBytes: rb, MountTracefs: true, MountCgroup2: true}
@@ -420,7 +420,7 @@ func agentConfig(o *options) (agent.Config, error) {
 }
 
 func runAgent(ctx context.Context, o *options) error {
-	cfg, err := agentConfig(o)
+	cfg, err := agentConfig(ctx, o)
 	if err != nil {
 		return err
 	}

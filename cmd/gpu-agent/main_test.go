@@ -83,7 +83,7 @@ func TestSuggestFlag(t *testing.T) {
 	root := newRootCommand()
 	tests := []struct{ typed, want string }{
 		{"backnd", "backend"},
-		{"metrics-adress", "metrics-address"},
+		{"metrics-adress", "metrics-address"}, //nolint:misspell // the typo is the test input
 		{"Node-Name", "node-name"},
 		{"kubeconfig=x", "kubeconfig"},
 		{"zzz", ""},
@@ -157,7 +157,7 @@ func TestBinary(t *testing.T) {
 		defer func() {
 			if cmd.ProcessState == nil {
 				_ = cmd.Process.Kill()
-				<-exited
+				<-exited //nolint:errcheck // killed: its exit status says nothing
 			}
 		}()
 		err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {

@@ -124,7 +124,7 @@ func injectXID(t *testing.T, cfg agent.Config, gpuIndex int, xid uint64) {
 // waitEvent waits for an Event on the node with reason whose message holds every part.
 func waitEvent(ctx context.Context, t *testing.T, cp *k8stest.ControlPlane, node, reason string, parts ...string) {
 	t.Helper()
-	poll(t, "a "+reason+" Event mentioning "+strings.Join(parts, ", "), func() bool {
+	poll(t, "a "+reason+" Event mentioning "+strings.Join(parts, ", "), func() bool { //nolint:contextcheck // poll keeps its own deadline
 		evs, err := cp.Client().CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false

@@ -104,7 +104,7 @@ func (h HealthLoop) Run(ctx context.Context) error {
 		case e := <-events:
 			_, wasLost := lostGPUs(h.Tracker)[e.Index]
 			apply(h.Tracker.Observe(e))
-			if wasLost && h.Discoverer != nil && e.Kind != gpu.EventGPULost && !(e.Kind == gpu.EventXID && e.XID == xid.FallenOffTheBus) {
+			if wasLost && h.Discoverer != nil && e.Kind != gpu.EventGPULost && (e.Kind != gpu.EventXID || e.XID != xid.FallenOffTheBus) {
 				// A lost GPU speaks again: look now rather than at the next probe.
 				apply(h.probe(ctx))
 			}

@@ -187,16 +187,16 @@ func newer(a, b string) bool {
 func NewPublisher(cfg Config) (*Publisher, error) {
 	var errs []error
 	if cfg.NodeName == "" {
-		errs = append(errs, errors.New("NodeName: required"))
+		errs = append(errs, errors.New("field NodeName is required"))
 	}
 	if cfg.Nodes == nil {
-		errs = append(errs, errors.New("Nodes: required"))
+		errs = append(errs, errors.New("field Nodes is required"))
 	}
 	if cfg.GPUNodes == nil {
-		errs = append(errs, errors.New("GPUNodes: required"))
+		errs = append(errs, errors.New("field GPUNodes is required"))
 	}
 	if cfg.Devices == nil {
-		errs = append(errs, errors.New("Devices: required"))
+		errs = append(errs, errors.New("field Devices is required"))
 	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval

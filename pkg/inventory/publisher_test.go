@@ -365,7 +365,7 @@ func testCreates(t *testing.T, h *harness) {
 		t.Fatal(err)
 	}
 	for _, mf := range n.ManagedFields {
-		if mf.Manager == inventory.LabelFieldManager && strings.Contains(string(mf.FieldsV1.Raw), foreignLabel) {
+		if mf.Manager == inventory.LabelFieldManager && mf.FieldsV1 != nil && strings.Contains(mf.FieldsV1.GetRawString(), foreignLabel) {
 			t.Errorf("%s owns the foreign label %s", inventory.LabelFieldManager, foreignLabel)
 		}
 	}

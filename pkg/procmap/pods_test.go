@@ -25,7 +25,7 @@ func TestPodIndexFollowsTheNodesPods(t *testing.T) {
 	done := make(chan error, 1)
 	runCtx, cancel := contextWithCancel(t)
 	go func() { done <- x.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); <-done }() //nolint:errcheck // a cancelled index returns its context error
 
 	mk := func(name, node string) *v1.Pod {
 		p := &v1.Pod{

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -206,6 +205,3 @@ func (d *PodDemand) Products(known []string) (allowed, preferred []string, err e
 	slices.Sort(preferred)
 	return allowed, slices.Compact(preferred), nil
 }
-
-// errNoGPU is returned by demand builders for pods without a GPU request.
-var errNoGPU = errors.New("pod asks for no gpu")

@@ -266,7 +266,9 @@ func TestGangs(t *testing.T) {
 		testGangs(t)
 		return
 	}
-	k8stest.StartForTest(t).Stop() // skip or fail here as every control-plane test does
+	if err := k8stest.StartForTest(t).Stop(); err != nil { // skip or fail here as every control-plane test does
+		t.Fatal(err)
+	}
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestGangs$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), envGangChild+"=1")
 	out, err := cmd.CombinedOutput()

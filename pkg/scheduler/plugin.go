@@ -35,7 +35,7 @@ const GPUNodeEvent fwk.EventResource = v1alpha1.Resource + ".v1alpha1." + v1alph
 // NeutralScore is the score of a node Tessera cannot judge (no GPUNode, a
 // stale heartbeat, an inconsistent status): the middle of the range, so
 // that such a node neither wins nor loses by Tessera's score.
-const NeutralScore = fwk.MaxNodeScore / 2
+const NeutralScore = fwk.MaxScore / 2
 
 // Plugin is Tessera's kube-scheduler plugin. Every decision is pkg/scoring's;
 // the plugin reads pods and GPUNodes into its model, keeps the assume cache
@@ -380,11 +380,11 @@ func (p *Plugin) NormalizeScore(_ context.Context, state fwk.CycleState, _ *core
 		case s == neutralRaw:
 			scores[i].Score = NeutralScore
 		case s < 0:
-			scores[i].Score = fwk.MinNodeScore
+			scores[i].Score = fwk.MinScore
 		case hi == lo:
-			scores[i].Score = fwk.MaxNodeScore
+			scores[i].Score = fwk.MaxScore
 		default:
-			scores[i].Score = fwk.MinNodeScore + (s-lo)*(fwk.MaxNodeScore-fwk.MinNodeScore)/(hi-lo)
+			scores[i].Score = fwk.MinScore + (s-lo)*(fwk.MaxScore-fwk.MinScore)/(hi-lo)
 		}
 	}
 	return nil

@@ -288,7 +288,7 @@ func TestImagesRunInTheirRootFilesystem(t *testing.T) {
 		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 			select {
 			case err := <-exited:
-				return false, fmt.Errorf("the agent exited: %v", err)
+				return false, fmt.Errorf("the agent exited: %w", err)
 			default:
 			}
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)

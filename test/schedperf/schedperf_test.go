@@ -238,7 +238,7 @@ func reportRatios(b *testing.B) error {
 	dir := flag.Lookup("data-items-dir").Value.String()
 	files, err := filepath.Glob(filepath.Join(dir, "BenchmarkPerfScheduling_benchmark_"+topic+"_*.json"))
 	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no scheduler_perf result in %s: %v", dir, err)
+		return fmt.Errorf("no scheduler_perf result in %s: %w", dir, err)
 	}
 	sort.Strings(files) // the names end in the date and time
 	data, err := os.ReadFile(files[len(files)-1])
@@ -270,8 +270,8 @@ func reportRatios(b *testing.B) error {
 		ws = append(ws, w)
 	}
 	slices.Sort(ws)
-	fmt.Printf("\nscheduler_perf throughput (pods/s), %s\n", files[len(files)-1])
-	fmt.Printf("%-22s %-10s %10s %10s %10s\n", "workload", "profile", "average", "p50", "p90")
+	fmt.Fprintf(os.Stdout, "\nscheduler_perf throughput (pods/s), %s\n", files[len(files)-1])
+	fmt.Fprintf(os.Stdout, "%-22s %-10s %10s %10s %10s\n", "workload", "profile", "average", "p50", "p90")
 	for _, w := range ws {
 		d, t := tput[w]["GPUDefault"], tput[w]["GPUTessera"]
 		for _, row := range []struct {
@@ -279,12 +279,12 @@ func reportRatios(b *testing.B) error {
 			v    map[string]float64
 		}{{"default", d}, {"tessera", t}} {
 			if row.v != nil {
-				fmt.Printf("%-22s %-10s %10.1f %10.1f %10.1f\n", w, row.name, row.v["Average"], row.v["Perc50"], row.v["Perc90"])
+				fmt.Fprintf(os.Stdout, "%-22s %-10s %10.1f %10.1f %10.1f\n", w, row.name, row.v["Average"], row.v["Perc50"], row.v["Perc90"])
 			}
 		}
 		if d != nil && t != nil && d["Average"] > 0 {
 			ratio := t["Average"] / d["Average"]
-			fmt.Printf("%-22s %-10s %10.3f   (target >= 0.9)\n", w, "ratio", ratio)
+			fmt.Fprintf(os.Stdout, "%-22s %-10s %10.3f   (target >= 0.9)\n", w, "ratio", ratio)
 			b.Logf("%s: Tessera/default throughput ratio %.3f", w, ratio)
 		}
 	}

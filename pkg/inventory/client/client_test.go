@@ -77,7 +77,7 @@ func ownedBy(n *corev1.Node) *v1alpha1.GPUNode {
 
 func healthyGPU(i int32, product string) v1alpha1.GPU {
 	return v1alpha1.GPU{
-		Index: i, UUID: "GPU-" + string(rune('a'+i)), Product: product, MemoryMiB: 81559,
+		Index: i, UUID: "GPU-" + string('a'+i), Product: product, MemoryMiB: 81559,
 		ComputeCapability: "9.0", Architecture: "hopper", PCIBusID: "0000:1b:00.0",
 		NUMANode: ptr.To[int32](0), Health: v1alpha1.Healthy, MIGCapable: true,
 		Sharing: &v1alpha1.Sharing{Resource: "nvidia.com/gpu", Replicas: 1},

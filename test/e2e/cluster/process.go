@@ -49,7 +49,7 @@ func (p *process) pid() int { return p.cmd.Process.Pid }
 func (p *process) exited() error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("%s exited: %v (see %s)", p.name, p.err, p.log)
+		return fmt.Errorf("%s exited: %w (see %s)", p.name, p.err, p.log)
 	default:
 		return nil
 	}
