@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tessera-gpu/tessera/pkg/sim"
+	"github.com/tessera-gpu/tessera/pkg/replay"
 )
 
 const boundLong = `Compute, per seed, an upper bound on the final GPU allocation that any placement
@@ -77,17 +77,17 @@ func newBoundCommand() *cobra.Command {
 	f.StringVar(&o.nodes, "nodes", "", "node CSV (columns sn, cpu_milli, memory_mib, gpu, model)")
 	f.StringSliceVar(&o.pods, "pods", nil, "pod CSV(s), comma-separated or repeated")
 	f.StringVar(&o.seeds, "seeds", "42-51", "seeds: a list of integers and ranges, e.g. 42-51 or 1,5,7-9")
-	f.Float64Var(&o.tune, "tune", sim.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 keeps the trace as it is")
+	f.Float64Var(&o.tune, "tune", replay.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 keeps the trace as it is")
 	f.StringVar(&o.out, "out", "", "optional output directory for bound.csv and bound.json (created if missing)")
-	f.Float64Var(&o.minWidth, "min-width", sim.DefaultBoundMinWidth, "stop when the best box is at most this wide (arrived demand as a fraction of GPU capacity); 0 splits down to single arrivals")
-	f.StringVar(&o.corners, "corners", formatCorners(sim.DefaultBoundCorners), "corners of the argument: comma-separated cpu_milli:memory_mib pairs")
+	f.Float64Var(&o.minWidth, "min-width", replay.DefaultBoundMinWidth, "stop when the best box is at most this wide (arrived demand as a fraction of GPU capacity); 0 splits down to single arrivals")
+	f.StringVar(&o.corners, "corners", formatCorners(replay.DefaultBoundCorners), "corners of the argument: comma-separated cpu_milli:memory_mib pairs")
 	f.IntVar(&o.maxLPs, "max-lps", 20000, "fail a seed after this many LPs (0: no limit)")
 	f.IntVar(&o.parallel, "parallel", 0, "seeds bounded at once (0: GOMAXPROCS)")
 	f.IntVar(&o.maxIssues, "max-issues", 20, "input problems printed per file (-1 prints all)")
 	return cmd
 }
 
-func formatCorners(cs []sim.Corner) string {
+func formatCorners(cs []replay.Corner) string {
 	parts := make([]string, len(cs))
 	for i, c := range cs {
 		parts[i] = fmt.Sprintf("%d:%d", c.CPU, c.Memory)
@@ -95,8 +95,8 @@ func formatCorners(cs []sim.Corner) string {
 	return strings.Join(parts, ",")
 }
 
-func parseCorners(s string) ([]sim.Corner, error) {
-	var cs []sim.Corner
+func parseCorners(s string) ([]replay.Corner, error) {
+	var cs []replay.Corner
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		cpu, mem, ok := strings.Cut(part, ":")
@@ -105,7 +105,7 @@ func parseCorners(s string) ([]sim.Corner, error) {
 		if !ok || err1 != nil || err2 != nil || c < 0 || m < 0 {
 			return nil, fmt.Errorf("--corners: %q is not a cpu_milli:memory_mib pair of non-negative integers", part)
 		}
-		cs = append(cs, sim.Corner{CPU: c, Memory: m})
+		cs = append(cs, replay.Corner{CPU: c, Memory: m})
 	}
 	return cs, nil
 }
@@ -131,7 +131,7 @@ func (o *boundOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 	case o.parallel < 0:
 		return fmt.Errorf("--parallel %d: want 0 (GOMAXPROCS) or a positive number", o.parallel)
 	}
-	seeds, err := sim.ParseSeeds(o.seeds)
+	seeds, err := replay.ParseSeeds(o.seeds)
 	if err != nil {
 		return fmt.Errorf("--seeds: %w", err)
 	}
@@ -143,25 +143,25 @@ func (o *boundOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 	if parallel == 0 {
 		parallel = runtime.GOMAXPROCS(0)
 	}
-	opt := sim.BoundOptions{Corners: corners, MinWidth: o.minWidth, MaxLPs: o.maxLPs}
+	opt := replay.BoundOptions{Corners: corners, MinWidth: o.minWidth, MaxLPs: o.maxLPs}
 
-	cluster, err := sim.LoadCluster(o.nodes)
+	cluster, err := replay.LoadCluster(o.nodes)
 	if err != nil {
 		return err
 	}
-	if err := sim.WriteIssues(stderr, o.nodes, &cluster.Issues, o.maxIssues); err != nil {
+	if err := replay.WriteIssues(stderr, o.nodes, &cluster.Issues, o.maxIssues); err != nil {
 		return err
 	}
-	var all []sim.BoundRun
+	var all []replay.BoundRun
 	for _, f := range pods {
-		t, err := sim.LoadTrace(f, cluster)
+		t, err := replay.LoadTrace(f, cluster)
 		if err != nil {
 			return err
 		}
-		if err := sim.WriteIssues(stderr, f, &t.Issues, o.maxIssues); err != nil {
+		if err := replay.WriteIssues(stderr, f, &t.Issues, o.maxIssues); err != nil {
 			return err
 		}
-		runs, err := sim.BoundSeeds(ctx, cluster, t, seeds, o.tune, opt, parallel, func(r sim.BoundRun) {
+		runs, err := replay.BoundSeeds(ctx, cluster, t, seeds, o.tune, opt, parallel, func(r replay.BoundRun) {
 			fmt.Fprintf(stderr, "bound %s seed %d: %.3f %% (%d LPs, %.1f s)\n", r.Trace, r.Seed, r.Percent, r.LPs, r.Wall.Seconds())
 		})
 		if err != nil {
@@ -182,7 +182,7 @@ func (o *boundOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 	return writeBound(o.out, o, corners, all)
 }
 
-func formatBox(box []sim.BoundInterval) string {
+func formatBox(box []replay.BoundInterval) string {
 	parts := make([]string, len(box))
 	for i, iv := range box {
 		parts[i] = iv.String()
@@ -195,7 +195,7 @@ type boundJSON struct {
 	Pods     []string           `json:"pods"`
 	Tune     float64            `json:"tune"`
 	MinWidth float64            `json:"min_width"`
-	Corners  []sim.Corner       `json:"corners"`
+	Corners  []replay.Corner    `json:"corners"`
 	Runs     []boundRunJSON     `json:"runs"`
 	Means    map[string]float64 `json:"mean_bound_pct"`
 }
@@ -214,7 +214,7 @@ type boundRunJSON struct {
 	WallS          float64  `json:"wall_s"`
 }
 
-func writeBound(dir string, o *boundOptions, corners []sim.Corner, runs []sim.BoundRun) error {
+func writeBound(dir string, o *boundOptions, corners []replay.Corner, runs []replay.BoundRun) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating output directory: %w", err)
 	}

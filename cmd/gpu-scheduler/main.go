@@ -2,7 +2,7 @@
 // plugins. Until the placement plugins land it is the upstream scheduler,
 // built from the pinned k8s.io/kubernetes module, so deployments and the
 // scheduler configuration can already be wired against it. Its `simulate`
-// subcommand replays GPU-cluster traces offline (package sim).
+// subcommand replays GPU-cluster traces offline (package replay).
 package main
 
 import (

@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tessera-gpu/tessera/pkg/replay"
 	"github.com/tessera-gpu/tessera/pkg/scenario"
-	"github.com/tessera-gpu/tessera/pkg/sim"
 )
 
 const scenariosLong = `Run synthetic clusters and workloads that the openb traces cannot express under
@@ -102,7 +102,7 @@ func (o *scenariosOptions) config() (scenario.Config, error) {
 	if cfg.Policies, err = scenario.ParsePolicies(o.policy); err != nil {
 		return cfg, fmt.Errorf("--policy: %w", err)
 	}
-	if cfg.Seeds, err = sim.ParseSeeds(o.seeds); err != nil {
+	if cfg.Seeds, err = replay.ParseSeeds(o.seeds); err != nil {
 		return cfg, fmt.Errorf("--seeds: %w", err)
 	}
 	return cfg, nil

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tessera-gpu/tessera/pkg/sim"
+	"github.com/tessera-gpu/tessera/pkg/replay"
 )
 
 const simulateLong = `Replay openb GPU-cluster traces (the Alibaba cluster-trace-gpu-v2023 node and pod
@@ -101,7 +101,7 @@ func newSimulateCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return sim.Simulate(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return replay.Simulate(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	// The kube-scheduler command's help lists its own flag sections; this
@@ -115,9 +115,9 @@ func newSimulateCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.nodes, "nodes", "", "node CSV (columns sn, cpu_milli, memory_mib, gpu, model)")
 	f.StringSliceVar(&o.pods, "pods", nil, "pod CSV(s), comma-separated or repeated (columns name, cpu_milli, memory_mib, num_gpu, gpu_milli, optional gpu_spec); the trace name is the file name without openb_pod_list_ and .csv")
-	f.StringVar(&o.policy, "policy", "all", "comma-separated policies: "+strings.Join(sim.PolicyNames(), ", ")+", or all")
+	f.StringVar(&o.policy, "policy", "all", "comma-separated policies: "+strings.Join(replay.PolicyNames(), ", ")+", or all")
 	f.StringVar(&o.seeds, "seeds", "42-51", "seeds: a list of integers and ranges, e.g. 42-51 or 1,5,7-9")
-	f.Float64Var(&o.tune, "tune", sim.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 replays the trace as it is")
+	f.Float64Var(&o.tune, "tune", replay.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 replays the trace as it is")
 	f.StringVar(&o.out, "out", "", "output directory for runs.csv, summary.csv and summary.json (created if missing)")
 	f.StringVar(&o.anchor, "anchor", "", "optional CSV of published values (trace, policy, alloc_pct_at_100, alloc_pct_at_130) to compare with")
 	f.Float64Var(&o.tolerance, "tolerance", 0, "with --anchor: fail when |ours - anchor| at 130% exceeds this many percentage points (0: report only)")
@@ -130,8 +130,8 @@ func newSimulateCommand() *cobra.Command {
 
 // config turns the flags into the replay's settings; errors name the flag
 // and its allowed values.
-func (o *simulateOptions) config() (sim.SimulateConfig, error) {
-	cfg := sim.SimulateConfig{
+func (o *simulateOptions) config() (replay.SimulateConfig, error) {
+	cfg := replay.SimulateConfig{
 		NodesFile: o.nodes, Tune: o.tune, OutDir: o.out, AnchorFile: o.anchor,
 		Tolerance: o.tolerance, Parallel: o.parallel, MaxIssues: o.maxIssues, Bound: o.bound,
 	}
@@ -155,20 +155,20 @@ func (o *simulateOptions) config() (sim.SimulateConfig, error) {
 		return cfg, fmt.Errorf("--parallel %d: want 0 (GOMAXPROCS) or a positive number", o.parallel)
 	}
 	var err error
-	if cfg.Policies, err = sim.ParsePolicies(o.policy); err != nil {
+	if cfg.Policies, err = replay.ParsePolicies(o.policy); err != nil {
 		return cfg, fmt.Errorf("--policy: %w", err)
 	}
-	if cfg.Seeds, err = sim.ParseSeeds(o.seeds); err != nil {
+	if cfg.Seeds, err = replay.ParseSeeds(o.seeds); err != nil {
 		return cfg, fmt.Errorf("--seeds: %w", err)
 	}
 	switch o.progress {
 	case "auto":
-		cfg.Progress = sim.ProgressLines
+		cfg.Progress = replay.ProgressLines
 		if stderrIsTerminal() {
-			cfg.Progress = sim.ProgressBar
+			cfg.Progress = replay.ProgressBar
 		}
-	case string(sim.ProgressBar), string(sim.ProgressLines), string(sim.ProgressNone):
-		cfg.Progress = sim.ProgressMode(o.progress)
+	case string(replay.ProgressBar), string(replay.ProgressLines), string(replay.ProgressNone):
+		cfg.Progress = replay.ProgressMode(o.progress)
 	default:
 		return cfg, fmt.Errorf("--progress %q: allowed values are auto, bar, lines, none", o.progress)
 	}

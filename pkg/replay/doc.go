@@ -1,4 +1,4 @@
-// Package sim owns the replay of openb GPU-cluster traces (the Alibaba
+// Package replay owns the replay of openb GPU-cluster traces (the Alibaba
 // cluster-trace-gpu-v2023 node and pod CSVs) under the FGD paper's protocol: the
 // single math/rand stream per seed, the arrival order, tuning the workload to a
 // multiple of the cluster's GPU capacity, the one-pod-at-a-time scheduling loop
@@ -15,4 +15,4 @@
 // It is pure computation over files it is given: it must not import
 // k8s.io/kubernetes, read flags or environment variables, or print; it writes
 // only to the io.Writers its callers hand it.
-package sim
+package replay

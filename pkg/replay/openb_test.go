@@ -1,4 +1,4 @@
-package sim
+package replay
 
 import (
 	"context"
@@ -88,7 +88,7 @@ func TestOpenbDefault(t *testing.T) {
 	}
 	want, err := os.ReadFile(golden)
 	if err != nil {
-		t.Fatalf("%v (run go test ./pkg/sim -run TestOpenbDefault -update to create it)", err)
+		t.Fatalf("%v (run go test ./pkg/replay -run TestOpenbDefault -update to create it)", err)
 	}
 	if b.String() != string(want) {
 		t.Errorf("seed 42 replay changed:\n%s\nwant (%s):\n%s", b.String(), golden, want)

@@ -1,4 +1,4 @@
-package sim
+package replay
 
 // NodeState is the free capacity of one node during a replay.
 type NodeState struct {
