@@ -73,11 +73,17 @@ func (e *Experiment) Run(ctx context.Context) ([]*Result, error) {
 	}
 	i := 0
 feed:
-	for _, t := range e.Traces {
+	for ti, t := range e.Traces {
+		var other *Trace
+		if n := len(e.Traces); n > 1 {
+			// Half-way round the list: a trace of another family where the
+			// list is the openb set in name order.
+			other = e.Traces[(ti+n/2)%n]
+		}
 		for _, p := range e.Policies {
 			for _, s := range e.Seeds {
 				select {
-				case jobs <- job{i, RunSpec{Cluster: e.Cluster, Trace: t, Policy: p, Seed: s, Tune: e.Tune}}:
+				case jobs <- job{i, RunSpec{Cluster: e.Cluster, Trace: t, Policy: p, Seed: s, Tune: e.Tune, Other: other}}:
 				case <-ctx.Done():
 					break feed
 				}

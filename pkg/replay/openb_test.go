@@ -100,7 +100,7 @@ func TestOpenbDefault(t *testing.T) {
 // node scored.
 func BenchmarkReplay(b *testing.B) {
 	c, tr := loadOpenb(b, "default")
-	for _, p := range Baselines() {
+	for _, p := range append(Baselines(), Tessera{}) {
 		b.Run(p.Name(), func(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				if _, err := Replay(context.Background(), RunSpec{Cluster: c, Trace: tr, Policy: p, Seed: int64(42 + i%10), Tune: DefaultTune}); err != nil {

@@ -27,6 +27,10 @@ type Run struct {
 	// Rank is each node's tie-break rank: among equal scores the smallest
 	// rank wins.
 	Rank []int
+	// Other is a different trace of the same experiment, for policies that
+	// learn from another workload (Tessera with PriorOther); nil when there
+	// is none.
+	Other *Trace
 }
 
 // Scorer scores feasible nodes for one pod at a time and picks the GPU of a
@@ -73,8 +77,11 @@ func Baselines() []Policy {
 }
 
 // Policies returns every policy ParsePolicies knows: the baselines, then
-// Tessera's own.
-func Policies() []Policy { return append(Baselines(), Tessera{}) }
+// Tessera with the protocol's prior (the trace's distribution, as FGD
+// gets), learning only from arriving pods, and with another trace's prior.
+func Policies() []Policy {
+	return append(Baselines(), Tessera{}, Tessera{Prior: PriorNone}, Tessera{Prior: PriorOther})
+}
 
 // PolicyNames lists the names ParsePolicies accepts.
 func PolicyNames() []string {

@@ -36,6 +36,8 @@ type RunSpec struct {
 	Tune float64
 	// KeepEvents keeps the per-pod samples in the result.
 	KeepEvents bool
+	// Other is another trace, for policies that learn from it (Run.Other).
+	Other *Trace
 }
 
 // Result is the outcome of one replay.
@@ -128,7 +130,7 @@ func Replay(ctx context.Context, spec RunSpec) (*Result, error) {
 	rank := r.Perm(len(c.Nodes))
 
 	st := NewState(c)
-	run := &Run{State: st, Trace: t, Target: t.Target, Rand: r, Rank: rank}
+	run := &Run{State: st, Trace: t, Target: t.Target, Rand: r, Rank: rank, Other: spec.Other}
 	sc := spec.Policy.NewScorer(run)
 	pre, _ := sc.(PreScorer)
 	norm, _ := sc.(Normalizer)
@@ -231,6 +233,11 @@ func Replay(ctx context.Context, spec RunSpec) (*Result, error) {
 			ev.GPUs = append([]int(nil), gpus...)
 		}
 		events = append(events, ev)
+	}
+	if e, ok := sc.(interface{ Err() error }); ok {
+		if err := e.Err(); err != nil {
+			return nil, fmt.Errorf("replaying %s under %s, seed %d: %w", t.Name, res.Policy, spec.Seed, err)
+		}
 	}
 	res.Arrived, res.Used = arrived, st.UsedMilli
 	res.Curve = Discretize(events, c.TotalGPUs())

@@ -1,162 +1,180 @@
 package replay
 
 import (
-	"math"
+	"fmt"
 
 	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
 
-// Tessera scores a placement by the drop in the node's expected GPU
-// fragmentation (pkg/scoring) against a target workload learned online: an
-// exponentially decayed histogram of the pods that arrived, seeded with the
-// trace's shape distribution. The fragmentation is FGD's plus two terms:
-// the GPU milli that the node's free CPU cannot feed at the target's
-// CPU/GPU ratio (CPU-stranded GPUs), and the expected residue of each GPU's
-// free milli once the target's pods have filled it (scoring.HoleResidue:
-// how well the share sizes pair up). The primary key is the drop, in units
-// of Resolution milli, less the cost of taking a GPU model that the target's
-// model-constrained pods need while it is scarce (scoring.Scarcity); a small
-// best-fit term breaks its ties, then the node rank.
+// Tessera is Tessera's placement policy: pkg/scoring's Scorer, the code the
+// scheduler plugin runs, on the trace's nodes described as the plugin sees
+// nodes (TraceNodeSpec: every GPU time-shared into 1000 units that may also
+// go whole) and the trace's pods as the plugin sees pods (PodDemand). This
+// adapter keeps the scorer's nodes in step with the replay's state and
+// turns results into the replay's integer scores; it holds no scoring logic
+// of its own.
 type Tessera struct {
-	// Weights of the packing terms; nil uses DefaultTesseraWeights.
-	Weights *scoring.Weights
-	// Decay, Prior, Epoch and Coverage override the learning constants
-	// when > 0.
-	Decay, Prior, Coverage float64
-	Epoch                  int
-	// Resolution is the unit, in milli-GPU, of the drop in fragmentation
-	// that ranks nodes (drops in the same unit tie and go to the packing
-	// terms); 0 uses 1.
-	Resolution float64
-	// CPUWeight weighs GPU milli that the node's CPU cannot feed at the
-	// target workload's CPU/GPU ratio as extra fragmentation; 0 uses 0.3,
-	// < 0 turns the term off.
-	CPUWeight float64
-	// HoleWeight weighs the expected residue of the GPUs' free milli
-	// (scoring.HoleResidue) as extra fragmentation; 0 uses 0.3, < 0 turns
-	// the term off.
-	HoleWeight float64
-	// ScarcityWeight weighs the cost of taking a GPU model that the
-	// target's model-constrained pods need (scoring.Scarcity); 0 uses 0.25,
-	// < 0 turns the term off. It is 0 on traces without gpu_spec.
-	ScarcityWeight float64
+	// Config is the scorer's configuration; nil uses scoring.DefaultConfig.
+	Config *scoring.Config
+	// Prior is what the target workload starts from (PriorTrace when "").
+	Prior Prior
 }
 
-// DefaultTesseraWeights are the packing weights of the tessera policy.
-var DefaultTesseraWeights = scoring.Weights{BestFit: 0.001}
+// Prior is where Tessera's target workload starts before it learns from
+// the pods that arrive.
+type Prior string
 
+// Priors.
 const (
-	tesseraDecay    = 0.999 // per arrival: a half-life of ~700 pods
-	tesseraPrior    = 1000  // weight, in pods, of the trace's distribution
-	tesseraEpoch    = 128   // arrivals between refreshes of the target
-	tesseraCoverage = 0.95
-	// tesseraCPUWeight weighs CPU-stranded GPU milli like fragmentation.
-	tesseraCPUWeight = 0.3
-	// tesseraHoleWeight weighs the expected residue of free GPU milli.
-	tesseraHoleWeight = 0.3
-	// tesseraScarcityWeight weighs the model-scarcity cost.
-	tesseraScarcityWeight = 0.25
+	// PriorTrace seeds it with the replayed trace's shape distribution (the
+	// FGD protocol's target workload, the one FGD gets), at PriorWeight pods.
+	PriorTrace Prior = "trace"
+	// PriorNone starts from nothing: the target is learned only from the
+	// pods that arrive, as the scheduler does on an empty cluster (it warms
+	// up from the pods already running when it starts).
+	PriorNone Prior = "none"
+	// PriorOther seeds it with another trace's distribution (Run.Other): a
+	// target learned on a different workload.
+	PriorOther Prior = "other"
 )
 
-// weightOr returns def for 0, 0 for a negative w, else w.
-func weightOr(w, def float64) float64 {
-	switch {
-	case w == 0:
-		return def
-	case w < 0:
-		return 0
+// PriorWeight is the weight, in pods, of a trace's distribution as a prior.
+const PriorWeight = 1000
+
+// Name is "Tessera", with the prior when it is not the trace's.
+func (t Tessera) Name() string {
+	switch t.Prior {
+	case PriorNone:
+		return "Tessera-online"
+	case PriorOther:
+		return "Tessera-cross"
 	}
-	return w
+	return "Tessera"
 }
 
-func (Tessera) Name() string { return "Tessera" }
+// TraceNodeSpec describes node n of c with its free capacity ns as the
+// scheduler plugin would see it in a GPUNode: each GPU of the node's model
+// time-shared into 1000 units (a shared pod asks for its milli as units)
+// that may also go whole (a pod of K GPUs takes K GPUs with every unit
+// free), no link matrix, and what is in use as one allocation.
+func TraceNodeSpec(c *Cluster, n int, ns *NodeState) scoring.NodeSpec {
+	nd := &c.Nodes[n]
+	spec := scoring.NodeSpec{Name: nd.Name, CPU: nd.CPU, Memory: nd.Memory}
+	used := scoring.Allocation{CPU: nd.CPU - ns.CPUFree, Memory: nd.Memory - ns.MemFree}
+	for i := range nd.GPUs {
+		spec.GPUs = append(spec.GPUs, scoring.GPUSpec{Product: nd.Model, NUMANode: -1, Healthy: true, ShareUnits: MilliPerGPU, ShareWhole: true})
+		if u := MilliPerGPU - ns.GPUFree[i]; u > 0 {
+			used.Shares = append(used.Shares, scoring.ShareAllocation{GPU: i, Units: int(u)})
+		}
+	}
+	spec.Allocations = []scoring.Allocation{used}
+	return spec
+}
+
+// PodDemand is pod p as the scheduler plugin would see it: K whole GPUs
+// (G = 1000), or G share units of one GPU of 1000 units, the models its
+// gpu_spec allows as products, its CPU and memory. ok is false for the K >
+// 1, G < 1000 shape the protocol allows but no device plugin offers (part
+// of several GPUs; absent from the traces).
+func PodDemand(p *Pod, models []string) (d scoring.Demand, ok bool) {
+	d = scoring.Demand{CPU: p.CPU, Memory: p.Memory}
+	switch {
+	case p.G <= 0:
+	case p.G == MilliPerGPU:
+		d.GPUs = p.K
+	case p.K == 1:
+		d.ShareUnits, d.UnitsPerGPU = int(p.G), MilliPerGPU
+	default:
+		return d, false
+	}
+	if p.G > 0 && p.Allowed != nil {
+		d.Allowed = []string{}
+		for m, ok := range p.Allowed {
+			if ok {
+				d.Allowed = append(d.Allowed, models[m])
+			}
+		}
+	}
+	return d, true
+}
 
 func (t Tessera) NewScorer(run *Run) Scorer {
-	w := DefaultTesseraWeights
-	if t.Weights != nil {
-		w = *t.Weights
+	cfg := scoring.DefaultConfig()
+	if t.Config != nil {
+		cfg = *t.Config
 	}
-	decay, prior, epoch, res := tesseraDecay, float64(tesseraPrior), tesseraEpoch, t.Resolution
-	if res <= 0 {
-		res = 1
+	s := &tesseraScorer{run: run, reqs: map[podKey]*scoring.Request{}}
+	sc, err := scoring.NewScorer(cfg)
+	if err != nil {
+		s.err = err
+		return s
 	}
-	coverage := tesseraCoverage
-	if t.Coverage > 0 {
-		coverage = t.Coverage
+	s.sc = sc
+	c := run.State.Cluster
+	for n := range c.Nodes {
+		st, err := scoring.NewNodeState(TraceNodeSpec(c, n, &run.State.Nodes[n]))
+		if err == nil {
+			var nc *scoring.NodeCache
+			if nc, err = sc.NewNode(st); err == nil {
+				s.nodes = append(s.nodes, nc)
+				continue
+			}
+		}
+		s.err = fmt.Errorf("tessera: node %s: %w", c.Nodes[n].Name, err)
+		return s
 	}
-	if t.Decay > 0 {
-		decay = t.Decay
-	}
-	if t.Prior > 0 {
-		prior = t.Prior
-	}
-	if t.Epoch > 0 {
-		epoch = t.Epoch
-	}
-	n := len(run.State.Nodes)
-	s := &tesseraScorer{
-		every:   epoch,
-		cpuW:    weightOr(t.CPUWeight, tesseraCPUWeight),
-		holeW:   weightOr(t.HoleWeight, tesseraHoleWeight),
-		res:     res,
-		st:      run.State,
-		w:       w,
-		wl:      scoring.NewWorkload(decay, coverage),
-		classes: run.Trace.Classes,
-		before:  make([]float64, n),
-		bVer:    make([]uint32, n),
-		bEpoch:  make([]int, n),
-		memo:    make([]int64, n*run.Trace.Classes),
-		mVer:    make([]uint32, n*run.Trace.Classes),
-		mEpoch:  make([]int, n*run.Trace.Classes),
-		epoch:   1,
-		scarceW: weightOr(t.ScarcityWeight, tesseraScarcityWeight),
-	}
-	if s.scarceW != 0 {
-		s.modelFree = make([]float64, len(run.State.Cluster.Models))
-		for i := range run.State.Nodes {
-			f := float64(run.State.Nodes[i].GPUFreeTotal)
-			s.modelFree[run.State.Cluster.Nodes[i].ModelID] += f
-			s.clusterFree += f
+	var prior *TargetWorkload
+	switch t.Prior {
+	case PriorTrace, "":
+		prior = run.Target
+	case PriorOther:
+		if run.Other != nil {
+			prior = run.Other.Target
 		}
 	}
-	if tw := run.Target; tw != nil {
-		for _, sh := range tw.Shapes {
-			s.wl.Observe(scoring.Shape{CPU: sh.CPU, K: sh.K, G: sh.G, Allowed: sh.Allowed}, sh.Spec, prior*sh.P)
+	if prior != nil {
+		var reqs []*scoring.Request
+		var weights []float64
+		for _, sh := range prior.Shapes {
+			// A shape of another trace names its models in that trace's
+			// cluster, which is this one (one node list per experiment).
+			d, ok := PodDemand(&Pod{CPU: sh.CPU, K: sh.K, G: sh.G, Allowed: sh.Allowed}, c.Models)
+			if !ok {
+				continue
+			}
+			r, err := sc.Compile(d)
+			if err != nil {
+				s.err = fmt.Errorf("tessera: prior shape %+v: %w", d, err)
+				return s
+			}
+			reqs = append(reqs, r)
+			weights = append(weights, PriorWeight*sh.P)
+		}
+		if err := sc.SetTarget(reqs, weights); err != nil {
+			s.err = fmt.Errorf("tessera: %w", err)
 		}
 	}
-	s.refresh()
 	return s
 }
 
+// podKey identifies the pods that compile to the same request.
+type podKey struct {
+	class  int
+	memory int64
+	spec   string
+}
+
 type tesseraScorer struct {
-	st      *State
-	every   int
-	cpuW    float64
-	holeW   float64
-	ratio   float64
-	holes   *scoring.HoleResidue
-	res     float64
-	w       scoring.Weights
-	wl      *scoring.Workload
-	shapes  []scoring.Shape
-	classes int
-	seen    int
-	last    *Pod
-	epoch   int
-	before  []float64
-	bVer    []uint32
-	bEpoch  []int
-	memo    []int64
-	mVer    []uint32
-	mEpoch  []int
-	free    []int64
-	// scarceW weighs scoring.Scarcity; pressure is the target's per model,
-	// modelFree and clusterFree the free milli-GPU per model and in all.
-	scarceW     float64
-	pressure    []float64
-	modelFree   []float64
-	clusterFree float64
+	run   *Run
+	sc    *scoring.Scorer
+	nodes []*scoring.NodeCache
+	reqs  map[podKey]*scoring.Request
+	last  *Pod
+	err   error
+	// lastReqPod's request is lastReq (a pod is scored on many nodes in a
+	// row).
+	lastReqPod *Pod
+	lastReq    *scoring.Request
 }
 
 var (
@@ -165,151 +183,88 @@ var (
 	_ Observer  = (*tesseraScorer)(nil)
 )
 
+// request returns p's compiled request; nil for a pod the scorer cannot
+// express (PodDemand) or after an error.
+func (s *tesseraScorer) request(p *Pod) *scoring.Request {
+	if s.err != nil {
+		return nil
+	}
+	if p == s.lastReqPod {
+		return s.lastReq
+	}
+	k := podKey{p.Class, p.Memory, p.Spec}
+	if r, ok := s.reqs[k]; ok {
+		s.lastReqPod, s.lastReq = p, r
+		return r
+	}
+	var r *scoring.Request
+	if d, ok := PodDemand(p, s.run.State.Cluster.Models); ok {
+		var err error
+		if r, err = s.sc.Compile(d); err != nil {
+			s.err = fmt.Errorf("tessera: pod %s: %w", p.Name, err)
+			return nil
+		}
+	}
+	s.reqs[k] = r
+	s.lastReqPod, s.lastReq = p, r
+	return r
+}
+
+// observe adds p to the learned target once: the target learns from the
+// pods that get placed, before they are scored.
 func (s *tesseraScorer) observe(p *Pod) {
 	if p == s.last {
 		return
 	}
 	s.last = p
-	s.wl.Observe(scoring.Shape{CPU: p.CPU, K: p.K, G: p.G, Allowed: p.Allowed}, p.Spec, 1)
-	s.seen++
-	if s.seen%s.every == 0 {
-		s.refresh()
-		s.epoch++
+	if r := s.request(p); r != nil {
+		s.sc.Observe(r)
 	}
-}
-
-// refresh takes the current target workload and what derives from it.
-func (s *tesseraScorer) refresh() {
-	s.shapes = s.wl.Shapes()
-	s.ratio = scoring.GPUPerCPU(s.shapes)
-	if s.scarceW != 0 {
-		s.pressure = scoring.ModelPressure(s.shapes, len(s.st.Cluster.Models))
-	}
-	if s.holeW != 0 {
-		s.holes = scoring.NewHoleResidue(s.shapes, len(s.st.Cluster.Models))
-	}
-}
-
-// frag is the node's fragmentation without the CPU term (which the score
-// adds as a difference).
-func (s *tesseraScorer) frag(nd *scoring.Node) float64 {
-	f := scoring.Fragmentation(nd, s.shapes)
-	if s.holeW != 0 {
-		f += s.holeW * s.holes.Of(nd)
-	}
-	return f
 }
 
 func (s *tesseraScorer) PreScore(p *Pod, _ []int) { s.observe(p) }
 
-func (s *tesseraScorer) Committed(p *Pod, n int, _ []int) {
-	if s.modelFree != nil && p.G > 0 {
-		d := float64(p.Demand())
-		s.modelFree[s.st.Cluster.Nodes[n].ModelID] -= d
-		s.clusterFree -= d
-	}
-	s.observe(p)
-}
-
-// scarcity is the model-scarcity cost of p on node n in Score's units. It
-// depends on the whole cluster's free capacity, so it is added outside the
-// per-node memo.
-func (s *tesseraScorer) scarcity(p *Pod, n int) int64 {
-	if s.scarceW == 0 || p.G <= 0 {
+// Score is the scorer's Key; a pod the scorer cannot express scores 0 on
+// every node, and a node the scorer finds infeasible (which the replay's
+// feasibility rules out) -1, counted as an error.
+func (s *tesseraScorer) Score(p *Pod, n int) int64 {
+	r := s.request(p)
+	if r == nil {
 		return 0
 	}
-	m := s.st.Cluster.Nodes[n].ModelID
-	c := s.scarceW * float64(p.Demand()) * scoring.Scarcity(s.pressure[m], s.modelFree[m], s.clusterFree)
-	return scoring.Quantize(c / s.res * 1e6)
-}
-
-func (s *tesseraScorer) node(n int, free []int64, cpu int64) scoring.Node {
-	return scoring.Node{ModelID: s.st.Cluster.Nodes[n].ModelID, CPUFree: cpu, GPUFree: free}
-}
-
-func (s *tesseraScorer) fragBefore(n int) float64 {
-	ns := &s.st.Nodes[n]
-	if s.bVer[n] != ns.Version || s.bEpoch[n] != s.epoch {
-		nd := s.node(n, ns.GPUFree, ns.CPUFree)
-		s.before[n] = s.frag(&nd)
-		s.bVer[n], s.bEpoch[n] = ns.Version, s.epoch
-	}
-	return s.before[n]
-}
-
-// scoreOn is the score of p on node n using the GPUs chosen by the usual
-// rule, or GPU gpu for a shared pod.
-func (s *tesseraScorer) scoreOn(p *Pod, n, gpu int) float64 {
-	// The result is the drop in fragmentation in units of s.res, ×1e6, plus
-	// the packing terms.
-	ns := &s.st.Nodes[n]
-	s.free = append(s.free[:0], ns.GPUFree...)
-	switch {
-	case p.G <= 0:
-	case p.Shared():
-		s.free[gpu] -= p.G
-	default:
-		taken := 0
-		for i, f := range s.free {
-			if taken == p.K {
-				break
-			}
-			if (p.G == MilliPerGPU && f == MilliPerGPU) || (p.G < MilliPerGPU && f >= p.G) {
-				s.free[i] -= p.G
-				taken++
-			}
+	k, err := s.sc.Rank(s.nodes[n], r)
+	if err != nil {
+		if s.err == nil {
+			s.err = fmt.Errorf("tessera: pod %s fits node %s under the protocol, not under the scorer: %w", p.Name, s.run.State.Cluster.Nodes[n].Name, err)
 		}
+		return -1
 	}
-	var total int64
-	whole := 0
-	for _, f := range s.free {
-		total += f
-		if f == MilliPerGPU {
-			whole++
-		}
-	}
-	nd := s.node(n, s.free, ns.CPUFree-p.CPU)
-	after := s.frag(&nd)
-	if s.cpuW != 0 {
-		cur := s.node(n, ns.GPUFree, ns.CPUFree)
-		after += s.cpuW * (scoring.CPUStranded(&nd, s.ratio) - scoring.CPUStranded(&cur, s.ratio))
-	}
-	before := s.fragBefore(n)
-	delta := before - after
-	return math.Floor(delta/s.res)*1e6 + (scoring.Score(before, after, total, whole, s.w) - delta)
-}
-
-func (s *tesseraScorer) best(p *Pod, n int) (float64, int) {
-	ns := &s.st.Nodes[n]
-	if !p.Shared() {
-		return s.scoreOn(p, n, -1), -1
-	}
-	bestS, bestG := 0.0, -1
-	for i, f := range ns.GPUFree {
-		if f < p.G {
-			continue
-		}
-		v := s.scoreOn(p, n, i)
-		if bestG < 0 || v > bestS || (v == bestS && f < ns.GPUFree[bestG]) {
-			bestS, bestG = v, i
-		}
-	}
-	return bestS, bestG
-}
-
-func (s *tesseraScorer) Score(p *Pod, n int) int64 {
-	k := n*s.classes + p.Class
-	ns := &s.st.Nodes[n]
-	if s.mVer[k] == ns.Version && s.mEpoch[k] == s.epoch {
-		return s.memo[k] - s.scarcity(p, n)
-	}
-	v, _ := s.best(p, n)
-	q := scoring.Quantize(v)
-	s.memo[k], s.mVer[k], s.mEpoch[k] = q, ns.Version, s.epoch
-	return q - s.scarcity(p, n)
+	return k
 }
 
 func (s *tesseraScorer) SharedGPU(p *Pod, n int) int {
-	_, g := s.best(p, n)
-	return g
+	if r := s.request(p); r != nil {
+		if res := s.sc.Score(s.nodes[n], r); res.Err == nil {
+			return res.Assignment.GPUs[0]
+		}
+	}
+	return BestShareGPU(&s.run.State.Nodes[n], p.G)
 }
+
+func (s *tesseraScorer) Committed(p *Pod, n int, gpus []int) {
+	s.observe(p)
+	r := s.request(p)
+	if r == nil {
+		if s.err == nil && p.G > 0 {
+			// The scorer's node no longer matches the replay's.
+			s.err = fmt.Errorf("tessera: pod %s asks for %d milli of %d gpus, which the scorer cannot follow", p.Name, p.G, p.K)
+		}
+		return
+	}
+	if err := s.nodes[n].Assume(r, scoring.Assignment{GPUs: gpus}); err != nil && s.err == nil {
+		s.err = fmt.Errorf("tessera: %w", err)
+	}
+}
+
+// Err reports the first inconsistency between the scorer and the replay.
+func (s *tesseraScorer) Err() error { return s.err }

@@ -4,7 +4,16 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
+
+// tesseraWith is Tessera with the default configuration changed by mutate.
+func tesseraWith(mutate func(*scoring.Config)) Tessera {
+	cfg := scoring.DefaultConfig()
+	mutate(&cfg)
+	return Tessera{Config: &cfg}
+}
 
 func TestTesseraReplay(t *testing.T) {
 	// Two 2-GPU nodes. Half-GPU pods arrive first: Tessera, like FGD, packs
@@ -41,8 +50,8 @@ func TestTesseraPairsShareSizes(t *testing.T) {
 		policy Tessera
 		want   int
 	}{
-		{"fragmentation alone", Tessera{HoleWeight: -1, CPUWeight: -1}, 0},
-		{"with hole residue", Tessera{CPUWeight: -1}, 1},
+		{"fragmentation alone", tesseraWith(func(c *scoring.Config) { c.HoleResidue, c.CPUStranded = 0, 0 }), 0},
+		{"with hole residue", tesseraWith(func(c *scoring.Config) { c.CPUStranded = 0 }), 1},
 		{"default", Tessera{}, 1},
 	}
 	for _, tt := range tests {
@@ -87,7 +96,7 @@ func TestTesseraLeavesScarceModels(t *testing.T) {
 		policy Tessera
 		want   string
 	}{
-		{"without the scarcity term", Tessera{ScarcityWeight: -1}, "p0"},
+		{"without the scarcity term", tesseraWith(func(c *scoring.Config) { c.Scarcity = 0 }), "p0"},
 		{"default", Tessera{}, "g0"},
 	}
 	for _, tt := range tests {

@@ -73,7 +73,7 @@ func (Tessera) Name() string { return "Tessera" }
 func (Tessera) Choose(_ *Env, _ *scoring.Request, cands []Candidate) (int, scoring.Assignment) {
 	best := 0
 	for i, c := range cands {
-		if c.Result.Score > cands[best].Result.Score {
+		if c.Result.Key > cands[best].Result.Key {
 			best = i
 		}
 	}
