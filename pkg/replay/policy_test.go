@@ -155,7 +155,7 @@ func TestParsePolicies(t *testing.T) {
 		{"all", []string{"Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit", "FGD"}, ""},
 		{"fgd, fgd ,all", []string{"FGD", "Random", "DotProd", "GpuClustering", "GpuPacking", "BestFit"}, ""},
 		{"tessera,fgd", []string{"Tessera", "FGD"}, ""},
-		{"nope", nil, `unknown policy "nope": allowed values are random, dotprod, gpuclustering, gpupacking, bestfit, fgd, tessera or all`},
+		{"nope", nil, `unknown policy "nope": allowed values are random, dotprod, gpuclustering, gpupacking, bestfit, fgd, tessera, tessera-online, tessera-cross or all`},
 		{" , ", nil, "no policy given"},
 	}
 	for _, tt := range tests {

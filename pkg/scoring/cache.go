@@ -30,20 +30,20 @@ type NodeCache struct {
 
 	// memo caches scores by Request.id: ids below denseMemo in a slice,
 	// the others in a map.
-	memo      []memoEntry
-	memoMore  lastMap[int32, memoEntry]
-	mVer      uint64
-	mEpoch    uint64
-	mVal      measures
-	agg       []shapeUse // per target shape, as of mVer and mEpoch
-	holeT     []*holeTable // per GPU (nil unless shared), as of mEpoch
-	bestMask  uint64
-	bestOK    bool
-	best      []bestQ
-	whole     lastMap[wholeKey, wholeEntry]
-	cand      []int
-	migVer    uint64 // changes with the MIG slices' use and the GPUs' health
-	migMemo   lastMap[migKey, migEntry]
+	memo     []memoEntry
+	memoMore lastMap[int32, memoEntry]
+	mVer     uint64
+	mEpoch   uint64
+	mVal     measures
+	agg      []shapeUse   // per target shape, as of mVer and mEpoch
+	holeT    []*holeTable // per GPU (nil unless shared), as of mEpoch
+	bestMask uint64
+	bestOK   bool
+	best     []bestQ
+	whole    lastMap[wholeKey, wholeEntry]
+	cand     []int
+	migVer   uint64 // changes with the MIG slices' use and the GPUs' health
+	migMemo  lastMap[migKey, migEntry]
 
 	scratch []int
 	migGPUs []topology.MIGGPU

@@ -239,4 +239,3 @@ func (d *Demand) Kind() Kind {
 	}
 	return KindNone
 }
-

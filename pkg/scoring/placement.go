@@ -156,7 +156,7 @@ type Scorer struct {
 	profiles   map[string]int // mig profile -> id
 	sets       map[string]int // allowed/preferred list -> id
 	reqIDs     map[reqKey]int32
-	present    []int          // nodes' GPUs per product id
+	present    []int // nodes' GPUs per product id
 	presentGen uint64
 	target     *demandWorkload
 	shapes     []targetShape
