@@ -10,7 +10,12 @@ type FGD struct{}
 
 func (FGD) Name() string { return "FGD" }
 
-func (FGD) NewScorer(run *Run) Scorer { return NewFragmentation(run.State, run.Target) }
+func (FGD) NewScorer(run *Run) Scorer {
+	if run.State == nil {
+		return fgdScenario{run}
+	}
+	return NewFragmentation(run.State, run.Target)
+}
 
 // Fragmentation categories of a (node, shape) pair, in the order the
 // protocol sums them. Q3 (the shape fits; only GPUs too small for it are

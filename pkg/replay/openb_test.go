@@ -16,7 +16,7 @@ import (
 var (
 	tracesDir  = filepath.Join("..", "..", "..", "shared", "traces")
 	anchorFile = filepath.Join("..", "..", "..", "shared", "benchmarks", "fgd-anchor.csv")
-	update     = flag.Bool("update", false, "rewrite testdata/openb-default-seed42.golden")
+	update     = flag.Bool("update", false, "rewrite testdata/*.golden and machines.json")
 )
 
 func loadOpenb(tb testing.TB, trace string) (*Cluster, *Trace) {

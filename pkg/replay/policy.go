@@ -5,10 +5,13 @@ import (
 	"math/rand"
 	"sort"
 	"strings"
+
+	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
 
-// Policy is a placement policy. It builds a fresh Scorer for each replay, so
-// a scorer may keep per-run caches.
+// Policy is a placement policy, for trace replays and scenario replays
+// alike. It builds a fresh Scorer for each replay, so a scorer may keep
+// per-run caches.
 type Policy interface {
 	// Name is the policy's display name (as in the anchor file, e.g. "FGD").
 	Name() string
@@ -16,7 +19,8 @@ type Policy interface {
 }
 
 // Run is what a scorer may read during one replay. Scorers must treat it as
-// read-only.
+// read-only. A trace replay sets State, Trace, Target, Rank and Other; a
+// scenario replay sets Nodes, Scorer, MaxCPU and MaxGPU; both set Rand.
 type Run struct {
 	State  *State
 	Trace  *Trace
@@ -31,6 +35,14 @@ type Run struct {
 	// learn from another workload (Tessera with PriorOther); nil when there
 	// is none.
 	Other *Trace
+	// Nodes are a scenario's nodes, Scorer the reference scorer (Tessera's,
+	// learning from every arriving pod) whose feasibility every policy
+	// shares; MaxCPU and MaxGPU are the largest node's milli-CPU and GPU
+	// capacity.
+	Nodes  []*scoring.NodeCache
+	Scorer *scoring.Scorer
+	MaxCPU int64
+	MaxGPU float64
 }
 
 // Scorer scores feasible nodes for one pod at a time and picks the GPU of a
@@ -63,6 +75,12 @@ type Observer interface {
 	Committed(p *Pod, n int, gpus []int)
 }
 
+// Devicer is implemented by scorers of scenario replays, whose nodes have
+// MIG slices, shares and links: the devices pod p gets on node n.
+type Devicer interface {
+	Devices(p *Pod, n int) scoring.Assignment
+}
+
 // Memoizable is implemented by scorers whose Score depends only on the
 // node's state and the pod's Class; the replay then caches scores per
 // (node version, class).
@@ -92,41 +110,53 @@ func PolicyNames() []string {
 	return names
 }
 
+// policyNames lists the policies' names, lower case, comma-separated.
+func policyNames(ps []Policy) string {
+	var names []string
+	for _, p := range ps {
+		names = append(names, strings.ToLower(p.Name()))
+	}
+	return strings.Join(names, ", ")
+}
+
 // ParsePolicies turns a comma-separated list of policy names (any case, or
-// "all" for the six baselines) into policies, keeping the order given and
-// dropping repeats.
+// "all" for the six baselines) into trace policies, keeping the order given
+// and dropping repeats.
 func ParsePolicies(list string) ([]Policy, error) {
+	return parsePolicies(list, Policies(), Baselines())
+}
+
+// parsePolicies parses list against the known policies; "all" stands for
+// all.
+func parsePolicies(list string, known, all []Policy) ([]Policy, error) {
 	byName := map[string]Policy{}
-	for _, p := range Policies() {
+	for _, p := range known {
 		byName[strings.ToLower(p.Name())] = p
 	}
 	var out []Policy
 	seen := map[string]bool{}
-	for tok := range strings.SplitSeq(list, ",") {
-		tok = strings.ToLower(strings.TrimSpace(tok))
-		if tok == "" {
-			continue
-		}
-		if tok == "all" {
-			for _, p := range Baselines() {
-				if !seen[p.Name()] {
-					seen[p.Name()] = true
-					out = append(out, p)
-				}
-			}
-			continue
-		}
-		p, ok := byName[tok]
-		if !ok {
-			return nil, fmt.Errorf("unknown policy %q: allowed values are %s or all", tok, strings.Join(PolicyNames(), ", "))
-		}
+	add := func(p Policy) {
 		if !seen[p.Name()] {
 			seen[p.Name()] = true
 			out = append(out, p)
 		}
 	}
+	for tok := range strings.SplitSeq(list, ",") {
+		tok = strings.ToLower(strings.TrimSpace(tok))
+		switch p, ok := byName[tok]; {
+		case tok == "":
+		case tok == "all":
+			for _, p := range all {
+				add(p)
+			}
+		case !ok:
+			return nil, fmt.Errorf("unknown policy %q: allowed values are %s or all", tok, policyNames(known))
+		default:
+			add(p)
+		}
+	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no policy given: allowed values are %s or all", strings.Join(PolicyNames(), ", "))
+		return nil, fmt.Errorf("no policy given: allowed values are %s or all", policyNames(known))
 	}
 	return out, nil
 }
@@ -139,6 +169,9 @@ type Random struct{}
 func (Random) Name() string { return "Random" }
 
 func (Random) NewScorer(run *Run) Scorer {
+	if run.State == nil {
+		return &randomScenario{randomScorer: randomScorer{r: run.Rand, chosen: -1}, run: run}
+	}
 	return &randomScorer{r: run.Rand, st: run.State, chosen: -1}
 }
 
@@ -333,7 +366,12 @@ type BestFit struct{}
 
 func (BestFit) Name() string { return "BestFit" }
 
-func (BestFit) NewScorer(run *Run) Scorer { return &bestFitScorer{bestShare{run.State}} }
+func (BestFit) NewScorer(run *Run) Scorer {
+	if run.State == nil {
+		return bestFitScenario{fgdScenario{run}}
+	}
+	return &bestFitScorer{bestShare{run.State}}
+}
 
 type bestFitScorer struct{ bestShare }
 

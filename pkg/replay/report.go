@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -290,12 +292,7 @@ func WriteSummaryJSON(w io.Writer, doc SummaryDoc) error {
 		}
 		out.Results = append(out.Results, js)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return fmt.Errorf("writing summary json: %w", err)
-	}
-	return nil
+	return writeJSON(w, out)
 }
 
 // MaxAbsDiff130 is the largest |ours − anchor| at 130 % over the summaries
@@ -320,31 +317,11 @@ const (
 // trace (ChartFile, ZoomChartFile) into dir, creating it if needed. The
 // charts draw each trace's Bound130 when the summaries carry one.
 func WriteOutputs(dir string, results []*Result, doc SummaryDoc) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating output directory: %w", err)
-	}
-	write := func(name string, fn func(io.Writer) error) error {
-		path := filepath.Join(dir, name)
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("creating %s: %w", path, err)
-		}
-		if err := fn(f); err != nil {
-			_ = f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("closing %s: %w", path, err)
-		}
-		return nil
-	}
-	if err := write(RunsFile, func(w io.Writer) error { return WriteRunsCSV(w, results) }); err != nil {
-		return err
-	}
-	if err := write(SummaryCSVFile, func(w io.Writer) error { return WriteSummaryCSV(w, doc.Results) }); err != nil {
-		return err
-	}
-	if err := write(SummaryJSONFile, func(w io.Writer) error { return WriteSummaryJSON(w, doc) }); err != nil {
+	if err := writeFiles(dir, map[string]func(io.Writer) error{
+		RunsFile:        func(w io.Writer) error { return WriteRunsCSV(w, results) },
+		SummaryCSVFile:  func(w io.Writer) error { return WriteSummaryCSV(w, doc.Results) },
+		SummaryJSONFile: func(w io.Writer) error { return WriteSummaryJSON(w, doc) },
+	}); err != nil {
 		return err
 	}
 	bounds := map[string]float64{}
@@ -354,6 +331,49 @@ func WriteOutputs(dir string, results []*Result, doc SummaryDoc) error {
 		}
 	}
 	return WriteCharts(dir, results, bounds)
+}
+
+// writeFiles creates dir if needed and writes each named file with its
+// writer, in name order: the report writers of every experiment (trace
+// replay, bound, scenarios) go through it.
+func writeFiles(dir string, files map[string]func(io.Writer) error) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating output directory: %w", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		path := filepath.Join(dir, name)
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", path, err)
+		}
+		if err := files[name](f); err != nil {
+			_ = f.Close()
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("closing %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// writeCSV writes rows (the header first) as CSV.
+func writeCSV(w io.Writer, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	if err := cw.WriteAll(rows); err != nil {
+		return fmt.Errorf("writing csv: %w", err)
+	}
+	return nil
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("writing json: %w", err)
+	}
+	return nil
 }
 
 // WriteTable writes the summaries as an aligned text table (for terminals

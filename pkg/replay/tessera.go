@@ -99,6 +99,9 @@ func PodDemand(p *Pod, models []string) (d scoring.Demand, ok bool) {
 }
 
 func (t Tessera) NewScorer(run *Run) Scorer {
+	if run.State == nil {
+		return tesseraScenario{run}
+	}
 	cfg := scoring.DefaultConfig()
 	if t.Config != nil {
 		cfg = *t.Config

@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"github.com/tessera-gpu/tessera/pkg/scoring"
 	"io"
 	"os"
 	"path/filepath"
@@ -144,9 +145,13 @@ type Pod struct {
 	Spec    string
 	Allowed []bool
 	// Class identifies the pod's (CPU, K, G) shape within its trace: scores of
-	// every policy here depend on the pod only through it.
+	// every policy here depend on the pod only through it. In a scenario
+	// replay it is the pod kind's index.
 	Class int
 	Line  int
+	// Request is a scenario pod's demand, compiled by the reference scorer
+	// (Run.Scorer); nil for trace pods.
+	Request *scoring.Request
 }
 
 // Demand is the pod's total GPU request in milli-GPU (K·G).

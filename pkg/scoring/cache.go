@@ -59,7 +59,7 @@ type NodeCache struct {
 // loops read only that), the whole result behind a pointer.
 type memoEntry struct {
 	version, epoch uint64
-	hardware, drop float64
+	cost, drop     float64
 	tie, capacity  float64
 	product        int32
 	feasible       bool

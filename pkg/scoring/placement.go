@@ -17,23 +17,23 @@ import (
 // ErrInfeasible means a pod does not fit a node; the wrapping error says why.
 var ErrInfeasible = errors.New("pod does not fit the node")
 
-// PlacementWeights weigh the terms within the first and the last tier of
-// a score (see Result.Key). Each term is in [0, 1].
+// PlacementWeights weigh the hardware terms of a score. Each term is in
+// [0, 1], 1 the best; Product, Interconnect and Keep cost their weight, in
+// GPUs of fragmentation, times what the term falls short of 1 (see
+// Result.Key); Packing breaks the ties that are left, when its weight is
+// not 0.
 type PlacementWeights struct {
 	// Product: the cost-aware product score (ProductConfig.ProductScore).
-	// First tier.
 	Product float64 `json:"product"`
 	// Interconnect: for two or more whole GPUs, how well the set the node
-	// can give is connected (InterconnectScore); 1 for other pods. First
-	// tier.
+	// can give is connected (InterconnectScore); 1 for other pods.
 	Interconnect float64 `json:"interconnect"`
 	// Keep: for whole GPUs, the share of look-ahead set sizes whose best
 	// interconnect the node still offers after the placement (an NVLink
 	// island is not broken when the node has a set that does not break
-	// one); 1 for other pods and on nodes without a link matrix. Last tier.
+	// one); 1 for other pods and on nodes without a link matrix.
 	Keep float64 `json:"keep"`
 	// Packing: the share of the node's GPU capacity in use after placement.
-	// Last tier.
 	Packing float64 `json:"packing"`
 }
 
@@ -73,13 +73,18 @@ type Config struct {
 	// target's product-constrained pods need while its free capacity is
 	// scarce (0 turns it off).
 	Scarcity float64 `json:"scarcity"`
+	// Saturation, when positive, bounds the value of the drop less the
+	// scarcity cost (x, in GPUs) before the hardware costs are taken off:
+	// c·x/(c+|x|), which is x for small x and tends to ±c, so that a large
+	// drop does not outweigh the hardware. It keeps the order of the drops.
+	Saturation float64 `json:"saturation"`
 }
 
 // DefaultConfig returns the default configuration: the one the scheduler
 // plugin, the trace replay and the scenarios use (docs/benchmarks.md).
 func DefaultConfig() Config {
 	return Config{
-		Weights:        PlacementWeights{Product: 1, Interconnect: 2, Keep: 1.5, Packing: 1},
+		Weights:        PlacementWeights{Product: 2, Interconnect: 4, Keep: 0.6, Packing: 1},
 		Products:       DefaultProductConfig(),
 		SharePolicy:    topology.SharePacked,
 		Lookahead:      []int{8, 4, 2},
@@ -91,6 +96,7 @@ func DefaultConfig() Config {
 		CPUStranded:    0.3,
 		HoleResidue:    0.3,
 		Scarcity:       0.25,
+		Saturation:     5,
 	}
 }
 
@@ -136,7 +142,7 @@ func (c *Config) Validate() field.ErrorList {
 	for _, t := range []struct {
 		name string
 		v    float64
-	}{{"cpuStranded", c.CPUStranded}, {"holeResidue", c.HoleResidue}, {"scarcity", c.Scarcity}} {
+	}{{"cpuStranded", c.CPUStranded}, {"holeResidue", c.HoleResidue}, {"scarcity", c.Scarcity}, {"saturation", c.Saturation}} {
 		if !nonNegative(t.v) {
 			errs = append(errs, field.Invalid(field.NewPath(t.name), t.v, "must be a non-negative finite number"))
 		}
@@ -340,16 +346,16 @@ type Result struct {
 	// says why, and the other fields are zero.
 	Err error
 	// Key ranks the nodes for one request: the higher, the better. It
-	// orders by three tiers, each compared only when the ones before tie:
-	// Hardware (quantised to 1/1000); Drop in units of Config.Resolution,
-	// rounded down, less ScarcityCost in the same units; Tie. It is not
-	// negative; only its order means anything.
+	// orders by Drop in units of Config.Resolution, rounded down, less
+	// HardwareCost and ScarcityCost in the same units (to 1/1000 of a
+	// unit); then, among equal values, by Packing. It is not negative;
+	// only its order means anything.
 	Key int64
 	// Product, Interconnect, Keep and Packing are the terms, in [0, 1].
 	Product, Interconnect, Keep, Packing float64
-	// Hardware is the weighted mean of Product and Interconnect, Tie that
-	// of Keep and Packing (0 when their weights are 0).
-	Hardware, Tie float64
+	// HardwareCost is the weighted shortfall of Product, Interconnect and
+	// Keep, in GPUs of fragmentation (PlacementWeights).
+	HardwareCost float64
 	// FragmentationDrop is the drop of the node's expected fragmentation
 	// (FGD's measure generalised to MIG slices and shares, in GPUs) alone;
 	// Drop adds the drops of the weighted CPU-stranded capacity and hole
@@ -367,6 +373,7 @@ type Result struct {
 	capacity float64
 	product  int
 	drop     float64 // Drop in units of Resolution, rounded down
+	tie      float64 // Packing, or 0 when its weight is 0
 }
 
 // Feasible reports whether Err is nil.
@@ -453,8 +460,8 @@ func (s *Scorer) Score(n *NodeCache, r *Request) Result {
 	e := s.cached(n, r)
 	res := *e.res
 	if res.Err == nil {
-		res.ScarcityCost = s.scarcity(int(e.product), e.capacity)
-		res.Key = key(res.Hardware, res.drop-res.ScarcityCost/s.cfg.Resolution, res.Tie)
+		res.ScarcityCost = s.scarcity(r, int(e.product), e.capacity)
+		res.Key = s.key(res.drop, res.ScarcityCost, res.HardwareCost, res.tie)
 	}
 	return res
 }
@@ -466,7 +473,7 @@ func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
 	if !e.feasible {
 		return 0, e.res.Err
 	}
-	return key(e.hardware, e.drop-s.scarcity(int(e.product), e.capacity)/s.cfg.Resolution, e.tie), nil
+	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity), e.cost, e.tie), nil
 }
 
 // denseMemo is how many request ids a node caches in a slice (the others go
@@ -490,7 +497,7 @@ func (s *Scorer) cached(n *NodeCache, r *Request) *memoEntry {
 	}
 	if e.res == nil || e.version != n.version || e.epoch != s.epoch {
 		res := s.score(n, r)
-		*e = memoEntry{version: n.version, epoch: s.epoch, hardware: res.Hardware, drop: res.drop, tie: res.Tie,
+		*e = memoEntry{version: n.version, epoch: s.epoch, cost: res.HardwareCost, drop: res.drop, tie: res.tie,
 			capacity: res.capacity, product: int32(res.product), feasible: res.Err == nil, res: &res}
 		if r.id >= denseMemo {
 			n.memoMore.put(r.id, *e, maxMemoEntries)
@@ -499,14 +506,20 @@ func (s *Scorer) cached(n *NodeCache, r *Request) *memoEntry {
 	return e
 }
 
-// scarcity is the cost of taking capacity GPUs of product id: the product's
-// pressure divided by its share of the cluster's free capacity, per GPU,
-// weighed by Config.Scarcity. It grows as the product's GPUs run out while
-// pods that can only use them keep arriving, so pods that may go anywhere
-// leave them to those pods. A product with no free capacity costs nothing
-// (nothing can be placed on it).
-func (s *Scorer) scarcity(id int, capacity float64) float64 {
+// scarcity is the cost of taking capacity GPUs of product id for r: the
+// product's pressure divided by its share of the cluster's free capacity,
+// per GPU, weighed by Config.Scarcity. It grows as the product's GPUs run
+// out while pods that can only use them keep arriving, so pods that may go
+// elsewhere leave them to those pods. It applies only where the products r
+// may use cost the same (ProductConfig): where prices tell them apart, the
+// product term chooses (a cheap product that constrained pods also need is
+// still the right one for a pod that may use it). A product with no free
+// capacity costs nothing (nothing can be placed on it).
+func (s *Scorer) scarcity(r *Request, id int, capacity float64) float64 {
 	if s.cfg.Scarcity == 0 || id < 0 || id >= len(s.pressure) || capacity == 0 {
+		return 0
+	}
+	if s.costRange(r); r.lo < r.hi {
 		return 0
 	}
 	p, free := s.pressure[id], s.productFree[id]
@@ -516,15 +529,20 @@ func (s *Scorer) scarcity(id int, capacity float64) float64 {
 	return s.cfg.Scarcity * capacity * p * s.clusterFree / free
 }
 
-// key composes Result.Key: hardware (quantised to 1/1000, 0..1000) in the
-// top 10 bits, the drop (in resolution units, quantised to 1/1000 and
-// clamped to ±2^32) in the next 33, tie (quantised to 2^-20) in the low 20.
-func key(hardware, drop, tie float64) int64 {
-	const bBits, cBits = 33, 20
-	a := int64(math.Round(min(max(hardware, 0), 1) * 1000))
-	b := int64(math.Round(min(max(drop*1000, -(1<<32)), 1<<32-1))) + 1<<32
-	c := int64(math.Round(min(max(tie, 0), 1) * (1<<cBits - 1)))
-	return a<<(bBits+cBits) | b<<cBits | c
+// key composes Result.Key from the drop (in resolution units, rounded
+// down), the scarcity and hardware costs (in GPUs) and the tie-break:
+// the net value Saturate(drop·Resolution − scarcity) − hardware, in GPUs
+// quantised to 1e-9 and clamped to ±2^42 of them, in the high 43 bits, the
+// tie-break (in [0, 1], quantised to 2^-20) in the low 20.
+func (s *Scorer) key(drop, scarcity, hardware, tie float64) int64 {
+	const cBits = 20
+	x := drop*s.cfg.Resolution - scarcity
+	if c := s.cfg.Saturation; c > 0 {
+		x = c * x / (c + math.Abs(x))
+	}
+	b := int64(math.Round(min(max((x-hardware)*1e9, -(1<<42)), 1<<42-1))) + 1<<42
+	t := int64(math.Round(min(max(tie, 0), 1) * (1<<cBits - 1)))
+	return b<<cBits | t
 }
 
 // Feasible returns nil when r fits n, else an error wrapping ErrInfeasible.
@@ -574,22 +592,16 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 		res.Packing = 1 - (n.free-res.capacity)/n.capacity
 	}
 	w := s.cfg.Weights
-	if w.Product+w.Interconnect > 0 {
-		res.Hardware = (w.Product*res.Product + w.Interconnect*res.Interconnect) / (w.Product + w.Interconnect)
-	}
-	if w.Keep+w.Packing > 0 {
-		res.Tie = (w.Keep*res.Keep + w.Packing*res.Packing) / (w.Keep + w.Packing)
+	res.HardwareCost = w.Product*(1-res.Product) + w.Interconnect*(1-res.Interconnect) + w.Keep*(1-res.Keep)
+	if w.Packing > 0 {
+		res.tie = res.Packing
 	}
 	return res
 }
 
-func (s *Scorer) productScore(product int, r *Request) float64 {
-	if !r.allows(product) {
-		return 0
-	}
-	if slices.Contains(r.preferred, product) {
-		return 1
-	}
+// costRange brings r.lo and r.hi, the cheapest and dearest products r
+// allows among those present, up to date.
+func (s *Scorer) costRange(r *Request) {
 	if r.costGen != s.presentGen {
 		r.lo, r.hi = math.Inf(1), math.Inf(-1)
 		for id, n := range s.present {
@@ -599,6 +611,16 @@ func (s *Scorer) productScore(product int, r *Request) float64 {
 		}
 		r.costGen = s.presentGen
 	}
+}
+
+func (s *Scorer) productScore(product int, r *Request) float64 {
+	if !r.allows(product) {
+		return 0
+	}
+	if slices.Contains(r.preferred, product) {
+		return 1
+	}
+	s.costRange(r)
 	v := costScore(s.cost[product], r.lo, r.hi)
 	if len(r.preferred) > 0 {
 		v /= 2

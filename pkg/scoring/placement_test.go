@@ -225,12 +225,11 @@ func TestTopologyKeepsNVLinkIsland(t *testing.T) {
 	if got := rb.Assignment.GPUs; len(got) != 1 || got[0] != 2 {
 		t.Errorf("b assigns %v, want [2] (the gpu of the broken pair)", got)
 	}
-	// The first tier is the same (product 1, the only product present;
-	// interconnect 1) and there is no target: the last tier decides, keep
-	// 1.5 and packing 1 (1-1/8 and 1-2/8).
-	wantA, wantB := (0+0.875)/2.5, (1.5+0.75)/2.5
-	if !near(ra.Hardware, 1) || !near(rb.Hardware, 1) || !near(ra.Tie, wantA) || !near(rb.Tie, wantB) || rb.Key <= ra.Key {
-		t.Errorf("hardware a=%v b=%v, tie a=%v b=%v, keys %d and %d; want hardware 1, tie %v and %v, b ahead", ra.Hardware, rb.Hardware, ra.Tie, rb.Tie, ra.Key, rb.Key, wantA, wantB)
+	// Product 1 (the only product present) and interconnect 1 cost
+	// nothing; breaking the pair costs the keep weight (0.6 GPUs of
+	// fragmentation): b ranks first.
+	if !near(ra.HardwareCost, 0.6) || !near(rb.HardwareCost, 0) || rb.Key <= ra.Key {
+		t.Errorf("hardware cost a=%v b=%v, keys %d and %d; want 0.6 and 0, b ahead", ra.HardwareCost, rb.HardwareCost, ra.Key, rb.Key)
 	}
 
 	two := compile(t, s, scoring.Demand{GPUs: 2})

@@ -1,4 +1,4 @@
-package scenario
+package replay
 
 import (
 	"bytes"
@@ -8,21 +8,21 @@ import (
 	"testing"
 )
 
-// TestSmallScenarioGolden replays the small scenario under every policy
+// TestScenarioSmallGolden replays the small scenario under every policy
 // with two seeds and compares the table with testdata/small.golden
-// (go test ./pkg/scenario -update rewrites it).
-func TestSmallScenarioGolden(t *testing.T) {
-	scs, err := Lookup("small")
+// (go test ./pkg/replay -run TestScenarioSmallGolden -update rewrites it).
+func TestScenarioSmallGolden(t *testing.T) {
+	scs, err := LookupScenarios("small")
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
 	var buf bytes.Buffer
-	sums, err := Simulate(context.Background(), Config{Scenarios: scs, Policies: Policies(), Seeds: []int64{42, 43}, OutDir: out}, &buf)
+	sums, err := SimulateScenarios(context.Background(), ScenarioConfig{Scenarios: scs, Policies: ScenarioPolicies(), Seeds: []int64{42, 43}, OutDir: out}, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "small.golden")
+	golden := filepath.Join("testdata", "scenario-small.golden")
 	if *update {
 		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
@@ -35,10 +35,10 @@ func TestSmallScenarioGolden(t *testing.T) {
 	if !bytes.Equal(buf.Bytes(), want) {
 		t.Errorf("table differs from %s (go test -update rewrites it):\n%s\nwant:\n%s", golden, buf.Bytes(), want)
 	}
-	if len(sums) != len(Policies()) {
-		t.Errorf("%d summaries, want one per policy (%d)", len(sums), len(Policies()))
+	if len(sums) != len(ScenarioPolicies()) {
+		t.Errorf("%d summaries, want one per policy (%d)", len(sums), len(ScenarioPolicies()))
 	}
-	for _, f := range []string{RunsCSVFile, SummaryCSVFile, SummaryJSON} {
+	for _, f := range []string{ScenarioRunsFile, ScenarioSummaryCSVFile, ScenarioSummaryJSONFile} {
 		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
 			t.Errorf("output %s: %v (size %v)", f, err, fi)
 		}

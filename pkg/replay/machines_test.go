@@ -1,17 +1,14 @@
-package scenario
+package replay
 
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"os"
 	"reflect"
 	"testing"
 
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
 )
-
-var update = flag.Bool("update", false, "rewrite machines.json and testdata/*.golden")
 
 // TestMachinesMatchSimulator checks that the embedded machine templates are
 // what Tessera discovers on the simulated machines (go test -update
@@ -48,7 +45,7 @@ func TestMachinesMatchSimulator(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(got, w) {
-			t.Errorf("machines.json entry %s differs from the simulated machine; run go test ./pkg/scenario -run TestMachinesMatchSimulator -update", w.Name)
+			t.Errorf("machines.json entry %s differs from the simulated machine; run go test ./pkg/replay -run TestMachinesMatchSimulator -update", w.Name)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package scenario
+package replay
 
 import (
 	"errors"
@@ -136,8 +136,8 @@ var mixedPods = []PodKind{
 	{Name: "llm-h200-only", Weight: 1, Demand: scoring.Demand{GPUs: 1, CPU: 16 * core, Memory: 256 * gib, Allowed: []string{ProductH200}}},
 }
 
-// Builtins returns the built-in scenarios, by name.
-func Builtins() []Scenario {
+// Scenarios returns the built-in scenarios, by name.
+func Scenarios() []Scenario {
 	return []Scenario{
 		{
 			Name: "mixed",
@@ -171,19 +171,19 @@ func Builtins() []Scenario {
 	}
 }
 
-// Names lists the built-in scenarios' names.
-func Names() []string {
+// ScenarioNames lists the built-in scenarios' names.
+func ScenarioNames() []string {
 	var out []string
-	for _, s := range Builtins() {
+	for _, s := range Scenarios() {
 		out = append(out, s.Name)
 	}
 	return out
 }
 
-// Lookup returns the built-in scenarios named in a comma-separated list
+// LookupScenarios returns the built-in scenarios named in a comma-separated list
 // ("all" or "" for every one).
-func Lookup(list string) ([]Scenario, error) {
-	all := Builtins()
+func LookupScenarios(list string) ([]Scenario, error) {
+	all := Scenarios()
 	if list == "" || list == "all" {
 		return all, nil
 	}
@@ -192,7 +192,7 @@ func Lookup(list string) ([]Scenario, error) {
 		name = strings.TrimSpace(name)
 		i := slices.IndexFunc(all, func(s Scenario) bool { return s.Name == name })
 		if i < 0 {
-			return nil, fmt.Errorf("unknown scenario %q: allowed values are %s or all", name, strings.Join(Names(), ", "))
+			return nil, fmt.Errorf("unknown scenario %q: allowed values are %s or all", name, strings.Join(ScenarioNames(), ", "))
 		}
 		out = append(out, all[i])
 	}

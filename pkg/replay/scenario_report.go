@@ -1,30 +1,26 @@
-package scenario
+package replay
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 )
 
-// Output files written by Simulate.
+// Output files written by SimulateScenarios.
 const (
-	RunsCSVFile    = "scenario_runs.csv"
-	SummaryCSVFile = "scenario_summary.csv"
-	SummaryJSON    = "scenario_summary.json"
+	ScenarioRunsFile        = "scenario_runs.csv"
+	ScenarioSummaryCSVFile  = "scenario_summary.csv"
+	ScenarioSummaryJSONFile = "scenario_summary.json"
 )
 
-// Config is everything `gpu-scheduler simulate scenarios` does, as values.
-type Config struct {
+// ScenarioConfig is everything `gpu-scheduler simulate scenarios` does, as values.
+type ScenarioConfig struct {
 	Scenarios []Scenario
 	Policies  []Policy
 	Seeds     []int64
@@ -33,10 +29,10 @@ type Config struct {
 }
 
 // Validate checks the configuration; messages name the setting at fault.
-func (c *Config) Validate() error {
+func (c *ScenarioConfig) Validate() error {
 	var errs []error
 	if len(c.Scenarios) == 0 {
-		errs = append(errs, fmt.Errorf("scenario: at least one is required: %s", strings.Join(Names(), ", ")))
+		errs = append(errs, fmt.Errorf("scenario: at least one is required: %s", strings.Join(ScenarioNames(), ", ")))
 	}
 	if len(c.Policies) == 0 {
 		errs = append(errs, errors.New("policy: at least one is required"))
@@ -52,9 +48,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Summary is one scenario under one policy, over the seeds: counts are
+// ScenarioSummary is one scenario under one policy, over the seeds: counts are
 // means per run, percentages are pooled over the runs.
-type Summary struct {
+type ScenarioSummary struct {
 	Scenario string  `json:"scenario"`
 	Policy   string  `json:"policy"`
 	Seeds    int     `json:"seeds"`
@@ -76,10 +72,10 @@ type Summary struct {
 	StrandedTotal       float64  `json:"strandedTotal"`
 }
 
-// Summarize groups results by scenario and policy, in first-seen order.
-func Summarize(results []*RunResult) []Summary {
+// SummarizeScenarios groups results by scenario and policy, in first-seen order.
+func SummarizeScenarios(results []*ScenarioResult) []ScenarioSummary {
 	type acc struct {
-		s                           Summary
+		s                           ScenarioSummary
 		alloc, cap                  float64
 		multi, best, nvAvail, nvGot int
 	}
@@ -89,7 +85,7 @@ func Summarize(results []*RunResult) []Summary {
 		k := r.Scenario + "\x00" + r.Policy
 		a, ok := accs[k]
 		if !ok {
-			a = &acc{s: Summary{Scenario: r.Scenario, Policy: r.Policy}}
+			a = &acc{s: ScenarioSummary{Scenario: r.Scenario, Policy: r.Policy}}
 			accs[k] = a
 			order = append(order, k)
 		}
@@ -111,7 +107,7 @@ func Summarize(results []*RunResult) []Summary {
 		a.s.Stranded.ShareSliver += r.Stranded.ShareSliver
 		a.s.Stranded.SetSize += r.Stranded.SetSize
 	}
-	out := make([]Summary, 0, len(order))
+	out := make([]ScenarioSummary, 0, len(order))
 	for _, k := range order {
 		a := accs[k]
 		n := float64(a.s.Seeds)
@@ -126,21 +122,21 @@ func Summarize(results []*RunResult) []Summary {
 			ShareSliver: s.Stranded.ShareSliver / n, SetSize: s.Stranded.SetSize / n}
 		s.StrandedTotal = s.Stranded.Total()
 		s.AllocPct = 100 * a.alloc / a.cap
-		s.BestInterconnectPct, s.NVLinkPct = pct(a.best, a.multi), pct(a.nvGot, a.nvAvail)
+		s.BestInterconnectPct, s.NVLinkPct = pooledPct(a.best, a.multi), pooledPct(a.nvGot, a.nvAvail)
 		out = append(out, s)
 	}
 	return out
 }
 
-func pct(n, d int) float64 {
+func pooledPct(n, d int) float64 {
 	if d == 0 {
 		return 100
 	}
 	return 100 * float64(n) / float64(d)
 }
 
-// WriteTable prints one table per scenario.
-func WriteTable(w io.Writer, sums []Summary) error {
+// WriteScenarioTable prints one table per scenario.
+func WriteScenarioTable(w io.Writer, sums []ScenarioSummary) error {
 	var scenarios []string
 	for _, s := range sums {
 		if !slices.Contains(scenarios, s.Scenario) {
@@ -173,17 +169,17 @@ func WriteTable(w io.Writer, sums []Summary) error {
 	return nil
 }
 
-// Simulate runs every scenario under every policy and seed, writes the
+// SimulateScenarios runs every scenario under every policy and seed, writes the
 // per-run and summary files into cfg.OutDir and prints the tables to w.
-func Simulate(ctx context.Context, cfg Config, w io.Writer) ([]Summary, error) {
+func SimulateScenarios(ctx context.Context, cfg ScenarioConfig, w io.Writer) ([]ScenarioSummary, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid scenario settings: %w", err)
 	}
-	var results []*RunResult
+	var results []*ScenarioResult
 	for i := range cfg.Scenarios {
 		for _, p := range cfg.Policies {
 			for _, seed := range cfg.Seeds {
-				r, err := Run(ctx, &cfg.Scenarios[i], p, seed)
+				r, err := RunScenario(ctx, &cfg.Scenarios[i], p, seed)
 				if err != nil {
 					return nil, err
 				}
@@ -191,21 +187,18 @@ func Simulate(ctx context.Context, cfg Config, w io.Writer) ([]Summary, error) {
 			}
 		}
 	}
-	sums := Summarize(results)
+	sums := SummarizeScenarios(results)
 	if cfg.OutDir != "" {
-		if err := writeOutputs(cfg, results, sums); err != nil {
+		if err := writeScenarioOutputs(cfg, results, sums); err != nil {
 			return nil, err
 		}
 	}
-	return sums, WriteTable(w, sums)
+	return sums, WriteScenarioTable(w, sums)
 }
 
-func f(v float64) string { return strconv.FormatFloat(v, 'f', 4, 64) }
+func f4(v float64) string { return strconv.FormatFloat(v, 'f', 4, 64) }
 
-func writeOutputs(cfg Config, results []*RunResult, sums []Summary) error {
-	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-		return fmt.Errorf("creating output directory: %w", err)
-	}
+func writeScenarioOutputs(cfg ScenarioConfig, results []*ScenarioResult, sums []ScenarioSummary) error {
 	runs := [][]string{{"scenario", "policy", "seed", "pods", "placed", "failed", "capacity_gpus", "allocated_gpus", "alloc_pct",
 		"multi_gpu", "best_interconnect", "nvlink_available", "nvlinked", "premium_pods", "premium_gpus", "free_gpus",
 		"stranded_cpu", "stranded_product", "stranded_mig_geometry", "stranded_share_sliver", "stranded_set_size", "failed_by_kind"}}
@@ -215,52 +208,27 @@ func writeOutputs(cfg Config, results []*RunResult, sums []Summary) error {
 			kinds = append(kinds, fmt.Sprintf("%s=%d", k, r.FailedByKind[k]))
 		}
 		runs = append(runs, []string{r.Scenario, r.Policy, strconv.FormatInt(r.Seed, 10), strconv.Itoa(r.Pods), strconv.Itoa(r.Placed),
-			strconv.Itoa(r.Failed), f(r.CapacityGPUs), f(r.AllocatedGPUs), f(r.AllocPct()), strconv.Itoa(r.MultiGPU),
+			strconv.Itoa(r.Failed), f4(r.CapacityGPUs), f4(r.AllocatedGPUs), f4(r.AllocPct()), strconv.Itoa(r.MultiGPU),
 			strconv.Itoa(r.BestInterconnect), strconv.Itoa(r.NVLinkAvailable), strconv.Itoa(r.NVLinked), strconv.Itoa(r.PremiumPods),
-			f(r.PremiumGPUs), f(r.FreeGPUs), f(r.Stranded.CPU), f(r.Stranded.Product), f(r.Stranded.MIGGeometry),
-			f(r.Stranded.ShareSliver), f(r.Stranded.SetSize), strings.Join(kinds, ";")})
+			f4(r.PremiumGPUs), f4(r.FreeGPUs), f4(r.Stranded.CPU), f4(r.Stranded.Product), f4(r.Stranded.MIGGeometry),
+			f4(r.Stranded.ShareSliver), f4(r.Stranded.SetSize), strings.Join(kinds, ";")})
 	}
 	summary := [][]string{{"scenario", "policy", "seeds", "pods_mean", "failed_mean", "alloc_pct", "best_interconnect_pct", "nvlink_pct",
 		"premium_gpus_mean", "premium_pods_mean", "stranded_cpu", "stranded_product", "stranded_mig_geometry", "stranded_share_sliver",
 		"stranded_set_size", "stranded_total", "free_gpus_mean"}}
 	for _, s := range sums {
-		summary = append(summary, []string{s.Scenario, s.Policy, strconv.Itoa(s.Seeds), f(s.Pods), f(s.Failed), f(s.AllocPct),
-			f(s.BestInterconnectPct), f(s.NVLinkPct), f(s.PremiumGPUs), f(s.PremiumPods), f(s.Stranded.CPU), f(s.Stranded.Product),
-			f(s.Stranded.MIGGeometry), f(s.Stranded.ShareSliver), f(s.Stranded.SetSize), f(s.StrandedTotal), f(s.FreeGPUs)})
-	}
-	for name, rows := range map[string][][]string{RunsCSVFile: runs, SummaryCSVFile: summary} {
-		if err := writeCSV(filepath.Join(cfg.OutDir, name), rows); err != nil {
-			return err
-		}
+		summary = append(summary, []string{s.Scenario, s.Policy, strconv.Itoa(s.Seeds), f4(s.Pods), f4(s.Failed), f4(s.AllocPct),
+			f4(s.BestInterconnectPct), f4(s.NVLinkPct), f4(s.PremiumGPUs), f4(s.PremiumPods), f4(s.Stranded.CPU), f4(s.Stranded.Product),
+			f4(s.Stranded.MIGGeometry), f4(s.Stranded.ShareSliver), f4(s.Stranded.SetSize), f4(s.StrandedTotal), f4(s.FreeGPUs)})
 	}
 	doc := struct {
-		Scenarios []Scenario `json:"scenarios"`
-		Seeds     []int64    `json:"seeds"`
-		Results   []Summary  `json:"results"`
+		Scenarios []Scenario        `json:"scenarios"`
+		Seeds     []int64           `json:"seeds"`
+		Results   []ScenarioSummary `json:"results"`
 	}{cfg.Scenarios, cfg.Seeds, sums}
-	data, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding %s: %w", SummaryJSON, err)
-	}
-	if err := os.WriteFile(filepath.Join(cfg.OutDir, SummaryJSON), append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", SummaryJSON, err)
-	}
-	return nil
-}
-
-func writeCSV(path string, rows [][]string) (err error) {
-	file, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer func() {
-		if cerr := file.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("writing %s: %w", path, cerr)
-		}
-	}()
-	cw := csv.NewWriter(file)
-	if err := cw.WriteAll(rows); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return writeFiles(cfg.OutDir, map[string]func(io.Writer) error{
+		ScenarioRunsFile:        func(w io.Writer) error { return writeCSV(w, runs) },
+		ScenarioSummaryCSVFile:  func(w io.Writer) error { return writeCSV(w, summary) },
+		ScenarioSummaryJSONFile: func(w io.Writer) error { return writeJSON(w, doc) },
+	})
 }

@@ -1,4 +1,4 @@
-package scenario
+package replay
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 )
 
 func TestScenarioValidate(t *testing.T) {
-	base := func() Scenario { s, _ := Lookup("small"); return s[0] }
+	base := func() Scenario { s, _ := LookupScenarios("small"); return s[0] }
 	for _, tc := range []struct {
 		name    string
 		mutate  func(*Scenario)
@@ -47,14 +47,14 @@ func TestScenarioValidate(t *testing.T) {
 }
 
 func TestLookupErrors(t *testing.T) {
-	if _, err := Lookup("mixed,tiny"); err == nil || !strings.Contains(err.Error(), `unknown scenario "tiny": allowed values are mixed, small or all`) {
-		t.Errorf("Lookup: %v", err)
+	if _, err := LookupScenarios("mixed,tiny"); err == nil || !strings.Contains(err.Error(), `unknown scenario "tiny": allowed values are mixed, small or all`) {
+		t.Errorf("LookupScenarios: %v", err)
 	}
-	if _, err := ParsePolicies("tessera,kube"); err == nil || !strings.Contains(err.Error(), `unknown policy "kube": allowed values are tessera, fgd, bestfit, random or all`) {
-		t.Errorf("ParsePolicies: %v", err)
+	if _, err := ParseScenarioPolicies("tessera,kube"); err == nil || !strings.Contains(err.Error(), `unknown policy "kube": allowed values are tessera, fgd, bestfit, random or all`) {
+		t.Errorf("ParseScenarioPolicies: %v", err)
 	}
-	if err := (&Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "seeds: at least one seed") {
-		t.Errorf("Config.Validate: %v", err)
+	if err := (&ScenarioConfig{}).Validate(); err == nil || !strings.Contains(err.Error(), "seeds: at least one seed") {
+		t.Errorf("ScenarioConfig.Validate: %v", err)
 	}
 }
 
@@ -138,17 +138,17 @@ func TestStrandedCauses(t *testing.T) {
 	}
 }
 
-func TestRunDeterministic(t *testing.T) {
-	scs, err := Lookup("small")
+func TestScenarioDeterministic(t *testing.T) {
+	scs, err := LookupScenarios("small")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range Policies() {
-		a, err := Run(context.Background(), &scs[0], p, 7)
+	for _, p := range ScenarioPolicies() {
+		a, err := RunScenario(context.Background(), &scs[0], p, 7)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := Run(context.Background(), &scs[0], p, 7)
+		b, err := RunScenario(context.Background(), &scs[0], p, 7)
 		if err != nil {
 			t.Fatal(err)
 		}
