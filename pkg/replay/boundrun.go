@@ -34,19 +34,7 @@ const (
 
 // Validate checks the configuration; messages name the setting at fault.
 func (c *BoundConfig) Validate() error {
-	var errs []string
-	if c.NodesFile == "" {
-		errs = append(errs, "nodes: a node csv is required")
-	}
-	if len(c.PodFiles) == 0 {
-		errs = append(errs, "pods: at least one pod csv is required")
-	}
-	if len(c.Seeds) == 0 {
-		errs = append(errs, "seeds: at least one seed is required")
-	}
-	if c.Tune < 0 || math.IsNaN(c.Tune) || math.IsInf(c.Tune, 0) {
-		errs = append(errs, fmt.Sprintf("tune: %v is not a non-negative number (1.3 tunes to 130%% of GPU capacity, 0 keeps the trace as it is)", c.Tune))
-	}
+	errs := inputErrors(c.NodesFile, c.PodFiles, c.Seeds, c.Tune)
 	if c.Options.MinWidth < 0 || math.IsNaN(c.Options.MinWidth) {
 		errs = append(errs, fmt.Sprintf("min-width: %v is not 0 or a positive fraction of the GPU capacity", c.Options.MinWidth))
 	}

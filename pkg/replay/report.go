@@ -126,16 +126,10 @@ func Summarize(results []*Result, anchors Anchors) []Summary {
 		n100, n130            int
 		failed, pods, wallSec float64
 	}
-	var order [][2]string
-	accs := map[[2]string]*acc{}
-	for _, r := range results {
-		k := [2]string{r.Trace, r.Policy}
-		a, ok := accs[k]
-		if !ok {
-			a = &acc{s: Summary{Trace: r.Trace, Policy: r.Policy}}
-			accs[k] = a
-			order = append(order, k)
-		}
+	groups := grouped(results, func(r *Result) [2]string { return [2]string{r.Trace, r.Policy} },
+		func(r *Result) *acc { return &acc{s: Summary{Trace: r.Trace, Policy: r.Policy}} })
+	for i, r := range results {
+		a := groups.of[i]
 		a.s.Seeds++
 		if v := r.Curve.At(100); !math.IsNaN(v) {
 			a.sum100 += v
@@ -149,9 +143,8 @@ func Summarize(results []*Result, anchors Anchors) []Summary {
 		a.pods += float64(r.Pods)
 		a.wallSec += r.Wall.Seconds()
 	}
-	out := make([]Summary, 0, len(order))
-	for _, k := range order {
-		a := accs[k]
+	out := make([]Summary, 0, len(groups.order))
+	for _, a := range groups.order {
 		s := a.s
 		s.At100, s.At130 = meanOrNaN(a.sum100, a.n100), meanOrNaN(a.sum130, a.n130)
 		n := float64(s.Seeds)
@@ -168,6 +161,31 @@ func Summarize(results []*Result, anchors Anchors) []Summary {
 		out = append(out, s)
 	}
 	return out
+}
+
+// groups are the accumulators of results grouped by a key (experiment and
+// policy): order holds them in first-seen order, of that of each result.
+type groups[A any] struct {
+	order []*A
+	of    []*A
+}
+
+// grouped makes one accumulator (by start, from its first result) per key
+// of the results.
+func grouped[R any, A any](results []R, key func(R) [2]string, start func(R) *A) groups[A] {
+	g := groups[A]{of: make([]*A, len(results))}
+	byKey := map[[2]string]*A{}
+	for i, r := range results {
+		k := key(r)
+		a, ok := byKey[k]
+		if !ok {
+			a = start(r)
+			byKey[k] = a
+			g.order = append(g.order, a)
+		}
+		g.of[i] = a
+	}
+	return g
 }
 
 func meanOrNaN(sum float64, n int) float64 {

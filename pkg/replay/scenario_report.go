@@ -79,16 +79,10 @@ func SummarizeScenarios(results []*ScenarioResult) []ScenarioSummary {
 		alloc, cap                  float64
 		multi, best, nvAvail, nvGot int
 	}
-	var order []string
-	accs := map[string]*acc{}
-	for _, r := range results {
-		k := r.Scenario + "\x00" + r.Policy
-		a, ok := accs[k]
-		if !ok {
-			a = &acc{s: ScenarioSummary{Scenario: r.Scenario, Policy: r.Policy}}
-			accs[k] = a
-			order = append(order, k)
-		}
+	groups := grouped(results, func(r *ScenarioResult) [2]string { return [2]string{r.Scenario, r.Policy} },
+		func(r *ScenarioResult) *acc { return &acc{s: ScenarioSummary{Scenario: r.Scenario, Policy: r.Policy}} })
+	for i, r := range results {
+		a := groups.of[i]
 		a.s.Seeds++
 		a.s.Pods += float64(r.Pods)
 		a.s.Failed += float64(r.Failed)
@@ -107,9 +101,8 @@ func SummarizeScenarios(results []*ScenarioResult) []ScenarioSummary {
 		a.s.Stranded.ShareSliver += r.Stranded.ShareSliver
 		a.s.Stranded.SetSize += r.Stranded.SetSize
 	}
-	out := make([]ScenarioSummary, 0, len(order))
-	for _, k := range order {
-		a := accs[k]
+	out := make([]ScenarioSummary, 0, len(groups.order))
+	for _, a := range groups.order {
 		n := float64(a.s.Seeds)
 		s := a.s
 		s.Pods /= n

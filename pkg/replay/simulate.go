@@ -43,23 +43,30 @@ type SimulateConfig struct {
 	Bound bool
 }
 
-// Validate checks the configuration; messages name the setting at fault.
-func (c *SimulateConfig) Validate() error {
+// inputErrors checks the settings every trace experiment has: the files,
+// the seeds and the tuning; messages name the setting at fault.
+func inputErrors(nodes string, pods []string, seeds []int64, tune float64) []string {
 	var errs []string
-	if c.NodesFile == "" {
+	if nodes == "" {
 		errs = append(errs, "nodes: a node csv is required")
 	}
-	if len(c.PodFiles) == 0 {
+	if len(pods) == 0 {
 		errs = append(errs, "pods: at least one pod csv is required")
 	}
-	if len(c.Policies) == 0 {
-		errs = append(errs, "policy: at least one policy is required: "+strings.Join(PolicyNames(), ", "))
-	}
-	if len(c.Seeds) == 0 {
+	if len(seeds) == 0 {
 		errs = append(errs, "seeds: at least one seed is required")
 	}
-	if c.Tune < 0 || math.IsNaN(c.Tune) || math.IsInf(c.Tune, 0) {
-		errs = append(errs, fmt.Sprintf("tune: %v is not a non-negative number (1.3 tunes to 130%% of GPU capacity, 0 turns tuning off)", c.Tune))
+	if tune < 0 || math.IsNaN(tune) || math.IsInf(tune, 0) {
+		errs = append(errs, fmt.Sprintf("tune: %v is not a non-negative number (1.3 tunes to 130%% of GPU capacity, 0 turns tuning off)", tune))
+	}
+	return errs
+}
+
+// Validate checks the configuration; messages name the setting at fault.
+func (c *SimulateConfig) Validate() error {
+	errs := inputErrors(c.NodesFile, c.PodFiles, c.Seeds, c.Tune)
+	if len(c.Policies) == 0 {
+		errs = append(errs, "policy: at least one policy is required: "+strings.Join(PolicyNames(), ", "))
 	}
 	if c.OutDir == "" {
 		errs = append(errs, "out: an output directory is required")

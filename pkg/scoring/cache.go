@@ -398,8 +398,18 @@ type delta struct {
 	capacity float64
 }
 
-// measures are what the second tier of a score is made of, for one node
-// state: the expected fragmentation, the free capacity the node's CPU
+// unitsLeft is the free units of shared GPU g, one that dl takes, after dl.
+func (dl *delta) unitsLeft(g *GPU) int {
+	switch dl.kind {
+	case KindShare:
+		return g.ShareFree - dl.units
+	case KindWhole:
+		return 0
+	}
+	return g.ShareFree
+}
+
+// measures are what a score's drop is made of, for one node state: the expected fragmentation, the free capacity the node's CPU
 // cannot feed at the target's ratio, and the expected residue of the
 // shared GPUs' free units, all in GPUs.
 type measures struct{ frag, cpu, hole float64 }
@@ -449,12 +459,8 @@ func (n *NodeCache) measure(s *Scorer, dl *delta) measures {
 			if g.Mode != ModeShared || !g.Healthy {
 				continue
 			}
-			left := 0
-			if dl.kind == KindShare {
-				left = g.ShareFree - dl.units
-			}
 			t := n.holeT[i]
-			m.hole += t.at(left) - t.at(g.ShareFree)
+			m.hole += t.at(dl.unitsLeft(g)) - t.at(g.ShareFree)
 		}
 	}
 	return m
@@ -491,12 +497,7 @@ func (n *NodeCache) gpuUse(r *Request, i int, dl *delta) (float64, bool) {
 		}
 		free := g.ShareFree
 		if touched {
-			switch dl.kind {
-			case KindShare:
-				free -= dl.units
-			case KindWhole:
-				free = 0
-			}
+			free = dl.unitsLeft(g)
 		}
 		if free >= r.Demand.ShareUnits {
 			return float64(free) / float64(g.ShareTotal), true
@@ -624,13 +625,7 @@ func (n *NodeCache) recount(r *Request, a *shapeUse, dl *delta) {
 			if g.Mode != ModeShared || !g.Healthy || g.Used || !r.allows(n.prod[i]) {
 				continue
 			}
-			before, after := g.ShareFree, g.ShareFree
-			switch dl.kind {
-			case KindShare:
-				after -= dl.units
-			case KindWhole:
-				after = 0
-			}
+			before, after := g.ShareFree, dl.unitsLeft(g)
 			if before >= r.Demand.ShareUnits {
 				a.usable -= float64(before) / float64(g.ShareTotal)
 				a.count--
