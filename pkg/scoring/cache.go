@@ -55,15 +55,15 @@ type NodeCache struct {
 	one           [1]int
 }
 
-// memoEntry is a cached score: what its key is made of inline (the scoring
-// loops read only that), the whole result behind a pointer.
+// memoEntry is a cached score: what its key is made of first (the scoring
+// loops read only that, one cache line), then the whole result.
 type memoEntry struct {
 	version, epoch uint64
 	cost, drop     float64
 	tie, capacity  float64
 	product        int32
-	feasible       bool
-	res            *Result
+	feasible, set  bool
+	res            Result
 }
 
 type bestQ struct {
@@ -778,7 +778,8 @@ func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) 
 
 // dropCaches forgets every derived value (tests measure the cold path).
 func (n *NodeCache) dropCaches() {
-	n.memo, n.memoMore, n.whole, n.bestOK, n.migMemo = nil, lastMap[int32, memoEntry]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}
+	clear(n.memo)
+	n.memoMore, n.whole, n.bestOK, n.migMemo = lastMap[int32, memoEntry]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}
 	n.mVer = 0
 }
 

@@ -458,7 +458,7 @@ func (s *Scorer) SetTarget(reqs []*Request, weights []float64) error {
 // Assignment must not be modified.
 func (s *Scorer) Score(n *NodeCache, r *Request) Result {
 	e := s.cached(n, r)
-	res := *e.res
+	res := e.res
 	if res.Err == nil {
 		res.ScarcityCost = s.scarcity(r, int(e.product), e.capacity)
 		res.Key = s.key(res.drop, res.ScarcityCost, res.HardwareCost, res.tie)
@@ -495,10 +495,11 @@ func (s *Scorer) cached(n *NodeCache, r *Request) *memoEntry {
 		got, _ := n.memoMore.get(r.id)
 		e = &got
 	}
-	if e.res == nil || e.version != n.version || e.epoch != s.epoch {
-		res := s.score(n, r)
-		*e = memoEntry{version: n.version, epoch: s.epoch, cost: res.HardwareCost, drop: res.drop, tie: res.tie,
-			capacity: res.capacity, product: int32(res.product), feasible: res.Err == nil, res: &res}
+	if !e.set || e.version != n.version || e.epoch != s.epoch {
+		e.res = s.score(n, r)
+		res := &e.res
+		e.version, e.epoch, e.cost, e.drop, e.tie = n.version, s.epoch, res.HardwareCost, res.drop, res.tie
+		e.capacity, e.product, e.feasible, e.set = res.capacity, int32(res.product), res.Err == nil, true
 		if r.id >= denseMemo {
 			n.memoMore.put(r.id, *e, maxMemoEntries)
 		}
