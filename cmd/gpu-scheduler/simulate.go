@@ -30,10 +30,16 @@ For each pod CSV, policy and seed the replay:
     whole percent X = 0..130 of arrived demand.
 
 Policies: random, dotprod, gpuclustering, gpupacking, bestfit, fgd (all means
-these six baselines), and tessera: Tessera's scoring (pkg/scoring), FGD's
-fragmentation against a target workload learned online from arriving pods,
-plus GPU capacity stranded by the node's CPU, the expected residue of partly
-used GPUs, and the cost of taking a GPU model that gpu_spec pods need.
+these six baselines), and tessera: Tessera's placement policy, pkg/scoring's
+Scorer (the code the scheduler plugin runs) on the trace's nodes described as
+the plugin sees them: the drop in fragmentation against a target workload
+learned online from arriving pods, plus GPU capacity stranded by the node's
+CPU, the expected residue of partly used GPUs, and the cost of taking a GPU
+model that gpu_spec pods need. Its target starts from the trace's shape
+distribution (the protocol's, as FGD gets); tessera-online starts from
+nothing and learns from arriving pods only (as the scheduler does on an
+empty cluster), tessera-cross starts from another trace's distribution (the
+one half-way round the --pods list).
 
 With --bound, each trace also gets an upper bound on the final allocation of
 any policy on the same arrival orders (mean over the seeds; see simulate bound
