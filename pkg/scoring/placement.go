@@ -52,7 +52,10 @@ type Config struct {
 	// of the target (which invalidate cached scores; before the first
 	// epoch it is also refreshed after 1, 2, 4, ... pods); the target holds
 	// the heaviest shapes covering TargetCoverage of the weight, at most
-	// TargetShapes of them.
+	// TargetShapes of them (a bound on the work, not a tuning knob: the
+	// openb traces need up to 102 shapes for 95 %, and a cap that cuts
+	// them drops the rare product-constrained shapes the scarcity cost
+	// is for).
 	TargetDecay    float64 `json:"targetDecay"`
 	TargetEpoch    int     `json:"targetEpoch"`
 	TargetShapes   int     `json:"targetShapes"`
@@ -90,7 +93,7 @@ func DefaultConfig() Config {
 		Lookahead:      []int{8, 4, 2},
 		TargetDecay:    0.999,
 		TargetEpoch:    128,
-		TargetShapes:   64,
+		TargetShapes:   1024,
 		TargetCoverage: 0.95,
 		Resolution:     0.001,
 		CPUStranded:    0.3,
