@@ -144,6 +144,7 @@ define check-traces
 	@test -f $(TRACES)/openb_node_list_gpu_node.csv && ls $(TRACES)/openb_pod_list_*.csv >/dev/null 2>&1 || \
 		{ echo "no openb traces in TRACES=$(TRACES): $(TRACES_HINT)" >&2; exit 2; }
 endef
+SEEDS ?= 42-51
 
 .PHONY: bench-placement
 bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under the six FGD baselines and tessera, seeds 42-51; compare with ANCHOR; each trace's upper bound (any policy); write _output/placement.
@@ -153,6 +154,13 @@ bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under 
 		--pods "$$(ls $(TRACES)/openb_pod_list_*.csv | paste -sd, -)" \
 		--policy random,dotprod,gpuclustering,gpupacking,bestfit,fgd,tessera --seeds 42-51 --tune 1.3 \
 		--anchor $(ANCHOR) --tolerance 0.5 --bound --out _output/placement
+
+.PHONY: bench-placement-online
+bench-placement-online: ## Replay TRACES under FGD and tessera with three priors (the trace's, none: learned from arriving pods only, another trace's), seeds SEEDS (42-51); write _output/placement-online.
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
+	$(BIN)/gpu-scheduler simulate --nodes $(TRACES)/openb_node_list_gpu_node.csv \
+		--pods "$$(ls $(TRACES)/openb_pod_list_*.csv | paste -sd, -)" \
+		--policy fgd,tessera,tessera-online,tessera-cross --seeds $(SEEDS) --tune 1.3 --out _output/placement-online
 
 .PHONY: bench-placement-bound
 bench-placement-bound: ## Upper bound on the allocation any placement policy can reach on TRACES' default trace, seeds 42-51 at 130 %; write _output/bound.

@@ -2,22 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"os/signal"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tessera-gpu/tessera/pkg/sim"
+	"github.com/tessera-gpu/tessera/pkg/replay"
 )
 
 const boundLong = `Compute, per seed, an upper bound on the final GPU allocation that any placement
@@ -77,17 +72,17 @@ func newBoundCommand() *cobra.Command {
 	f.StringVar(&o.nodes, "nodes", "", "node CSV (columns sn, cpu_milli, memory_mib, gpu, model)")
 	f.StringSliceVar(&o.pods, "pods", nil, "pod CSV(s), comma-separated or repeated")
 	f.StringVar(&o.seeds, "seeds", "42-51", "seeds: a list of integers and ranges, e.g. 42-51 or 1,5,7-9")
-	f.Float64Var(&o.tune, "tune", sim.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 keeps the trace as it is")
+	f.Float64Var(&o.tune, "tune", replay.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 keeps the trace as it is")
 	f.StringVar(&o.out, "out", "", "optional output directory for bound.csv and bound.json (created if missing)")
-	f.Float64Var(&o.minWidth, "min-width", sim.DefaultBoundMinWidth, "stop when the best box is at most this wide (arrived demand as a fraction of GPU capacity); 0 splits down to single arrivals")
-	f.StringVar(&o.corners, "corners", formatCorners(sim.DefaultBoundCorners), "corners of the argument: comma-separated cpu_milli:memory_mib pairs")
+	f.Float64Var(&o.minWidth, "min-width", replay.DefaultBoundMinWidth, "stop when the best box is at most this wide (arrived demand as a fraction of GPU capacity); 0 splits down to single arrivals")
+	f.StringVar(&o.corners, "corners", formatCorners(replay.DefaultBoundCorners), "corners of the argument: comma-separated cpu_milli:memory_mib pairs")
 	f.IntVar(&o.maxLPs, "max-lps", 20000, "fail a seed after this many LPs (0: no limit)")
 	f.IntVar(&o.parallel, "parallel", 0, "seeds bounded at once (0: GOMAXPROCS)")
 	f.IntVar(&o.maxIssues, "max-issues", 20, "input problems printed per file (-1 prints all)")
 	return cmd
 }
 
-func formatCorners(cs []sim.Corner) string {
+func formatCorners(cs []replay.Corner) string {
 	parts := make([]string, len(cs))
 	for i, c := range cs {
 		parts[i] = fmt.Sprintf("%d:%d", c.CPU, c.Memory)
@@ -95,8 +90,8 @@ func formatCorners(cs []sim.Corner) string {
 	return strings.Join(parts, ",")
 }
 
-func parseCorners(s string) ([]sim.Corner, error) {
-	var cs []sim.Corner
+func parseCorners(s string) ([]replay.Corner, error) {
+	var cs []replay.Corner
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		cpu, mem, ok := strings.Cut(part, ":")
@@ -105,22 +100,25 @@ func parseCorners(s string) ([]sim.Corner, error) {
 		if !ok || err1 != nil || err2 != nil || c < 0 || m < 0 {
 			return nil, fmt.Errorf("--corners: %q is not a cpu_milli:memory_mib pair of non-negative integers", part)
 		}
-		cs = append(cs, sim.Corner{CPU: c, Memory: m})
+		cs = append(cs, replay.Corner{CPU: c, Memory: m})
 	}
 	return cs, nil
 }
 
+// run turns the flags into the bound's settings (errors name the flag) and
+// runs it.
 func (o *boundOptions) run(ctx context.Context, stdout, stderr io.Writer) error {
-	var pods []string
+	cfg := replay.BoundConfig{NodesFile: o.nodes, Tune: o.tune, OutDir: o.out, Parallel: o.parallel, MaxIssues: o.maxIssues,
+		Options: replay.BoundOptions{MinWidth: o.minWidth, MaxLPs: o.maxLPs}}
 	for _, p := range o.pods {
 		if p = strings.TrimSpace(p); p != "" {
-			pods = append(pods, p)
+			cfg.PodFiles = append(cfg.PodFiles, p)
 		}
 	}
 	switch {
 	case o.nodes == "":
 		return fmt.Errorf("--nodes is required: the node csv")
-	case len(pods) == 0:
+	case len(cfg.PodFiles) == 0:
 		return fmt.Errorf("--pods is required: one or more pod csv files, comma-separated")
 	case o.tune < 0 || math.IsNaN(o.tune) || math.IsInf(o.tune, 0):
 		return fmt.Errorf("--tune %v: want a non-negative number (1.3 tunes to 130%% of GPU capacity, 0 turns tuning off)", o.tune)
@@ -131,129 +129,12 @@ func (o *boundOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 	case o.parallel < 0:
 		return fmt.Errorf("--parallel %d: want 0 (GOMAXPROCS) or a positive number", o.parallel)
 	}
-	seeds, err := sim.ParseSeeds(o.seeds)
-	if err != nil {
+	var err error
+	if cfg.Seeds, err = replay.ParseSeeds(o.seeds); err != nil {
 		return fmt.Errorf("--seeds: %w", err)
 	}
-	corners, err := parseCorners(o.corners)
-	if err != nil {
+	if cfg.Options.Corners, err = parseCorners(o.corners); err != nil {
 		return err
 	}
-	parallel := o.parallel
-	if parallel == 0 {
-		parallel = runtime.GOMAXPROCS(0)
-	}
-	opt := sim.BoundOptions{Corners: corners, MinWidth: o.minWidth, MaxLPs: o.maxLPs}
-
-	cluster, err := sim.LoadCluster(o.nodes)
-	if err != nil {
-		return err
-	}
-	if err := sim.WriteIssues(stderr, o.nodes, &cluster.Issues, o.maxIssues); err != nil {
-		return err
-	}
-	var all []sim.BoundRun
-	for _, f := range pods {
-		t, err := sim.LoadTrace(f, cluster)
-		if err != nil {
-			return err
-		}
-		if err := sim.WriteIssues(stderr, f, &t.Issues, o.maxIssues); err != nil {
-			return err
-		}
-		runs, err := sim.BoundSeeds(ctx, cluster, t, seeds, o.tune, opt, parallel, func(r sim.BoundRun) {
-			fmt.Fprintf(stderr, "bound %s seed %d: %.3f %% (%d LPs, %.1f s)\n", r.Trace, r.Seed, r.Percent, r.LPs, r.Wall.Seconds())
-		})
-		if err != nil {
-			return fmt.Errorf("bounding %s: %w", f, err)
-		}
-		fmt.Fprintf(stdout, "%-12s %6s %9s %6s %7s %7s  %s\n", "trace", "seed", "bound %", "LPs", "wall s", "relaxed", "box (T per corner)")
-		var sum float64
-		for _, r := range runs {
-			fmt.Fprintf(stdout, "%-12s %6d %9.3f %6d %7.1f %7d  %s\n", r.Trace, r.Seed, r.Percent, r.LPs, r.Wall.Seconds(), r.Relaxed, formatBox(r.Box))
-			sum += r.Percent
-		}
-		fmt.Fprintf(stdout, "%-12s %6s %9.3f  (mean of %d seeds)\n", t.Name, "mean", sum/float64(len(runs)), len(runs))
-		all = append(all, runs...)
-	}
-	if o.out == "" {
-		return nil
-	}
-	return writeBound(o.out, o, corners, all)
-}
-
-func formatBox(box []sim.BoundInterval) string {
-	parts := make([]string, len(box))
-	for i, iv := range box {
-		parts[i] = iv.String()
-	}
-	return strings.Join(parts, " ")
-}
-
-type boundJSON struct {
-	Nodes    string             `json:"nodes"`
-	Pods     []string           `json:"pods"`
-	Tune     float64            `json:"tune"`
-	MinWidth float64            `json:"min_width"`
-	Corners  []sim.Corner       `json:"corners"`
-	Runs     []boundRunJSON     `json:"runs"`
-	Means    map[string]float64 `json:"mean_bound_pct"`
-}
-
-type boundRunJSON struct {
-	Trace          string   `json:"trace"`
-	Seed           int64    `json:"seed"`
-	Pods           int      `json:"pods"`
-	BoundPct       float64  `json:"bound_pct"`
-	BoundMilli     float64  `json:"bound_milli"`
-	CapacityMilli  int64    `json:"capacity_milli"`
-	Box            [][2]int `json:"box"`
-	LPs            int      `json:"lps"`
-	Configurations int      `json:"configurations"`
-	Relaxed        int      `json:"relaxed"`
-	WallS          float64  `json:"wall_s"`
-}
-
-func writeBound(dir string, o *boundOptions, corners []sim.Corner, runs []sim.BoundRun) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating output directory: %w", err)
-	}
-	doc := boundJSON{Nodes: o.nodes, Pods: o.pods, Tune: o.tune, MinWidth: o.minWidth, Corners: corners, Means: map[string]float64{}}
-	count := map[string]int{}
-	var rows [][]string
-	rows = append(rows, []string{"trace", "seed", "pods", "bound_pct", "bound_milli", "capacity_milli", "box", "lps", "configurations", "relaxed", "wall_s"})
-	for _, r := range runs {
-		box := make([][2]int, len(r.Box))
-		for i, iv := range r.Box {
-			box[i] = [2]int{iv.Lo, iv.Hi}
-		}
-		doc.Runs = append(doc.Runs, boundRunJSON{Trace: r.Trace, Seed: r.Seed, Pods: r.Pods, BoundPct: r.Percent,
-			BoundMilli: r.Used, CapacityMilli: r.Capacity, Box: box, LPs: r.LPs, Configurations: r.Configurations,
-			Relaxed: r.Relaxed, WallS: r.Wall.Seconds()})
-		doc.Means[r.Trace] += r.Percent
-		count[r.Trace]++
-		rows = append(rows, []string{r.Trace, strconv.FormatInt(r.Seed, 10), strconv.Itoa(r.Pods),
-			strconv.FormatFloat(r.Percent, 'f', 4, 64), strconv.FormatFloat(r.Used, 'f', 1, 64),
-			strconv.FormatInt(r.Capacity, 10), formatBox(r.Box), strconv.Itoa(r.LPs),
-			strconv.Itoa(r.Configurations), strconv.Itoa(r.Relaxed), strconv.FormatFloat(r.Wall.Seconds(), 'f', 2, 64)})
-	}
-	for tr, n := range count {
-		doc.Means[tr] /= float64(n)
-	}
-	var b strings.Builder
-	w := csv.NewWriter(&b)
-	if err := w.WriteAll(rows); err != nil {
-		return fmt.Errorf("writing bound.csv: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bound.csv"), []byte(b.String()), 0o644); err != nil {
-		return fmt.Errorf("writing bound.csv: %w", err)
-	}
-	js, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding bound.json: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bound.json"), append(js, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing bound.json: %w", err)
-	}
-	return nil
+	return replay.Bound(ctx, cfg, stdout, stderr)
 }

@@ -3,7 +3,7 @@
 // KubeSchedulerConfiguration profile, as a second scheduler
 // (schedulerName: tessera-gpu-scheduler) or in the default profile
 // (manifests/scheduler). Its `simulate` subcommand replays GPU-cluster
-// traces offline.
+// traces offline (package replay).
 package main
 
 import (

@@ -9,12 +9,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tessera-gpu/tessera/pkg/scenario"
-	"github.com/tessera-gpu/tessera/pkg/sim"
+	"github.com/tessera-gpu/tessera/pkg/replay"
 )
 
 const scenariosLong = `Run synthetic clusters and workloads that the openb traces cannot express under
-Tessera's scoring (pkg/scoring) and baseline policies, and report what the
+Tessera's scoring (pkg/scoring, the scorer the trace replay and the
+scheduler run) and baseline policies, and report what the
 trace replay cannot measure.
 
 Built-in scenarios (--scenario):
@@ -75,34 +75,34 @@ func newScenariosCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			_, err = scenario.Simulate(ctx, cfg, cmd.OutOrStdout())
+			_, err = replay.SimulateScenarios(ctx, cfg, cmd.OutOrStdout())
 			return err
 		},
 	}
 	cmd.SetHelpFunc((&cobra.Command{}).HelpFunc())
 	cmd.SetUsageFunc((&cobra.Command{}).UsageFunc())
 	f := cmd.Flags()
-	f.StringVar(&o.scenario, "scenario", "mixed", "comma-separated scenarios: "+strings.Join(scenario.Names(), ", ")+", or all")
+	f.StringVar(&o.scenario, "scenario", "mixed", "comma-separated scenarios: "+strings.Join(replay.ScenarioNames(), ", ")+", or all")
 	f.StringVar(&o.policy, "policy", "all", "comma-separated policies: tessera, fgd, bestfit, random, or all")
 	f.StringVar(&o.seeds, "seeds", "42-51", "seeds: a list of integers and ranges, e.g. 42-51 or 1,5,7-9")
 	f.StringVar(&o.out, "out", "", "output directory for scenario_runs.csv, scenario_summary.csv and scenario_summary.json (created if missing)")
 	return cmd
 }
 
-func (o *scenariosOptions) config() (scenario.Config, error) {
-	var cfg scenario.Config
+func (o *scenariosOptions) config() (replay.ScenarioConfig, error) {
+	var cfg replay.ScenarioConfig
 	if o.out == "" {
 		return cfg, fmt.Errorf("--out is required: the output directory")
 	}
 	cfg.OutDir = o.out
 	var err error
-	if cfg.Scenarios, err = scenario.Lookup(o.scenario); err != nil {
+	if cfg.Scenarios, err = replay.LookupScenarios(o.scenario); err != nil {
 		return cfg, fmt.Errorf("--scenario: %w", err)
 	}
-	if cfg.Policies, err = scenario.ParsePolicies(o.policy); err != nil {
+	if cfg.Policies, err = replay.ParseScenarioPolicies(o.policy); err != nil {
 		return cfg, fmt.Errorf("--policy: %w", err)
 	}
-	if cfg.Seeds, err = sim.ParseSeeds(o.seeds); err != nil {
+	if cfg.Seeds, err = replay.ParseSeeds(o.seeds); err != nil {
 		return cfg, fmt.Errorf("--seeds: %w", err)
 	}
 	return cfg, nil

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tessera-gpu/tessera/pkg/sim"
+	"github.com/tessera-gpu/tessera/pkg/replay"
 )
 
 const simulateLong = `Replay openb GPU-cluster traces (the Alibaba cluster-trace-gpu-v2023 node and pod
@@ -30,10 +30,16 @@ For each pod CSV, policy and seed the replay:
     whole percent X = 0..130 of arrived demand.
 
 Policies: random, dotprod, gpuclustering, gpupacking, bestfit, fgd (all means
-these six baselines), and tessera: Tessera's scoring (pkg/scoring), FGD's
-fragmentation against a target workload learned online from arriving pods,
-plus GPU capacity stranded by the node's CPU, the expected residue of partly
-used GPUs, and the cost of taking a GPU model that gpu_spec pods need.
+these six baselines), and tessera: Tessera's placement policy, pkg/scoring's
+Scorer (the code the scheduler plugin runs) on the trace's nodes described as
+the plugin sees them: the drop in fragmentation against a target workload
+learned online from arriving pods, plus GPU capacity stranded by the node's
+CPU, the expected residue of partly used GPUs, and the cost of taking a GPU
+model that gpu_spec pods need. Its target starts from the trace's shape
+distribution (the protocol's, as FGD gets); tessera-online starts from
+nothing and learns from arriving pods only (as the scheduler does on an
+empty cluster), tessera-cross starts from another trace's distribution (the
+one half-way round the --pods list).
 
 With --bound, each trace also gets an upper bound on the final allocation of
 any policy on the same arrival orders (mean over the seeds; see simulate bound
@@ -101,7 +107,7 @@ func newSimulateCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return sim.Simulate(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return replay.Simulate(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	// The kube-scheduler command's help lists its own flag sections; this
@@ -115,9 +121,9 @@ func newSimulateCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.nodes, "nodes", "", "node CSV (columns sn, cpu_milli, memory_mib, gpu, model)")
 	f.StringSliceVar(&o.pods, "pods", nil, "pod CSV(s), comma-separated or repeated (columns name, cpu_milli, memory_mib, num_gpu, gpu_milli, optional gpu_spec); the trace name is the file name without openb_pod_list_ and .csv")
-	f.StringVar(&o.policy, "policy", "all", "comma-separated policies: "+strings.Join(sim.PolicyNames(), ", ")+", or all")
+	f.StringVar(&o.policy, "policy", "all", "comma-separated policies: "+strings.Join(replay.PolicyNames(), ", ")+", or all")
 	f.StringVar(&o.seeds, "seeds", "42-51", "seeds: a list of integers and ranges, e.g. 42-51 or 1,5,7-9")
-	f.Float64Var(&o.tune, "tune", sim.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 replays the trace as it is")
+	f.Float64Var(&o.tune, "tune", replay.DefaultTune, "tune the total GPU demand to this multiple of the cluster's GPU capacity; 0 replays the trace as it is")
 	f.StringVar(&o.out, "out", "", "output directory for runs.csv, summary.csv and summary.json (created if missing)")
 	f.StringVar(&o.anchor, "anchor", "", "optional CSV of published values (trace, policy, alloc_pct_at_100, alloc_pct_at_130) to compare with")
 	f.Float64Var(&o.tolerance, "tolerance", 0, "with --anchor: fail when |ours - anchor| at 130% exceeds this many percentage points (0: report only)")
@@ -130,8 +136,8 @@ func newSimulateCommand() *cobra.Command {
 
 // config turns the flags into the replay's settings; errors name the flag
 // and its allowed values.
-func (o *simulateOptions) config() (sim.SimulateConfig, error) {
-	cfg := sim.SimulateConfig{
+func (o *simulateOptions) config() (replay.SimulateConfig, error) {
+	cfg := replay.SimulateConfig{
 		NodesFile: o.nodes, Tune: o.tune, OutDir: o.out, AnchorFile: o.anchor,
 		Tolerance: o.tolerance, Parallel: o.parallel, MaxIssues: o.maxIssues, Bound: o.bound,
 	}
@@ -155,20 +161,20 @@ func (o *simulateOptions) config() (sim.SimulateConfig, error) {
 		return cfg, fmt.Errorf("--parallel %d: want 0 (GOMAXPROCS) or a positive number", o.parallel)
 	}
 	var err error
-	if cfg.Policies, err = sim.ParsePolicies(o.policy); err != nil {
+	if cfg.Policies, err = replay.ParsePolicies(o.policy); err != nil {
 		return cfg, fmt.Errorf("--policy: %w", err)
 	}
-	if cfg.Seeds, err = sim.ParseSeeds(o.seeds); err != nil {
+	if cfg.Seeds, err = replay.ParseSeeds(o.seeds); err != nil {
 		return cfg, fmt.Errorf("--seeds: %w", err)
 	}
 	switch o.progress {
 	case "auto":
-		cfg.Progress = sim.ProgressLines
+		cfg.Progress = replay.ProgressLines
 		if stderrIsTerminal() {
-			cfg.Progress = sim.ProgressBar
+			cfg.Progress = replay.ProgressBar
 		}
-	case string(sim.ProgressBar), string(sim.ProgressLines), string(sim.ProgressNone):
-		cfg.Progress = sim.ProgressMode(o.progress)
+	case string(replay.ProgressBar), string(replay.ProgressLines), string(replay.ProgressNone):
+		cfg.Progress = replay.ProgressMode(o.progress)
 	default:
 		return cfg, fmt.Errorf("--progress %q: allowed values are auto, bar, lines, none", o.progress)
 	}

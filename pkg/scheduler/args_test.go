@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
 
 func TestDecodeArgs(t *testing.T) {
@@ -17,14 +19,14 @@ func TestDecodeArgs(t *testing.T) {
 		wantErr []string
 	}{
 		{name: "nil keeps every default", check: func(t *testing.T, a Args) {
-			if a.StaleAfter.Duration != DefaultStaleAfter || a.Placement.Weights.Fragmentation != 10 {
+			if a.StaleAfter.Duration != DefaultStaleAfter || a.Placement.Weights != scoring.DefaultConfig().Weights {
 				t.Errorf("defaults: %+v", a)
 			}
 		}},
-		{name: "one weight keeps the other defaults", raw: `{"apiVersion":"gpu.tessera.dev/v1alpha1","kind":"TesseraArgs","staleAfter":"45s","placement":{"weights":{"product":2}}}`,
+		{name: "one weight keeps the other defaults", raw: `{"apiVersion":"gpu.tessera.dev/v1alpha1","kind":"TesseraArgs","staleAfter":"45s","placement":{"weights":{"product":3}}}`,
 			check: func(t *testing.T, a Args) {
 				w := a.Placement.Weights
-				if a.StaleAfter.Duration != 45*time.Second || w.Product != 2 || w.Interconnect != 10 || w.Fragmentation != 10 {
+				if a.StaleAfter.Duration != 45*time.Second || w.Product != 3 || w.Interconnect != scoring.DefaultConfig().Weights.Interconnect || w.Packing != scoring.DefaultConfig().Weights.Packing {
 					t.Errorf("got %+v", a)
 				}
 			}},

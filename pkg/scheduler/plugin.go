@@ -329,7 +329,7 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 			scores[name] = -1
 			continue
 		}
-		scores[name] = scoring.Quantize(res.Score)
+		scores[name] = res.Key // only its order means anything
 	}
 	cd.scores = scores
 	return nil

@@ -2,6 +2,7 @@ package scoring_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/tessera-gpu/tessera/pkg/scoring"
@@ -33,8 +34,51 @@ func benchTarget(b *testing.B, s *scoring.Scorer) []*scoring.Request {
 	return reqs
 }
 
+// traceTarget is a target workload like the openb traces': 36 shapes,
+// shares of one GPU of 1000 units (which may go whole), 1 to 8 whole GPUs,
+// CPU-only pods.
+func traceTarget(b *testing.B, s *scoring.Scorer) {
+	b.Helper()
+	var reqs []*scoring.Request
+	var ws []float64
+	for i, units := range []int{810, 650, 470, 460, 320, 230, 160, 110, 50, 250, 500, 750} {
+		for j, cpu := range []int64{2000, 4000, 8000} {
+			d := scoring.Demand{ShareUnits: units, UnitsPerGPU: 1000, CPU: cpu}
+			if i >= 9 {
+				d = scoring.Demand{GPUs: []int{1, 2, 4, 8, 1, 2}[j+3*(i-9)%6], CPU: cpu * 4}
+			}
+			if i == 11 {
+				d = scoring.Demand{CPU: cpu * 2}
+			}
+			reqs = append(reqs, compile(b, s, d))
+			ws = append(ws, float64(40-i-j))
+		}
+	}
+	if err := s.SetTarget(reqs, ws); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// traceNode is a node of the traces as the replay describes it: 8 GPUs of
+// 1000 units that may go whole, four partly used, one held whole.
+func traceNode(b *testing.B) scoring.NodeState {
+	b.Helper()
+	spec := scoring.NodeSpec{Name: "trace", CPU: 96_000, Memory: 512 << 10}
+	for range 8 {
+		spec.GPUs = append(spec.GPUs, scoring.GPUSpec{Product: "V100M32", NUMANode: -1, Healthy: true, ShareUnits: 1000, ShareWhole: true})
+	}
+	spec.Allocations = []scoring.Allocation{{CPU: 40_000, Memory: 128 << 10, GPUs: []int{4},
+		Shares: []scoring.ShareAllocation{{GPU: 2, Units: 470}, {GPU: 3, Units: 650}, {GPU: 6, Units: 190}, {GPU: 7, Units: 230}}}}
+	st, err := scoring.NewNodeState(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
+}
+
 // BenchmarkScore scores pods on a DGX H100: "mixed" has four whole GPUs (one
-// used) and four MIG GPUs, "idle" eight free whole GPUs. Modes:
+// used) and four MIG GPUs, "idle" eight free whole GPUs; and on a node of
+// the traces ("trace", traceNode, against traceTarget). Modes:
 //   - cached: the node did not change since the last call for this request
 //     shape (the common case: a scheduling cycle scores every node, and
 //     only the node that got the last pod changed);
@@ -53,6 +97,9 @@ func BenchmarkScore(b *testing.B) {
 		node func(b *testing.B) scoring.NodeState
 		d    scoring.Demand
 	}{
+		{"trace/share-320", traceNode, scoring.Demand{ShareUnits: 320, UnitsPerGPU: 1000, CPU: 4000}},
+		{"trace/1gpu", traceNode, scoring.Demand{GPUs: 1, CPU: 8000}},
+		{"trace/2gpu", traceNode, scoring.Demand{GPUs: 2, CPU: 16000}},
 		{"mixed/2gpu", func(b *testing.B) scoring.NodeState { return use(nodeState(b, "dgx", "dgx-h100", layout), 1) }, scoring.Demand{GPUs: 2, CPU: 24000, Memory: 256 << 10}},
 		{"mixed/1gpu", func(b *testing.B) scoring.NodeState { return use(nodeState(b, "dgx", "dgx-h100", layout), 1) }, scoring.Demand{GPUs: 1, CPU: 8000, Memory: 64 << 10}},
 		{"mixed/mig-1g", func(b *testing.B) scoring.NodeState { return use(nodeState(b, "dgx", "dgx-h100", layout), 1) }, scoring.Demand{MIGProfile: "1g.10gb", CPU: 2000, Memory: 16 << 10}},
@@ -62,7 +109,11 @@ func BenchmarkScore(b *testing.B) {
 		for _, mode := range []string{"cached", "changed", "cold"} {
 			b.Run(tc.name+"/"+mode, func(b *testing.B) {
 				s := newScorer(b, nil)
-				benchTarget(b, s)
+				if strings.HasPrefix(tc.name, "trace/") {
+					traceTarget(b, s)
+				} else {
+					benchTarget(b, s)
+				}
 				n := newNode(b, s, tc.node(b))
 				r := compile(b, s, tc.d)
 				other := compile(b, s, scoring.Demand{CPU: 1000})

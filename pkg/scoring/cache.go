@@ -15,6 +15,7 @@ import (
 // the node's cached scores, so scoring a pod on an unchanged node is a
 // look-up. Create nodes with Scorer.NewNode; a NodeCache belongs to its Scorer.
 type NodeCache struct {
+	s            *Scorer
 	st           NodeState
 	alloc        *topology.Allocator
 	prod         []int       // product id per GPU
@@ -23,18 +24,26 @@ type NodeCache struct {
 	capacity     float64     // healthy GPU capacity, in GPUs
 	free         float64     // free healthy GPU capacity, in GPUs
 	version      uint64
+	// linked is true when the link matrix says anything: some pair has
+	// NVLinks or a known PCIe path.
+	linked bool
 
-	memo      lastMap[reqKey, memoEntry]
-	fragVer   uint64
-	fragEpoch uint64
-	fragVal   float64
-	bestMask  uint64
-	bestOK    bool
-	best      []bestQ
-	whole     lastMap[wholeKey, wholeEntry]
-	cand      []int
-	migVer    uint64 // changes with the MIG slices' use and the GPUs' health
-	migMemo   lastMap[migKey, migEntry]
+	// memo caches scores by Request.id: ids below denseMemo in a slice,
+	// the others in a map.
+	memo     []memoEntry
+	memoMore lastMap[int32, memoEntry]
+	mVer     uint64
+	mEpoch   uint64
+	mVal     measures
+	agg      []shapeUse   // per target shape, as of mVer and mEpoch
+	holeT    []*holeTable // per GPU (nil unless shared), as of mEpoch
+	bestMask uint64
+	bestOK   bool
+	best     []bestQ
+	whole    lastMap[wholeKey, wholeEntry]
+	cand     []int
+	migVer   uint64 // changes with the MIG slices' use and the GPUs' health
+	migMemo  lastMap[migKey, migEntry]
 
 	scratch []int
 	migGPUs []topology.MIGGPU
@@ -42,10 +51,18 @@ type NodeCache struct {
 	migPlacements []gpu.Placement
 	migIdx        []int
 	shareGPUs     []topology.ShareGPU
+	dropBuf       []float64
+	one           [1]int
 }
 
+// memoEntry is a cached score: what its key is made of first (the scoring
+// loops read only that, one cache line), then the whole result.
 type memoEntry struct {
 	version, epoch uint64
+	cost, drop     float64
+	tie, capacity  float64
+	product        int32
+	feasible, set  bool
 	res            Result
 }
 
@@ -67,7 +84,14 @@ func (s *Scorer) NewNode(st NodeState) (*NodeCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", st.Name, err)
 	}
-	n := &NodeCache{st: cloneState(st), alloc: alloc, version: 1}
+	n := &NodeCache{s: s, st: cloneState(st), alloc: alloc, version: 1}
+	for i, row := range st.Topology.Links {
+		for j, l := range row {
+			if i != j && (l.NVLinks > 0 || l.PCIe != gpu.PathUnknown) {
+				n.linked = true
+			}
+		}
+	}
 	for i := range n.st.GPUs {
 		g := &n.st.GPUs[i]
 		n.prod = append(n.prod, s.productID(g.Product))
@@ -96,25 +120,27 @@ func (s *Scorer) NewNode(st NodeState) (*NodeCache, error) {
 		n.sliceProfile = append(n.sliceProfile, ids)
 		n.sliceFrac = append(n.sliceFrac, fr)
 	}
-	s.addPresent(n, 1)
 	for i := range n.st.GPUs {
 		n.capacity += n.gpuCapacity(i, false)
 		n.free += n.gpuCapacity(i, true)
 	}
+	s.addPresent(n, 1)
 	return n, nil
 }
 
 // RemoveNode tells the scorer that n left the cluster: its products no
-// longer count as present for the product score.
+// longer count as present for the product score, nor its free capacity
+// for the scarcity cost.
 func (s *Scorer) RemoveNode(n *NodeCache) { s.addPresent(n, -1) }
 
-// addPresent counts n's GPUs in (or out of) the present products; when a
-// product appears or disappears, cached scores are recomputed.
+// addPresent counts n's GPUs, and their free capacity, in (or out of) the
+// present products; when a product appears or disappears, cached scores are
+// recomputed.
 func (s *Scorer) addPresent(n *NodeCache, sign int) {
-	for _, id := range n.prod {
-		for len(s.present) <= id {
-			s.present = append(s.present, 0)
-		}
+	for i, id := range n.prod {
+		f := float64(sign) * n.gpuCapacity(i, true)
+		s.productFree[id] += f
+		s.clusterFree += f
 		before := s.present[id]
 		s.present[id] += sign
 		if (before > 0) != (s.present[id] > 0) {
@@ -228,8 +254,9 @@ func (n *NodeCache) apply(r *Request, a Assignment, take bool) error {
 		}
 		for i, g := range a.GPUs {
 			st := &n.st.GPUs[g]
-			if st.Mode != ModeWhole || st.Used != !take || slices.Contains(a.GPUs[:i], g) {
-				return fmt.Errorf("%s on node %q: gpu %d is %s, used=%t (or listed twice)", verb, n.st.Name, g, st.Mode, st.Used)
+			whole := st.Mode == ModeWhole || st.Mode == ModeShared && st.ShareWhole && (!take || st.ShareFree == st.ShareTotal)
+			if !whole || st.Used != !take || slices.Contains(a.GPUs[:i], g) {
+				return fmt.Errorf("%s on node %q: gpu %d is %s, used=%t, %d of %d units free (or listed twice)", verb, n.st.Name, g, st.Mode, st.Used, st.ShareFree, st.ShareTotal)
 			}
 		}
 	case KindShare:
@@ -237,8 +264,8 @@ func (n *NodeCache) apply(r *Request, a Assignment, take bool) error {
 			return fmt.Errorf("%s on node %q: share units come from one gpu, the assignment has %v", verb, n.st.Name, a.GPUs)
 		}
 		st := &n.st.GPUs[a.GPUs[0]]
-		if st.Mode != ModeShared {
-			return fmt.Errorf("%s on node %q: gpu %d is %s, not shared", verb, n.st.Name, a.GPUs[0], st.Mode)
+		if st.Mode != ModeShared || st.Used {
+			return fmt.Errorf("%s on node %q: gpu %d is %s (used whole=%t), not shared", verb, n.st.Name, a.GPUs[0], st.Mode, st.Used)
 		}
 		if take && st.ShareFree < d.ShareUnits || !take && st.ShareTotal-st.ShareFree < d.ShareUnits {
 			return fmt.Errorf("%s on node %q: gpu %d has %d of %d units free, the pod has %d", verb, n.st.Name, a.GPUs[0], st.ShareFree, st.ShareTotal, d.ShareUnits)
@@ -264,14 +291,24 @@ func (n *NodeCache) apply(r *Request, a Assignment, take bool) error {
 	}
 	before := 0.0
 	for _, g := range a.GPUs {
-		before += n.gpuCapacity(g, true)
+		c := n.gpuCapacity(g, true)
+		before += c
+		n.s.productFree[n.prod[g]] -= c
+		n.s.clusterFree -= c
 	}
 	n.st.CPUFree -= sign * d.CPU
 	n.st.MemFree -= sign * d.Memory
 	switch r.kind {
 	case KindWhole:
 		for _, g := range a.GPUs {
-			n.st.GPUs[g].Used = take
+			st := &n.st.GPUs[g]
+			st.Used = take
+			if st.Mode == ModeShared {
+				st.ShareFree = 0
+				if !take {
+					st.ShareFree = st.ShareTotal
+				}
+			}
 		}
 	case KindShare:
 		n.st.GPUs[a.GPUs[0]].ShareFree -= int(sign) * d.ShareUnits
@@ -281,7 +318,10 @@ func (n *NodeCache) apply(r *Request, a Assignment, take bool) error {
 	}
 	after := 0.0
 	for _, g := range a.GPUs {
-		after += n.gpuCapacity(g, true)
+		c := n.gpuCapacity(g, true)
+		after += c
+		n.s.productFree[n.prod[g]] += c
+		n.s.clusterFree += c
 	}
 	n.free += after - before
 	n.version++
@@ -294,21 +334,25 @@ func (n *NodeCache) SetHealthy(i int, healthy bool) error {
 	if i < 0 || i >= len(n.st.GPUs) {
 		return fmt.Errorf("node %q: gpu position %d, the node has %d gpus", n.st.Name, i, len(n.st.GPUs))
 	}
+	was := n.gpuCapacity(i, true)
 	n.capacity -= n.gpuCapacity(i, false)
-	n.free -= n.gpuCapacity(i, true)
+	n.free -= was
 	n.st.GPUs[i].Healthy = healthy
 	n.migVer++
 	n.capacity += n.gpuCapacity(i, false)
-	n.free += n.gpuCapacity(i, true)
+	now := n.gpuCapacity(i, true)
+	n.free += now
+	n.s.productFree[n.prod[i]] += now - was
+	n.s.clusterFree += now - was
 	n.version++
 	return nil
 }
 
-// wholeMask is the bit mask of the node's free, healthy whole GPUs.
+// wholeMask is the bit mask of the node's GPUs that can go whole now.
 func (n *NodeCache) wholeMask() uint64 {
 	var m uint64
 	for i := range n.st.GPUs {
-		if g := &n.st.GPUs[i]; g.Mode == ModeWhole && g.Healthy && !g.Used {
+		if n.st.GPUs[i].wholeFree() {
 			m |= 1 << i
 		}
 	}
@@ -343,71 +387,155 @@ func (n *NodeCache) bestBefore(s *Scorer, known *topology.Quality) []bestQ {
 	return n.best
 }
 
-// delta is a placement under consideration, applied on the fly by frag.
+// delta is a placement under consideration, applied on the fly by frag
+// and measure: the pod's CPU, its kind, devices and units, and the GPU
+// capacity it takes.
 type delta struct {
-	cpu, mem int64
+	cpu      int64
 	kind     Kind
 	a        *Assignment
 	units    int
+	capacity float64
 }
 
-func (n *NodeCache) fragBefore(s *Scorer) float64 {
-	if n.fragVer != n.version || n.fragEpoch != s.epoch {
-		n.fragVal = n.frag(s.shapes, nil)
-		n.fragVer, n.fragEpoch = n.version, s.epoch
+// unitsLeft is the free units of shared GPU g, one that dl takes, after dl.
+func (dl *delta) unitsLeft(g *GPU) int {
+	switch dl.kind {
+	case KindShare:
+		return g.ShareFree - dl.units
+	case KindWhole:
+		return 0
 	}
-	return n.fragVal
+	return g.ShareFree
 }
 
-// frag is the node's expected fragmentation against the target shapes, in
-// GPUs, with dl applied when not nil: for each shape, the free capacity it
-// cannot use (all of it when it does not fit the node: CPU, memory,
-// product, too few GPUs, no slice of its profile, no GPU with its share
-// units free; otherwise the capacity on GPUs it cannot use), weighted by the
-// shape's probability. It generalises FGD's measure to MIG slices (a slice
-// of another profile is unusable) and share units.
-func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
-	cpu, mem, total := n.st.CPUFree, n.st.MemFree, n.free
-	if dl != nil {
-		cpu -= dl.cpu
-		mem -= dl.mem
-		switch dl.kind {
-		case KindWhole:
-			total -= float64(len(dl.a.GPUs))
-		case KindShare:
-			total -= float64(dl.units) / float64(n.st.GPUs[dl.a.GPUs[0]].ShareTotal)
-		case KindMIG:
-			total -= n.sliceFrac[dl.a.GPUs[0]][dl.a.Slice]
+// measures are what a score's drop is made of, for one node state: the expected fragmentation, the free capacity the node's CPU
+// cannot feed at the target's ratio, and the expected residue of the
+// shared GPUs' free units, all in GPUs.
+type measures struct{ frag, cpu, hole float64 }
+
+// total weighs the measures as the score does.
+func (m measures) total(s *Scorer) float64 {
+	return m.frag + s.cfg.CPUStranded*m.cpu + s.cfg.HoleResidue*m.hole
+}
+
+// measureBefore returns the node's measures as it is (cached per node
+// version and target epoch, with each target shape's use of the node).
+func (n *NodeCache) measureBefore(s *Scorer) measures {
+	if n.mVer != n.version || n.mEpoch != s.epoch {
+		n.useOfShapes(s.shapes)
+		m := measures{frag: n.frag(s.shapes, nil)}
+		if s.ratio > 0 {
+			m.cpu = max(0, n.free-float64(n.st.CPUFree)*s.ratio)
+		}
+		if s.cfg.HoleResidue != 0 {
+			n.holeT = n.holeT[:0]
+			for i := range n.st.GPUs {
+				var t *holeTable
+				if g := &n.st.GPUs[i]; g.Mode == ModeShared && g.Healthy {
+					t = s.holeTable(n.prod[i], g)
+					m.hole += t.at(g.ShareFree)
+				}
+				n.holeT = append(n.holeT, t)
+			}
+		}
+		n.mVal, n.mVer, n.mEpoch = m, n.version, s.epoch
+	}
+	return n.mVal
+}
+
+// measure returns the node's measures after the placement dl.
+func (n *NodeCache) measure(s *Scorer, dl *delta) measures {
+	before := n.measureBefore(s)
+	m := measures{frag: n.frag(s.shapes, dl)}
+	if s.ratio > 0 {
+		m.cpu = max(0, n.free-dl.capacity-float64(n.st.CPUFree-dl.cpu)*s.ratio)
+	}
+	m.hole = before.hole
+	if s.cfg.HoleResidue != 0 && (dl.kind == KindShare || dl.kind == KindWhole) {
+		// Only the GPUs the placement takes change their residue.
+		for _, i := range dl.a.GPUs {
+			g := &n.st.GPUs[i]
+			if g.Mode != ModeShared || !g.Healthy {
+				continue
+			}
+			t := n.holeT[i]
+			m.hole += t.at(dl.unitsLeft(g)) - t.at(g.ShareFree)
 		}
 	}
-	// The healthy GPUs by mode, the whole ones only when free.
-	var whole, mig, share uint64
-	for i := range n.st.GPUs {
-		switch g := &n.st.GPUs[i]; {
-		case !g.Healthy:
-		case g.Mode == ModeWhole:
-			if !g.Used {
-				whole |= 1 << i
+	return m
+}
+
+// shapeUse is what one target shape can use of a node: the capacity, in
+// GPUs, of the GPUs it can use, and how many they are.
+type shapeUse struct {
+	usable float64
+	count  int
+}
+
+// gpuUse is the capacity of GPU i, in GPUs, that a pod of r could use, with
+// dl applied when not nil, and whether r can use the GPU at all: a free
+// whole GPU (or a shared one with ShareWhole and every unit free) for whole
+// GPUs; the free units of a shared GPU with at least r's units free; the
+// free slices of r's profile of a MIG GPU. The GPU must be healthy and of a
+// product r allows.
+func (n *NodeCache) gpuUse(r *Request, i int, dl *delta) (float64, bool) {
+	g := &n.st.GPUs[i]
+	if r.kind == KindNone || !g.Healthy || !r.allows(n.prod[i]) {
+		return 0, false
+	}
+	touched := dl != nil && slices.Contains(dl.a.GPUs, i)
+	switch r.kind {
+	case KindWhole:
+		if !g.wholeFree() || touched && (dl.kind == KindWhole || dl.kind == KindShare) {
+			return 0, false
+		}
+		return 1, true
+	case KindShare:
+		if g.Mode != ModeShared || g.Used {
+			return 0, false
+		}
+		free := g.ShareFree
+		if touched {
+			free = dl.unitsLeft(g)
+		}
+		if free >= r.Demand.ShareUnits {
+			return float64(free) / float64(g.ShareTotal), true
+		}
+	case KindMIG:
+		if g.Mode != ModeMIG {
+			return 0, false
+		}
+		u := 0.0
+		for j, sl := range g.MIGSlices {
+			if sl.Used || n.sliceProfile[i][j] != r.profile || touched && dl.kind == KindMIG && dl.a.Slice == j {
+				continue
 			}
-		case g.Mode == ModeMIG:
-			mig |= 1 << i
-		case g.Mode == ModeShared:
+			u += n.sliceFrac[i][j]
+		}
+		return u, u > 0
+	}
+	return 0, false
+}
+
+// useOfShapes computes n.agg: each target shape's use of the node as it is
+// (gpuUse summed over the GPUs, in ascending position; whole and share
+// shapes by bit masks).
+func (n *NodeCache) useOfShapes(shapes []targetShape) {
+	var whole, share uint64
+	for i := range n.st.GPUs {
+		g := &n.st.GPUs[i]
+		if g.wholeFree() {
+			whole |= 1 << i
+		}
+		if g.Mode == ModeShared && g.Healthy && !g.Used {
 			share |= 1 << i
 		}
 	}
-	if dl != nil && dl.kind == KindWhole {
-		whole &^= bitmask(dl.a.GPUs)
-	}
-	var out float64
-	for si := range shapes {
-		r, p := shapes[si].r, shapes[si].p
-		if r.kind == KindNone || cpu < r.Demand.CPU || mem < r.Demand.Memory {
-			out += p * total
-			continue
-		}
-		// GPUs are taken in ascending position, so that the usable
-		// capacity is summed in the same order whatever the kind.
-		usable, count := 0.0, 0
+	n.agg = n.agg[:0]
+	for _, sh := range shapes {
+		r := sh.r
+		var a shapeUse
 		switch r.kind {
 		case KindWhole:
 			m := whole
@@ -418,51 +546,60 @@ func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
 					}
 				}
 			}
-			// A sum of ones: exactly the count.
-			count = bits.OnesCount64(m)
-			usable = float64(count)
-		case KindMIG:
-			for m := mig; m != 0; m &= m - 1 {
-				i := bits.TrailingZeros64(m)
-				if !r.allows(n.prod[i]) {
-					continue
-				}
-				u := 0.0
-				for j, sl := range n.st.GPUs[i].MIGSlices {
-					if sl.Used || n.sliceProfile[i][j] != r.profile ||
-						(dl != nil && dl.kind == KindMIG && dl.a.GPUs[0] == i && dl.a.Slice == j) {
-						continue
-					}
-					u += n.sliceFrac[i][j]
-				}
-				if u > 0 {
-					usable += u
-					count++
-				}
-			}
+			a.count = bits.OnesCount64(m)
+			a.usable = float64(a.count)
 		case KindShare:
 			for m := share; m != 0; m &= m - 1 {
 				i := bits.TrailingZeros64(m)
-				if !r.allows(n.prod[i]) {
-					continue
-				}
-				g := &n.st.GPUs[i]
-				free := g.ShareFree
-				if dl != nil && dl.kind == KindShare && dl.a.GPUs[0] == i {
-					free -= dl.units
-				}
-				if free >= r.Demand.ShareUnits {
-					usable += float64(free) / float64(g.ShareTotal)
-					count++
+				if g := &n.st.GPUs[i]; g.ShareFree >= r.Demand.ShareUnits && r.allows(n.prod[i]) {
+					a.usable += float64(g.ShareFree) / float64(g.ShareTotal)
+					a.count++
 				}
 			}
+		case KindMIG:
+			for i := range n.st.GPUs {
+				if u, ok := n.gpuUse(r, i, nil); ok {
+					a.usable += u
+					a.count++
+				}
+			}
+		}
+		n.agg = append(n.agg, a)
+	}
+}
+
+// frag is the node's expected fragmentation against the target shapes, in
+// GPUs, with dl applied when not nil: for each shape, the free capacity it
+// cannot use (all of it when it does not fit the node: CPU, product, too
+// few GPUs, no slice of its profile, no GPU with its share units free;
+// otherwise the capacity on GPUs it cannot use, see gpuUse), weighted by
+// the shape's probability. It is FGD's measure generalised to MIG slices
+// (a slice of another profile is unusable) and share units; like FGD's it
+// leaves memory out. It starts from each shape's use of the node as it is
+// (n.agg, kept by measureBefore) and recounts only the GPUs dl takes.
+func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
+	cpu, total := n.st.CPUFree, n.free
+	if dl != nil {
+		cpu -= dl.cpu
+		total -= dl.capacity
+	}
+	var out float64
+	for si := range shapes {
+		r, p := shapes[si].r, shapes[si].p
+		if r.kind == KindNone || cpu < r.Demand.CPU {
+			out += p * total
+			continue
+		}
+		a := n.agg[si]
+		if dl != nil {
+			n.recount(r, &a, dl)
 		}
 		need := 1
 		if r.kind == KindWhole {
 			need = r.Demand.GPUs
 		}
-		if count >= need {
-			out += p * (total - usable)
+		if a.count >= need {
+			out += p * (total - a.usable)
 		} else {
 			out += p * total
 		}
@@ -470,9 +607,109 @@ func (n *NodeCache) frag(shapes []targetShape, dl *delta) float64 {
 	return out
 }
 
+// recount updates a, a shape's use of the node, for the GPUs dl takes: as
+// gpuUse before and after dl, with the common cases written out.
+func (n *NodeCache) recount(r *Request, a *shapeUse, dl *delta) {
+	switch r.kind {
+	case KindWhole:
+		// A GPU dl takes is not free whole afterwards.
+		for _, i := range dl.a.GPUs {
+			if n.st.GPUs[i].wholeFree() && r.allows(n.prod[i]) {
+				a.usable--
+				a.count--
+			}
+		}
+	case KindShare:
+		for _, i := range dl.a.GPUs {
+			g := &n.st.GPUs[i]
+			if g.Mode != ModeShared || !g.Healthy || g.Used || !r.allows(n.prod[i]) {
+				continue
+			}
+			before, after := g.ShareFree, dl.unitsLeft(g)
+			if before >= r.Demand.ShareUnits {
+				a.usable -= float64(before) / float64(g.ShareTotal)
+				a.count--
+			}
+			if after >= r.Demand.ShareUnits {
+				a.usable += float64(after) / float64(g.ShareTotal)
+				a.count++
+			}
+		}
+	case KindMIG:
+		for _, i := range dl.a.GPUs {
+			if u, ok := n.gpuUse(r, i, nil); ok {
+				a.usable -= u
+				a.count--
+			}
+			if u, ok := n.gpuUse(r, i, dl); ok {
+				a.usable += u
+				a.count++
+			}
+		}
+	}
+}
+
 // Fragmentation returns the node's expected fragmentation, in GPUs, against
 // the scorer's current target workload.
-func (s *Scorer) Fragmentation(n *NodeCache) float64 { return n.fragBefore(s) }
+func (s *Scorer) Fragmentation(n *NodeCache) float64 { return n.measureBefore(s).frag }
+
+// holeKey identifies a hole-residue table: the product and the GPU's units.
+type holeKey struct {
+	product, units int
+	whole          bool
+}
+
+// holeTable gives, for every free amount h = 0..units of one shared GPU,
+// the units expected to stay free on it for good if the target's pods keep
+// arriving at random and each one that fits goes into it, over units (in
+// GPUs): E(h) = h when no shape fits, else the mean of E(h − u) over the
+// shapes that fit, weighted by their probability. Share shapes of u units
+// fit when u <= h; whole-GPU shapes (any K) fit a GPU with ShareWhole when
+// every unit is free and leave nothing. It ranks the holes a shared pod can
+// leave by how well the workload's sizes pair up in them (350 milli beside
+// a 650-milli pod is filled by a 320-milli pod; 210 beside 470 + 320 waits
+// for a rare 160), which the fragmentation does not see while some shape
+// still fits.
+type holeTable struct{ e []float64 }
+
+func (t *holeTable) at(free int) float64 { return t.e[min(max(free, 0), len(t.e)-1)] }
+
+// holeTable returns the table of g's kind of GPU against the current
+// target, computing it on first use in the epoch.
+func (s *Scorer) holeTable(product int, g *GPU) *holeTable {
+	k := holeKey{product: product, units: g.ShareTotal, whole: g.ShareWhole}
+	if t, ok := s.holes[k]; ok {
+		return t
+	}
+	e := make([]float64, g.ShareTotal+1)
+	for h := range e {
+		var sum, w float64
+		for _, sh := range s.shapes {
+			r := sh.r
+			if !r.allows(product) {
+				continue
+			}
+			switch {
+			case r.kind == KindShare && r.Demand.ShareUnits <= h:
+				sum += sh.p * e[h-r.Demand.ShareUnits]
+				w += sh.p
+			case r.kind == KindWhole && g.ShareWhole && h == g.ShareTotal:
+				w += sh.p // E(0) = 0
+			}
+		}
+		if w == 0 {
+			e[h] = float64(h)
+		} else {
+			e[h] = sum / w
+		}
+	}
+	for h := range e {
+		e[h] /= float64(g.ShareTotal)
+	}
+	t := &holeTable{e: e}
+	s.holes[k] = t
+	return t
+}
 
 // targetShape is one request of the target workload with its probability.
 type targetShape struct {
@@ -480,7 +717,8 @@ type targetShape struct {
 	p float64
 }
 
-// demandWorkload is an exponentially decayed histogram of requests.
+// demandWorkload is an exponentially decayed histogram of requests, by
+// shape (Request.shape).
 type demandWorkload struct {
 	decay  float64
 	scale  float64
@@ -494,10 +732,10 @@ func newDemandWorkload(decay float64) *demandWorkload {
 }
 
 func (w *demandWorkload) add(r *Request, weight float64) {
-	i, ok := w.keys[r.key]
+	i, ok := w.keys[r.shape]
 	if !ok {
 		i = len(w.reqs)
-		w.keys[r.key] = i
+		w.keys[r.shape] = i
 		w.reqs = append(w.reqs, r)
 		w.weight = append(w.weight, 0)
 	}
@@ -515,33 +753,34 @@ func (w *demandWorkload) observe(r *Request) {
 	}
 }
 
-// shapes returns the at most limit heaviest requests, probabilities summing
-// to 1, appended to dst.
-func (w *demandWorkload) shapes(limit int, dst []targetShape) []targetShape {
+// shapes returns the heaviest requests covering coverage of the weight,
+// at most limit of them, probabilities summing to 1, appended to dst.
+func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) []targetShape {
 	idx := make([]int, 0, len(w.reqs))
+	sum := 0.0
 	for i, wt := range w.weight {
 		if wt > 0 {
 			idx = append(idx, i)
+			sum += wt
 		}
 	}
 	sort.SliceStable(idx, func(a, b int) bool { return w.weight[idx[a]] > w.weight[idx[b]] })
-	if len(idx) > limit {
-		idx = idx[:limit]
+	cum, n := 0.0, 0
+	for n < len(idx) && n < limit && cum < coverage*sum {
+		cum += w.weight[idx[n]]
+		n++
 	}
-	sum := 0.0
-	for _, i := range idx {
-		sum += w.weight[i]
-	}
-	for _, i := range idx {
-		dst = append(dst, targetShape{r: w.reqs[i], p: w.weight[i] / sum})
+	for _, i := range idx[:n] {
+		dst = append(dst, targetShape{r: w.reqs[i], p: w.weight[i] / cum})
 	}
 	return dst
 }
 
 // dropCaches forgets every derived value (tests measure the cold path).
 func (n *NodeCache) dropCaches() {
-	n.memo, n.whole, n.bestOK, n.migMemo = lastMap[reqKey, memoEntry]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}
-	n.fragVer = 0
+	clear(n.memo)
+	n.memoMore, n.whole, n.bestOK, n.migMemo = lastMap[int32, memoEntry]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}
+	n.mVer = 0
 }
 
 // lastMap is a map that keeps its most recent entry out of the map: a node

@@ -54,7 +54,11 @@ func machine(tb testing.TB, name string, migLayout map[int][]string) *gpu.Machin
 // and 2 TiB free, so that only GPUs matter unless a test says otherwise.
 func nodeState(tb testing.TB, name, machineName string, migLayout map[int][]string) scoring.NodeState {
 	tb.Helper()
-	return scoring.FromMachine(name, machine(tb, machineName, migLayout), 2000_000, 2<<20)
+	st, err := scoring.NewNodeState(scoring.SpecFromMachine(name, machine(tb, machineName, migLayout), 2000_000, 2<<20))
+	if err != nil {
+		tb.Fatalf("NewNodeState(%s): %v", name, err)
+	}
+	return st
 }
 
 func newScorer(tb testing.TB, mutate func(*scoring.Config)) *scoring.Scorer {

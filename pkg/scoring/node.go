@@ -46,15 +46,23 @@ type MIGSlice struct {
 type GPU struct {
 	// Product is the nvidia.com/gpu.product label value ("NVIDIA-H100-80GB-HBM3").
 	Product string
+	// MemoryMiB is the GPU's memory (informational: scores do not use it).
+	MemoryMiB int64
 	// NUMANode is the host NUMA node; -1 when unknown.
 	NUMANode int
 	// Healthy is false for a GPU that must not get new work.
 	Healthy bool
 	Mode    GPUMode
-	// Used is true when a whole (ModeWhole) GPU is handed out.
+	// Used is true when the GPU is handed out whole: a ModeWhole GPU, or a
+	// ModeShared GPU with ShareWhole (its ShareFree is then 0).
 	Used bool
 	// ShareTotal and ShareFree are the time-sliced units of a ModeShared GPU.
 	ShareTotal, ShareFree int
+	// ShareWhole lets a ModeShared GPU whose units are all free go whole to
+	// a pod that asks for whole GPUs, taking every unit: a GPU advertised
+	// both whole and in shares, as every GPU of the openb traces is (a pod
+	// asks for 1000 milli of K GPUs, or for part of one).
+	ShareWhole bool
 	// MIGProfiles is the geometry of a ModeMIG GPU (gpu.Device.MIGProfiles).
 	MIGProfiles []gpu.MIGProfileInfo
 	// MIGSlices are the slices that exist on a ModeMIG GPU.
@@ -101,6 +109,9 @@ func (g *GPU) validate() error {
 		if g.ShareTotal < 1 || g.ShareFree < 0 || g.ShareFree > g.ShareTotal {
 			return fmt.Errorf("shared gpu has %d of %d units free, want total >= 1 and 0 <= free <= total", g.ShareFree, g.ShareTotal)
 		}
+		if g.Used && (!g.ShareWhole || g.ShareFree != 0) {
+			return fmt.Errorf("shared gpu is held whole with %d of %d units free and shareWhole=%t, want shareWhole and no unit free", g.ShareFree, g.ShareTotal, g.ShareWhole)
+		}
 	case ModeMIG:
 		if len(g.MIGProfiles) == 0 {
 			return errors.New("mig gpu has no mig profiles")
@@ -125,6 +136,9 @@ func (g *GPU) validate() error {
 		}
 	default:
 		return fmt.Errorf("unknown mode %d", int(g.Mode))
+	}
+	if g.ShareWhole && g.Mode != ModeShared {
+		return fmt.Errorf("shareWhole is set on a %s gpu, want it only on a shared one", g.Mode)
 	}
 	return nil
 }
@@ -156,6 +170,10 @@ type Demand struct {
 	MIGProfile string
 	// ShareUnits asks for this many time-sliced units of one GPU.
 	ShareUnits int
+	// UnitsPerGPU is how many units a GPU of the shared resource asked for
+	// has (the node's sharing config); 0 when unknown, read as 4. It only
+	// sizes the request in GPUs for the target workload's GPU-per-CPU ratio.
+	UnitsPerGPU int
 	// Allowed are the products the pod may use (required nvidia.com/gpu.product
 	// node affinity); empty allows every product. Preferred are the products
 	// it prefers (preferred affinity).
@@ -185,6 +203,8 @@ func (d *Demand) Validate() error {
 		return fmt.Errorf("demand asks for %d gpus, at most 64 are supported", d.GPUs)
 	case d.ShareUnits < 0:
 		return fmt.Errorf("demand asks for %d share units, want 0 or more", d.ShareUnits)
+	case d.UnitsPerGPU < 0:
+		return fmt.Errorf("demand says a gpu has %d share units, want 0 (unknown) or more", d.UnitsPerGPU)
 	case d.CPU < 0 || d.Memory < 0:
 		return fmt.Errorf("demand asks for cpu %d and memory %d, want non-negative values", d.CPU, d.Memory)
 	}
@@ -218,24 +238,4 @@ func (d *Demand) Kind() Kind {
 		return KindShare
 	}
 	return KindNone
-}
-
-// FromMachine returns the state of a node whose GPUs are m's, all free and
-// healthy: a GPU with MIG enabled is in ModeMIG with its MIG devices as
-// slices, every other GPU is whole. Set Mode, ShareTotal and ShareFree
-// afterwards for time-shared GPUs (the device plugin's sharing config).
-func FromMachine(name string, m *gpu.Machine, cpuFree, memFree int64) NodeState {
-	st := NodeState{Name: name, Topology: m.Topology, CPUFree: cpuFree, MemFree: memFree}
-	for _, d := range m.Devices {
-		g := GPU{Product: d.Product, NUMANode: d.NUMANode, Healthy: true}
-		if d.MIGEnabled {
-			g.Mode = ModeMIG
-			g.MIGProfiles = d.MIGProfiles
-			for _, md := range d.MIGDevices {
-				g.MIGSlices = append(g.MIGSlices, MIGSlice{Profile: md.Profile, Placement: md.Placement})
-			}
-		}
-		st.GPUs = append(st.GPUs, g)
-	}
-	return st
 }

@@ -17,9 +17,11 @@ import (
 // ErrInfeasible means a pod does not fit a node; the wrapping error says why.
 var ErrInfeasible = errors.New("pod does not fit the node")
 
-// PlacementWeights weigh the terms of Scorer.Score. Each term is in [0, 1];
-// the score is their weighted mean, times 100. The topology score is two
-// terms, Interconnect and Keep, weighed apart.
+// PlacementWeights weigh the hardware terms of a score. Each term is in
+// [0, 1], 1 the best; Product, Interconnect and Keep cost their weight, in
+// GPUs of fragmentation, times what the term falls short of 1 (see
+// Result.Key); Packing breaks the ties that are left, when its weight is
+// not 0.
 type PlacementWeights struct {
 	// Product: the cost-aware product score (ProductConfig.ProductScore).
 	Product float64 `json:"product"`
@@ -29,11 +31,8 @@ type PlacementWeights struct {
 	// Keep: for whole GPUs, the share of look-ahead set sizes whose best
 	// interconnect the node still offers after the placement (an NVLink
 	// island is not broken when the node has a set that does not break
-	// one); 1 for other pods.
+	// one); 1 for other pods and on nodes without a link matrix.
 	Keep float64 `json:"keep"`
-	// Fragmentation: the drop of the node's expected fragmentation against
-	// the target workload (through a logistic curve; 0.5 is no change).
-	Fragmentation float64 `json:"fragmentation"`
 	// Packing: the share of the node's GPU capacity in use after placement.
 	Packing float64 `json:"packing"`
 }
@@ -42,59 +41,82 @@ type PlacementWeights struct {
 type Config struct {
 	Weights  PlacementWeights `json:"weights"`
 	Products ProductConfig    `json:"products"`
-	// SharePolicy chooses the GPU of a share request (topology.PickShareGPU).
+	// SharePolicy breaks ties between GPUs for share units whose drop in
+	// fragmentation is the same (topology.PickShareGPU).
 	SharePolicy topology.SharePolicy `json:"sharePolicy"`
 	// Lookahead are the whole-GPU set sizes whose best interconnect the
 	// topology score tries to keep available (default 8, 4, 2).
 	Lookahead []int `json:"lookahead"`
 	// TargetDecay is the per-pod decay of the learned target workload, in
 	// (0, 1]; TargetEpoch is how many observed pods pass between refreshes
-	// of the target (which invalidate cached scores); TargetShapes caps the
-	// number of shapes in it.
-	TargetDecay  float64 `json:"targetDecay"`
-	TargetEpoch  int     `json:"targetEpoch"`
-	TargetShapes int     `json:"targetShapes"`
+	// of the target (which invalidate cached scores; before the first
+	// epoch it is also refreshed after 1, 2, 4, ... pods); the target holds
+	// the heaviest shapes covering TargetCoverage of the weight, at most
+	// TargetShapes of them (a bound on the work, not a tuning knob: the
+	// openb traces need up to 102 shapes for 95 %, and a cap that cuts
+	// them drops the rare product-constrained shapes the scarcity cost
+	// is for).
+	TargetDecay    float64 `json:"targetDecay"`
+	TargetEpoch    int     `json:"targetEpoch"`
+	TargetShapes   int     `json:"targetShapes"`
+	TargetCoverage float64 `json:"targetCoverage"`
+	// Resolution is the unit, in GPUs, of the drop in fragmentation that
+	// ranks nodes in the second tier: drops in the same unit tie and go to
+	// the last tier.
+	Resolution float64 `json:"resolution"`
 	// CPUStranded weighs, as extra fragmentation, the free GPU capacity
 	// that the node's free CPU cannot feed at the target workload's
 	// GPU-per-CPU ratio (0 turns it off).
 	CPUStranded float64 `json:"cpuStranded"`
+	// HoleResidue weighs, as extra fragmentation, the expected residue of
+	// the shared GPUs' free units once the target's pods have filled them
+	// (0 turns it off).
+	HoleResidue float64 `json:"holeResidue"`
+	// Scarcity weighs the cost, per GPU taken, of a product that the
+	// target's product-constrained pods need while its free capacity is
+	// scarce (0 turns it off).
+	Scarcity float64 `json:"scarcity"`
+	// Saturation, when positive, bounds the value of the drop less the
+	// scarcity cost (x, in GPUs) before the hardware costs are taken off:
+	// c·x/(c+|x|), which is x for small x and tends to ±c, so that a large
+	// drop does not outweigh the hardware. It keeps the order of the drops.
+	Saturation float64 `json:"saturation"`
 }
 
-// DefaultConfig returns the default weights and the default product
-// classes. The weights were chosen on the "mixed" scenario of pkg/scenario
-// (docs/benchmarks.md, "Scenarios beyond the trace"): an all-NVLink set
-// for multi-GPU pods first, the drop in fragmentation (CPU-stranded GPUs
-// counted twice) and the product's cost next, keeping NVLink islands and
-// packing as tie-breakers.
+// DefaultConfig returns the default configuration: the one the scheduler
+// plugin, the trace replay and the scenarios use (docs/benchmarks.md).
 func DefaultConfig() Config {
 	return Config{
-		Weights:      PlacementWeights{Product: 5, Interconnect: 10, Keep: 1.5, Fragmentation: 10, Packing: 1},
-		Products:     DefaultProductConfig(),
-		SharePolicy:  topology.SharePacked,
-		Lookahead:    []int{8, 4, 2},
-		TargetDecay:  0.995,
-		TargetEpoch:  32,
-		TargetShapes: 16,
-		CPUStranded:  2,
+		Weights:        PlacementWeights{Product: 2, Interconnect: 4, Keep: 0.6, Packing: 1},
+		Products:       DefaultProductConfig(),
+		SharePolicy:    topology.SharePacked,
+		Lookahead:      []int{8, 4, 2},
+		TargetDecay:    0.999,
+		TargetEpoch:    128,
+		TargetShapes:   1024,
+		TargetCoverage: 0.95,
+		Resolution:     0.001,
+		CPUStranded:    0.3,
+		HoleResidue:    0.3,
+		Scarcity:       0.25,
+		Saturation:     5,
 	}
 }
+
+// nonNegative reports whether v is a non-negative finite number.
+func nonNegative(v float64) bool { return v >= 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }
 
 // Validate checks the configuration; errors name the field and value.
 func (c *Config) Validate() field.ErrorList {
 	var errs field.ErrorList
 	w := field.NewPath("weights")
-	sum := 0.0
 	for _, t := range []struct {
 		name string
 		v    float64
-	}{{"product", c.Weights.Product}, {"interconnect", c.Weights.Interconnect}, {"keep", c.Weights.Keep}, {"fragmentation", c.Weights.Fragmentation}, {"packing", c.Weights.Packing}} {
-		if t.v < 0 || math.IsNaN(t.v) || math.IsInf(t.v, 0) {
+	}{{"product", c.Weights.Product}, {"interconnect", c.Weights.Interconnect}, {"keep", c.Weights.Keep}, {"packing", c.Weights.Packing}} {
+		if !nonNegative(t.v) {
 			errs = append(errs, field.Invalid(w.Child(t.name), t.v, "must be a non-negative finite number"))
 		}
-		sum += t.v
-	}
-	if sum <= 0 && len(errs) == 0 {
-		errs = append(errs, field.Invalid(w, c.Weights, "at least one weight must be positive"))
 	}
 	errs = append(errs, c.Products.Validate(field.NewPath("products"))...)
 	if _, err := topology.ParseSharePolicy(string(c.SharePolicy)); err != nil {
@@ -111,32 +133,53 @@ func (c *Config) Validate() field.ErrorList {
 	if c.TargetEpoch < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("targetEpoch"), c.TargetEpoch, "must be at least 1"))
 	}
-	if c.CPUStranded < 0 || math.IsNaN(c.CPUStranded) || math.IsInf(c.CPUStranded, 0) {
-		errs = append(errs, field.Invalid(field.NewPath("cpuStranded"), c.CPUStranded, "must be a non-negative finite number"))
-	}
 	if c.TargetShapes < 1 {
 		errs = append(errs, field.Invalid(field.NewPath("targetShapes"), c.TargetShapes, "must be at least 1"))
+	}
+	if c.TargetCoverage <= 0 || c.TargetCoverage > 1 || math.IsNaN(c.TargetCoverage) {
+		errs = append(errs, field.Invalid(field.NewPath("targetCoverage"), c.TargetCoverage, "must be in (0, 1]"))
+	}
+	if !(c.Resolution > 0) || math.IsInf(c.Resolution, 0) {
+		errs = append(errs, field.Invalid(field.NewPath("resolution"), c.Resolution, "must be a positive number of gpus"))
+	}
+	for _, t := range []struct {
+		name string
+		v    float64
+	}{{"cpuStranded", c.CPUStranded}, {"holeResidue", c.HoleResidue}, {"scarcity", c.Scarcity}, {"saturation", c.Saturation}} {
+		if !nonNegative(t.v) {
+			errs = append(errs, field.Invalid(field.NewPath(t.name), t.v, "must be a non-negative finite number"))
+		}
 	}
 	return errs
 }
 
 // Scorer scores placements of pods on nodes. It interns product and MIG
-// profile names, holds the target workload learned from observed pods, and
-// is the factory of the cached Nodes it scores. It is not safe for
-// concurrent use: callers serialise (the scheduler's cycle does).
+// profile names, holds the target workload learned from observed pods and
+// the cluster's free capacity per product, and is the factory of the cached
+// Nodes it scores. It is not safe for concurrent use: callers serialise
+// (the scheduler's cycle does).
 type Scorer struct {
 	cfg        Config
 	products   map[string]int // product -> id
 	cost       []float64      // by product id
 	profiles   map[string]int // mig profile -> id
 	sets       map[string]int // allowed/preferred list -> id
-	present    []int          // nodes' GPUs per product id
+	reqIDs     map[reqKey]int32
+	present    []int // nodes' GPUs per product id
 	presentGen uint64
 	target     *demandWorkload
 	shapes     []targetShape
 	ratio      float64 // target GPUs per milli-CPU
 	epoch      uint64
 	seen       int
+	// productFree is the free healthy GPU capacity per product id, in
+	// GPUs, and clusterFree its sum; pressure is, per product id, the GPUs
+	// per pod that the target's product-constrained shapes ask of it.
+	productFree []float64
+	clusterFree float64
+	pressure    []float64
+	// holes caches the hole-residue tables of the current epoch.
+	holes map[holeKey]*holeTable
 }
 
 // NewScorer validates cfg and returns a scorer.
@@ -152,9 +195,11 @@ func NewScorer(cfg Config) (*Scorer, error) {
 		products:   map[string]int{},
 		profiles:   map[string]int{},
 		sets:       map[string]int{},
+		reqIDs:     map[reqKey]int32{},
 		target:     newDemandWorkload(cfg.TargetDecay),
 		epoch:      1,
 		presentGen: 1,
+		holes:      map[holeKey]*holeTable{},
 	}, nil
 }
 
@@ -168,6 +213,8 @@ func (s *Scorer) productID(p string) int {
 		s.products[p] = id
 		c, _ := s.cfg.Products.Cost(p)
 		s.cost = append(s.cost, c)
+		s.present = append(s.present, 0)
+		s.productFree = append(s.productFree, 0)
 	}
 	return id
 }
@@ -206,15 +253,21 @@ type Request struct {
 	lo, hi  float64
 	costGen uint64
 	// gpus is the request's GPU capacity (MIG: compute slices over 7;
-	// shares: units over 4 when the GPU is unknown) for the target ratio.
+	// shares: units over UnitsPerGPU, 4 when unknown) for the target's
+	// ratio and the product pressure.
 	gpus float64
 	key  reqKey
+	// id numbers key within the scorer (the score caches' key).
+	id int32
+	// shape identifies the request as a shape of the target workload: the
+	// key without memory, which the target does not tell apart.
+	shape reqKey
 }
 
 // reqKey identifies requests that score the same on every node.
 type reqKey struct {
 	kind               Kind
-	n, profile         int
+	n, profile, units  int
 	allowed, preferred int
 	cpu, mem           int64
 }
@@ -236,15 +289,27 @@ func (s *Scorer) Compile(d Demand) (*Request, error) {
 		r.profile = s.profileID(d.MIGProfile)
 	}
 	n := d.GPUs + d.ShareUnits
+	units := d.UnitsPerGPU
+	if units == 0 {
+		units = 4
+	}
 	switch r.kind {
 	case KindWhole:
 		r.gpus = float64(d.GPUs)
 	case KindMIG:
 		r.gpus = migGPUs(d.MIGProfile)
 	case KindShare:
-		r.gpus = float64(d.ShareUnits) / 4
+		r.gpus = float64(d.ShareUnits) / float64(units)
 	}
-	r.key = reqKey{kind: r.kind, n: n, profile: r.profile, allowed: s.setID(d.Allowed), preferred: s.setID(d.Preferred), cpu: d.CPU, mem: d.Memory}
+	r.key = reqKey{kind: r.kind, n: n, profile: r.profile, units: d.UnitsPerGPU, allowed: s.setID(d.Allowed), preferred: s.setID(d.Preferred), cpu: d.CPU, mem: d.Memory}
+	r.shape = r.key
+	r.shape.mem = 0
+	id, ok := s.reqIDs[r.key]
+	if !ok {
+		id = int32(len(s.reqIDs))
+		s.reqIDs[r.key] = id
+	}
+	r.id = id
 	return r, nil
 }
 
@@ -283,34 +348,54 @@ type Result struct {
 	// Err is nil when the pod fits; otherwise it wraps ErrInfeasible and
 	// says why, and the other fields are zero.
 	Err error
-	// Score is the weighted mean of the terms, times 100.
-	Score                                               float64
-	Product, Interconnect, Keep, Fragmentation, Packing float64
+	// Key ranks the nodes for one request: the higher, the better. It
+	// orders by Drop in units of Config.Resolution, rounded down, less
+	// HardwareCost and ScarcityCost in the same units (to 1/1000 of a
+	// unit); then, among equal values, by Packing. It is not negative;
+	// only its order means anything.
+	Key int64
+	// Product, Interconnect, Keep and Packing are the terms, in [0, 1].
+	Product, Interconnect, Keep, Packing float64
+	// HardwareCost is the weighted shortfall of Product, Interconnect and
+	// Keep, in GPUs of fragmentation (PlacementWeights).
+	HardwareCost float64
 	// FragmentationDrop is the drop of the node's expected fragmentation
-	// (FGD's measure generalised to MIG slices and shares, in GPUs) without
-	// the CPU-stranded part; the Fragmentation term is σ of the drop with it.
-	FragmentationDrop float64
+	// (FGD's measure generalised to MIG slices and shares, in GPUs) alone;
+	// Drop adds the drops of the weighted CPU-stranded capacity and hole
+	// residue to it.
+	FragmentationDrop, Drop float64
+	// ScarcityCost is the weighted cost, in GPUs of fragmentation, of the
+	// product the pod takes (Config.Scarcity); it depends on the whole
+	// cluster's free capacity.
+	ScarcityCost float64
 	// Quality is the interconnect of a whole-GPU set.
 	Quality    topology.Quality
 	Assignment Assignment
+	// capacity is the GPU capacity the assignment takes, in GPUs; product
+	// the product id of its GPUs (-1 for a CPU-only pod).
+	capacity float64
+	product  int
+	drop     float64 // Drop in units of Resolution, rounded down
+	tie      float64 // Packing, or 0 when its weight is 0
 }
 
 // Feasible reports whether Err is nil.
 func (r *Result) Feasible() bool { return r.Err == nil }
 
 // Observe adds a pod to the learned target workload. Every TargetEpoch
-// observations the target is refreshed and cached scores are recomputed.
+// observations (and after 1, 2, 4, ... before the first TargetEpoch) the
+// target is refreshed and cached scores are recomputed.
 func (s *Scorer) Observe(r *Request) {
 	s.target.observe(r)
 	s.seen++
-	if s.seen%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 {
+	if s.seen%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 || (s.seen < s.cfg.TargetEpoch && s.seen&(s.seen-1) == 0) {
 		s.refresh()
 	}
 }
 
-// refresh recomputes the target shapes and their GPU-per-CPU ratio.
+// refresh recomputes the target shapes and what derives from them.
 func (s *Scorer) refresh() {
-	s.shapes = s.target.shapes(s.cfg.TargetShapes, s.shapes[:0])
+	s.shapes = s.target.shapes(s.cfg.TargetShapes, s.cfg.TargetCoverage, s.shapes[:0])
 	var g, c float64
 	for _, sh := range s.shapes {
 		g += sh.p * sh.r.gpus
@@ -320,7 +405,35 @@ func (s *Scorer) refresh() {
 	if c > 0 {
 		s.ratio = g / c
 	}
+	s.refreshPressure()
+	clear(s.holes)
 	s.epoch++
+}
+
+// refreshPressure computes, per product, the GPUs per arriving pod that
+// the target's product-constrained shapes ask of it: each such shape adds
+// p·gpus, split evenly over the allowed products present. Shapes that may
+// use any product add nothing: they can go elsewhere.
+func (s *Scorer) refreshPressure() {
+	s.pressure = slices.Grow(s.pressure[:0], len(s.cost))[:len(s.cost)]
+	clear(s.pressure)
+	for _, sh := range s.shapes {
+		r := sh.r
+		if r.kind == KindNone || r.allowed == nil {
+			continue
+		}
+		n := 0
+		for _, id := range r.allowed {
+			if s.present[id] > 0 {
+				n++
+			}
+		}
+		for _, id := range r.allowed {
+			if s.present[id] > 0 {
+				s.pressure[id] += sh.p * r.gpus / float64(n)
+			}
+		}
+	}
 }
 
 // SetTarget replaces the target workload with the given requests and
@@ -332,7 +445,7 @@ func (s *Scorer) SetTarget(reqs []*Request, weights []float64) error {
 	}
 	s.target = newDemandWorkload(s.cfg.TargetDecay)
 	for i, r := range reqs {
-		if weights[i] < 0 || math.IsNaN(weights[i]) || math.IsInf(weights[i], 0) {
+		if !nonNegative(weights[i]) {
 			return fmt.Errorf("target request %d has weight %v, want a non-negative number", i, weights[i])
 		}
 		s.target.add(r, weights[i])
@@ -342,16 +455,98 @@ func (s *Scorer) SetTarget(reqs []*Request, weights []float64) error {
 }
 
 // Score scores r on n: feasibility, the device set the pod gets and the
-// weighted score. Results are cached per node until the node changes
-// (Assume, Forget) or the target workload is refreshed; the returned
+// key that ranks it. Results are cached per node until the node changes
+// (Assume, Forget) or the target workload is refreshed; only the scarcity
+// cost, which depends on the whole cluster, is recomputed. The returned
 // Assignment must not be modified.
 func (s *Scorer) Score(n *NodeCache, r *Request) Result {
-	if e, ok := n.memo.get(r.key); ok && e.version == n.version && e.epoch == s.epoch {
-		return e.res
+	e := s.cached(n, r)
+	res := e.res
+	if res.Err == nil {
+		res.ScarcityCost = s.scarcity(r, int(e.product), e.capacity)
+		res.Key = s.key(res.drop, res.ScarcityCost, res.HardwareCost, res.tie)
 	}
-	res := s.score(n, r)
-	n.memo.put(r.key, memoEntry{version: n.version, epoch: s.epoch, res: res}, 0)
 	return res
+}
+
+// Rank is Score's Key alone, or its Err: the cheap call for ranking many
+// nodes.
+func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
+	e := s.cached(n, r)
+	if !e.feasible {
+		return 0, e.res.Err
+	}
+	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity), e.cost, e.tie), nil
+}
+
+// denseMemo is how many request ids a node caches in a slice (the others go
+// to a map of at most maxMemoEntries).
+const (
+	denseMemo      = 256
+	maxMemoEntries = 512
+)
+
+// cached returns the node's cached score of r, computing it when stale.
+func (s *Scorer) cached(n *NodeCache, r *Request) *memoEntry {
+	var e *memoEntry
+	if r.id < denseMemo {
+		if int(r.id) >= len(n.memo) {
+			n.memo = append(n.memo, make([]memoEntry, int(r.id)+1-len(n.memo))...)
+		}
+		e = &n.memo[r.id]
+	} else {
+		got, _ := n.memoMore.get(r.id)
+		e = &got
+	}
+	if !e.set || e.version != n.version || e.epoch != s.epoch {
+		e.res = s.score(n, r)
+		res := &e.res
+		e.version, e.epoch, e.cost, e.drop, e.tie = n.version, s.epoch, res.HardwareCost, res.drop, res.tie
+		e.capacity, e.product, e.feasible, e.set = res.capacity, int32(res.product), res.Err == nil, true
+		if r.id >= denseMemo {
+			n.memoMore.put(r.id, *e, maxMemoEntries)
+		}
+	}
+	return e
+}
+
+// scarcity is the cost of taking capacity GPUs of product id for r: the
+// product's pressure divided by its share of the cluster's free capacity,
+// per GPU, weighed by Config.Scarcity. It grows as the product's GPUs run
+// out while pods that can only use them keep arriving, so pods that may go
+// elsewhere leave them to those pods. It applies only where the products r
+// may use cost the same (ProductConfig): where prices tell them apart, the
+// product term chooses (a cheap product that constrained pods also need is
+// still the right one for a pod that may use it). A product with no free
+// capacity costs nothing (nothing can be placed on it).
+func (s *Scorer) scarcity(r *Request, id int, capacity float64) float64 {
+	if s.cfg.Scarcity == 0 || id < 0 || id >= len(s.pressure) || capacity == 0 {
+		return 0
+	}
+	if s.costRange(r); r.lo < r.hi {
+		return 0
+	}
+	p, free := s.pressure[id], s.productFree[id]
+	if p <= 0 || free <= 0 || s.clusterFree <= 0 {
+		return 0
+	}
+	return s.cfg.Scarcity * capacity * p * s.clusterFree / free
+}
+
+// key composes Result.Key from the drop (in resolution units, rounded
+// down), the scarcity and hardware costs (in GPUs) and the tie-break:
+// the net value Saturate(drop·Resolution − scarcity) − hardware, in GPUs
+// quantised to 1e-9 and clamped to ±2^42 of them, in the high 43 bits, the
+// tie-break (in [0, 1], quantised to 2^-20) in the low 20.
+func (s *Scorer) key(drop, scarcity, hardware, tie float64) int64 {
+	const cBits = 20
+	x := drop*s.cfg.Resolution - scarcity
+	if c := s.cfg.Saturation; c > 0 {
+		x = c * x / (c + math.Abs(x))
+	}
+	b := int64(math.Round(min(max((x-hardware)*1e9, -(1<<42)), 1<<42-1))) + 1<<42
+	t := int64(math.Round(min(max(tie, 0), 1) * (1<<cBits - 1)))
+	return b<<cBits | t
 }
 
 // Feasible returns nil when r fits n, else an error wrapping ErrInfeasible.
@@ -369,7 +564,8 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 	if st.MemFree < d.Memory {
 		return Result{Err: fmt.Errorf("node %q has %d MiB memory free, the pod asks for %d: %w", st.Name, st.MemFree, d.Memory, ErrInfeasible)}
 	}
-	res := Result{Interconnect: 1, Keep: 1, Product: 1}
+	res := Result{Interconnect: 1, Keep: 1, Product: 1, product: -1}
+	m := n.measureBefore(s)
 	var err error
 	switch r.kind {
 	case KindWhole:
@@ -377,7 +573,7 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 	case KindMIG:
 		err = s.scoreMIG(n, r, &res)
 	case KindShare:
-		err = s.scoreShare(n, r, &res)
+		err = s.scoreShare(n, r, &res, m)
 	}
 	if err != nil {
 		return Result{Err: err}
@@ -388,33 +584,28 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 			sum += s.productScore(n.prod[g], r)
 		}
 		res.Product = sum / float64(len(res.Assignment.GPUs))
+		res.product = n.prod[res.Assignment.GPUs[0]]
 	}
-	before := n.fragBefore(s)
-	dl := delta{cpu: d.CPU, mem: d.Memory, kind: r.kind, a: &res.Assignment, units: d.ShareUnits}
-	after := n.frag(s.shapes, &dl)
-	res.FragmentationDrop = before - after
-	if s.cfg.CPUStranded > 0 && s.ratio > 0 {
-		before += s.cfg.CPUStranded * max(0, n.free-float64(n.st.CPUFree)*s.ratio)
-		after += s.cfg.CPUStranded * max(0, n.free-n.demandCapacity(r, &res.Assignment)-float64(n.st.CPUFree-d.CPU)*s.ratio)
-	}
-	res.Fragmentation = 1 / (1 + math.Exp(-(before - after)))
+	res.capacity = n.demandCapacity(r, &res.Assignment)
+	dl := delta{cpu: d.CPU, kind: r.kind, a: &res.Assignment, units: d.ShareUnits, capacity: res.capacity}
+	after := n.measure(s, &dl)
+	res.FragmentationDrop = m.frag - after.frag
+	res.Drop = m.total(s) - after.total(s)
+	res.drop = math.Floor(res.Drop/s.cfg.Resolution + 1e-6)
 	if n.capacity > 0 {
-		res.Packing = 1 - (n.freeCapacity()-n.demandCapacity(r, &res.Assignment))/n.capacity
+		res.Packing = 1 - (n.free-res.capacity)/n.capacity
 	}
 	w := s.cfg.Weights
-	res.Score = 100 * (w.Product*res.Product + w.Interconnect*res.Interconnect + w.Keep*res.Keep +
-		w.Fragmentation*res.Fragmentation + w.Packing*res.Packing) /
-		(w.Product + w.Interconnect + w.Keep + w.Fragmentation + w.Packing)
+	res.HardwareCost = w.Product*(1-res.Product) + w.Interconnect*(1-res.Interconnect) + w.Keep*(1-res.Keep)
+	if w.Packing > 0 {
+		res.tie = res.Packing
+	}
 	return res
 }
 
-func (s *Scorer) productScore(product int, r *Request) float64 {
-	if !r.allows(product) {
-		return 0
-	}
-	if slices.Contains(r.preferred, product) {
-		return 1
-	}
+// costRange brings r.lo and r.hi, the cheapest and dearest products r
+// allows among those present, up to date.
+func (s *Scorer) costRange(r *Request) {
 	if r.costGen != s.presentGen {
 		r.lo, r.hi = math.Inf(1), math.Inf(-1)
 		for id, n := range s.present {
@@ -424,6 +615,16 @@ func (s *Scorer) productScore(product int, r *Request) float64 {
 		}
 		r.costGen = s.presentGen
 	}
+}
+
+func (s *Scorer) productScore(product int, r *Request) float64 {
+	if !r.allows(product) {
+		return 0
+	}
+	if slices.Contains(r.preferred, product) {
+		return 1
+	}
+	s.costRange(r)
 	v := costScore(s.cost[product], r.lo, r.hi)
 	if len(r.preferred) > 0 {
 		v /= 2
@@ -431,16 +632,21 @@ func (s *Scorer) productScore(product int, r *Request) float64 {
 	return v
 }
 
-// wholeFree appends the positions of healthy, free whole GPUs that r may
-// use (all products when r is nil).
+// wholeFree appends the positions of the GPUs that can go whole now
+// (GPU.wholeFree) that r may use (all products when r is nil).
 func (n *NodeCache) wholeFree(dst []int, r *Request) []int {
 	for i := range n.st.GPUs {
-		g := &n.st.GPUs[i]
-		if g.Mode == ModeWhole && g.Healthy && !g.Used && (r == nil || r.allows(n.prod[i])) {
+		if g := &n.st.GPUs[i]; g.wholeFree() && (r == nil || r.allows(n.prod[i])) {
 			dst = append(dst, i)
 		}
 	}
 	return dst
+}
+
+// wholeFree reports whether the GPU can go whole now: healthy, and a free
+// whole GPU or a shared one with ShareWhole and every unit free.
+func (g *GPU) wholeFree() bool {
+	return g.Healthy && !g.Used && (g.Mode == ModeWhole || g.Mode == ModeShared && g.ShareWhole && g.ShareFree == g.ShareTotal)
 }
 
 func (s *Scorer) scoreWhole(n *NodeCache, r *Request, res *Result) error {
@@ -527,9 +733,14 @@ func InterconnectScore(q topology.Quality) float64 {
 
 // keepScore is the share of look-ahead sizes whose best set quality, among
 // the node's free whole GPUs, the placement of set leaves intact (1 when
-// none was available before). known, when not nil, is the best quality of a
+// none was available before, and on a node without a link matrix: there
+// is no interconnect to keep, and which set sizes stay possible is the
+// fragmentation's business). known, when not nil, is the best quality of a
 // set of len(set) GPUs among them.
 func (n *NodeCache) keepScore(s *Scorer, set []int, known *topology.Quality) float64 {
+	if !n.linked {
+		return 1
+	}
 	before := n.bestBefore(s, known)
 	if len(before) == 0 {
 		return 1
@@ -639,17 +850,55 @@ func (s *Scorer) pickMIG(n *NodeCache, r *Request, res *Result) error {
 	return nil
 }
 
-func (s *Scorer) scoreShare(n *NodeCache, r *Request, res *Result) error {
+func (s *Scorer) scoreShare(n *NodeCache, r *Request, res *Result, before measures) error {
+	units := r.Demand.ShareUnits
 	n.shareGPUs = n.shareGPUs[:0]
+	n.dropBuf = n.dropBuf[:0]
+	best, found := math.Inf(-1), false
 	for i := range n.st.GPUs {
 		g := &n.st.GPUs[i]
-		sg := topology.ShareGPU{}
-		if g.Mode == ModeShared && r.allows(n.prod[i]) {
-			sg = topology.ShareGPU{Free: g.ShareFree, Total: g.ShareTotal, Healthy: g.Healthy}
+		n.shareGPUs = append(n.shareGPUs, topology.ShareGPU{})
+		n.dropBuf = append(n.dropBuf, math.Inf(-1))
+		if g.Mode != ModeShared || !g.Healthy || g.ShareFree < units || !r.allows(n.prod[i]) {
+			continue
 		}
-		n.shareGPUs = append(n.shareGPUs, sg)
+		// A GPU like an earlier candidate (free units, size, product, whole
+		// use) leads to the same node state but for the position, hence to
+		// the same drop.
+		v := math.Inf(-1)
+		for j := range i {
+			if o := &n.st.GPUs[j]; !math.IsInf(n.dropBuf[j], -1) && o.ShareFree == g.ShareFree && o.ShareTotal == g.ShareTotal &&
+				o.ShareWhole == g.ShareWhole && n.prod[j] == n.prod[i] {
+				v = n.dropBuf[j]
+				break
+			}
+		}
+		if math.IsInf(v, -1) {
+			n.one[0] = i
+			dl := delta{cpu: r.Demand.CPU, kind: KindShare, a: &Assignment{GPUs: n.one[:]}, units: units,
+				capacity: float64(units) / float64(g.ShareTotal)}
+			v = math.Floor((before.total(s)-n.measure(s, &dl).total(s))/s.cfg.Resolution + 1e-6)
+		}
+		n.dropBuf[i] = v
+		best, found = max(best, v), true
 	}
-	g, err := topology.PickShareGPU(n.shareGPUs, r.Demand.ShareUnits, s.cfg.SharePolicy)
+	if !found {
+		// No GPU fits: the share picker says why.
+		for i := range n.st.GPUs {
+			if g := &n.st.GPUs[i]; g.Mode == ModeShared && r.allows(n.prod[i]) {
+				n.shareGPUs[i] = topology.ShareGPU{Free: g.ShareFree, Total: g.ShareTotal, Healthy: g.Healthy}
+			}
+		}
+	} else {
+		// Among the GPUs of the best drop, the share policy chooses.
+		for i, v := range n.dropBuf {
+			if v == best {
+				g := &n.st.GPUs[i]
+				n.shareGPUs[i] = topology.ShareGPU{Free: g.ShareFree, Total: g.ShareTotal, Healthy: true}
+			}
+		}
+	}
+	g, err := topology.PickShareGPU(n.shareGPUs, units, s.cfg.SharePolicy)
 	if err != nil {
 		if errors.Is(err, topology.ErrInsufficient) {
 			return fmt.Errorf("node %q: %w: %w", n.st.Name, ErrInfeasible, err)

@@ -104,7 +104,11 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{name: "default", mutate: func(*scoring.Config) {}},
 		{name: "negative weight", mutate: func(c *scoring.Config) { c.Weights.Keep = -1 }, wantErr: "weights.keep: Invalid value: -1"},
-		{name: "all weights zero", mutate: func(c *scoring.Config) { c.Weights = scoring.PlacementWeights{} }, wantErr: "at least one weight must be positive"},
+		{name: "all weights zero: fragmentation alone", mutate: func(c *scoring.Config) { c.Weights = scoring.PlacementWeights{} }},
+		{name: "resolution", mutate: func(c *scoring.Config) { c.Resolution = 0 }, wantErr: "resolution: Invalid value: 0"},
+		{name: "coverage", mutate: func(c *scoring.Config) { c.TargetCoverage = 1.5 }, wantErr: "targetCoverage"},
+		{name: "hole residue", mutate: func(c *scoring.Config) { c.HoleResidue = -0.1 }, wantErr: "holeResidue: Invalid value: -0.1"},
+		{name: "scarcity", mutate: func(c *scoring.Config) { c.Scarcity = math.NaN() }, wantErr: "scarcity: Invalid value"},
 		{name: "share policy", mutate: func(c *scoring.Config) { c.SharePolicy = "spread" }, wantErr: `sharePolicy: Unsupported value: "spread"`},
 		{name: "lookahead", mutate: func(c *scoring.Config) { c.Lookahead = []int{8, 1} }, wantErr: "lookahead[1]: Invalid value: 1"},
 		{name: "decay", mutate: func(c *scoring.Config) { c.TargetDecay = 1.5 }, wantErr: "targetDecay"},
@@ -180,8 +184,8 @@ func TestScorePremiumAvoided(t *testing.T) {
 			if lr.Err != nil {
 				t.Fatalf("l40s node: %v", lr.Err)
 			}
-			if !near(lr.Product, tc.wantL40SProd) || lr.Score <= hr.Score {
-				t.Errorf("l40s: product %v score %.2f; h100: score %.2f; want the l40s node to win with product %v", lr.Product, lr.Score, hr.Score, tc.wantL40SProd)
+			if !near(lr.Product, tc.wantL40SProd) || lr.Key <= hr.Key {
+				t.Errorf("l40s: product %v key %d; h100: key %d; want the l40s node to win with product %v", lr.Product, lr.Key, hr.Key, tc.wantL40SProd)
 			}
 		})
 	}
@@ -221,12 +225,11 @@ func TestTopologyKeepsNVLinkIsland(t *testing.T) {
 	if got := rb.Assignment.GPUs; len(got) != 1 || got[0] != 2 {
 		t.Errorf("b assigns %v, want [2] (the gpu of the broken pair)", got)
 	}
-	// Weights 5 product, 10 interconnect, 1.5 keep, 10 fragmentation, 1
-	// packing: product 1 (the only product present), fragmentation 0.5 (no
-	// target), packing 1-1/8 and 1-2/8.
-	wantA, wantB := 100*(5+10+0+5+0.875)/27.5, 100*(5+10+1.5+5+0.75)/27.5
-	if !near(ra.Score, wantA) || !near(rb.Score, wantB) {
-		t.Errorf("scores a=%v b=%v, want %v and %v", ra.Score, rb.Score, wantA, wantB)
+	// Product 1 (the only product present) and interconnect 1 cost
+	// nothing; breaking the pair costs the keep weight (0.6 GPUs of
+	// fragmentation): b ranks first.
+	if !near(ra.HardwareCost, 0.6) || !near(rb.HardwareCost, 0) || rb.Key <= ra.Key {
+		t.Errorf("hardware cost a=%v b=%v, keys %d and %d; want 0.6 and 0, b ahead", ra.HardwareCost, rb.HardwareCost, ra.Key, rb.Key)
 	}
 
 	two := compile(t, s, scoring.Demand{GPUs: 2})
@@ -397,7 +400,7 @@ func TestAssumeForget(t *testing.T) {
 // TestFragmentation is a hand-computed case: target half 2-gpu pods, half
 // 1-gpu pods that need more CPU than the node has.
 func TestFragmentation(t *testing.T) {
-	s := newScorer(t, func(c *scoring.Config) { c.CPUStranded = 0 })
+	s := newScorer(t, func(c *scoring.Config) { c.CPUStranded, c.HoleResidue = 0, 0 })
 	n := newNode(t, s, use(nodeState(t, "l", "pcie-4xl40s", nil), 0))
 	big := compile(t, s, scoring.Demand{GPUs: 1, CPU: n.State().CPUFree + 1})
 	two := compile(t, s, scoring.Demand{GPUs: 2})
@@ -408,10 +411,10 @@ func TestFragmentation(t *testing.T) {
 	if got := s.Fragmentation(n); !near(got, 1.5) {
 		t.Errorf("fragmentation %v, want 0.5·0 + 0.5·3 = 1.5", got)
 	}
-	// A 1-gpu pod leaves 2 free: before 1.5, after 0.5·2 = 1: term σ(0.5).
+	// A 1-gpu pod leaves 2 free: before 1.5, after 0.5·2 = 1.
 	res := s.Score(n, compile(t, s, scoring.Demand{GPUs: 1}))
-	if want := 1 / (1 + math.Exp(-0.5)); !near(res.Fragmentation, want) || !near(res.FragmentationDrop, 0.5) {
-		t.Errorf("fragmentation term %v drop %v, want %v and 0.5", res.Fragmentation, res.FragmentationDrop, want)
+	if !near(res.FragmentationDrop, 0.5) || !near(res.Drop, 0.5) {
+		t.Errorf("fragmentation drop %v, drop %v, want 0.5 and 0.5", res.FragmentationDrop, res.Drop)
 	}
 	if err := s.SetTarget([]*scoring.Request{two}, []float64{1, 2}); err == nil {
 		t.Error("SetTarget accepted 1 request with 2 weights")
@@ -431,8 +434,8 @@ func TestCPUStranded(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := s.Score(n, compile(t, s, scoring.Demand{CPU: 5000}))
-	if want := 1 / (1 + math.Exp(4.5)); !near(res.Fragmentation, want) || !near(res.FragmentationDrop, -4) {
-		t.Errorf("fragmentation term %v drop %v, want σ(-4.5) = %v and -4", res.Fragmentation, res.FragmentationDrop, want)
+	if !near(res.Drop, -4.5) || !near(res.FragmentationDrop, -4) {
+		t.Errorf("drop %v, fragmentation drop %v, want -4.5 and -4", res.Drop, res.FragmentationDrop)
 	}
 }
 
