@@ -24,6 +24,7 @@ require (
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af
 	k8s.io/api v0.36.5
 	k8s.io/apimachinery v0.36.5
+	k8s.io/apiserver v0.36.5
 	k8s.io/client-go v0.36.5
 	k8s.io/component-base v0.36.5
 	k8s.io/component-helpers v0.36.5
@@ -146,7 +147,6 @@ require (
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 	k8s.io/apiextensions-apiserver v0.0.0 // indirect
-	k8s.io/apiserver v0.36.5 // indirect
 	k8s.io/cloud-provider v0.36.5 // indirect
 	k8s.io/cluster-bootstrap v0.0.0 // indirect
 	k8s.io/controller-manager v0.36.5 // indirect
