@@ -4,13 +4,14 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
-	"github.com/tessera-gpu/tessera/pkg/scoring"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
 
 // MilliPerGPU is the capacity of one GPU in milli-GPU units.

@@ -208,8 +208,6 @@ func (n *NodeCache) gpuCapacity(i int, freeOnly bool) float64 {
 	return 0
 }
 
-func (n *NodeCache) freeCapacity() float64 { return n.free }
-
 // demandCapacity is the GPU capacity a's placement of r takes, in GPUs.
 func (n *NodeCache) demandCapacity(r *Request, a *Assignment) float64 {
 	switch r.kind {

@@ -58,7 +58,7 @@ func (n *NodeCache) refFrag(shapes []targetShape, dl *delta) float64 {
 			switch r.kind {
 			case KindWhole:
 				whole := g.Mode == ModeWhole && !g.Used || g.Mode == ModeShared && g.ShareWhole && free == g.ShareTotal && !g.Used
-				if whole && !(taken && dl.kind == KindWhole) {
+				if whole && (!taken || dl.kind != KindWhole) {
 					usable++
 					count++
 				}
@@ -96,16 +96,6 @@ func (n *NodeCache) refFrag(shapes []targetShape, dl *delta) float64 {
 		}
 	}
 	return out
-}
-
-func modeFor(k Kind) GPUMode {
-	switch k {
-	case KindMIG:
-		return ModeMIG
-	case KindShare:
-		return ModeShared
-	}
-	return ModeWhole
 }
 
 // refKeepScore is keepScore as it was: every best quality searched for
