@@ -89,11 +89,10 @@ func TestAgentFootprint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	agent := filepath.Join(dir, "gpu-agent")
-	build := exec.CommandContext(ctx, "go", "build", "-o", agent, "github.com/tessera-gpu/tessera/cmd/gpu-agent")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("building gpu-agent: %v", err)
+	agent := agentBinary(ctx, t, dir)
+	binInfo, err := os.Stat(agent)
+	if err != nil {
+		t.Fatal(err)
 	}
 	addr, debugAddr := freeAddress(t), freeAddress(t)
 	cmd := exec.CommandContext(ctx, agent,
@@ -119,7 +118,7 @@ func TestAgentFootprint(t *testing.T) {
 			t.Logf("agent log:\n%s", logs.String())
 		}
 	}()
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		n, err := cp.Client().CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 		return err == nil && n.Labels[reconcile.MIGStateLabel] == reconcile.StateSuccess, nil
 	})
@@ -232,6 +231,7 @@ func TestAgentFootprint(t *testing.T) {
 	row("peak RSS (VmHWM)", mib(hwm), mib(targetRSS), float64(hwm)/targetRSS)
 	row("  of RSS: anonymous (heap, stacks)", mib(mem["RssAnon"]), "-", 0)
 	row("  of RSS: file (the binary's pages)", mib(mem["RssFile"]), "-", 0)
+	row("  binary size", mib(binInfo.Size()), "-", 0)
 	row(fmt.Sprintf("CPU over %s (%% of one core)", elapsed.Round(time.Second)), fmt.Sprintf("%.3f%%", cpu), fmt.Sprintf("%.1f%%", targetCPU), cpu/targetCPU)
 	row("GPUNode writes/min, steady", fmt.Sprintf("%.1f", steady["gpunode"]), "heartbeat", steady["gpunode"]/2)
 	row("  of which heartbeats", fmt.Sprintf("%.1f", steady["gpunode/heartbeat"]), "2.0", 0)
@@ -246,6 +246,29 @@ func TestAgentFootprint(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// agentBinary returns the gpu-agent to measure: $TESSERA_BENCH_AGENT_BIN
+// (make bench-agent builds it as make build does, with the Makefile's
+// AGENT_TAGS and version stamps), else one built into dir with plain go build,
+// which is not what ships: say so.
+func agentBinary(ctx context.Context, t *testing.T, dir string) string {
+	t.Helper()
+	if bin := os.Getenv("TESSERA_BENCH_AGENT_BIN"); bin != "" {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return abs
+	}
+	t.Log("TESSERA_BENCH_AGENT_BIN is unset: measuring a plain go build, without the Makefile's AGENT_TAGS (make bench-agent measures what make build ships)")
+	agent := filepath.Join(dir, "gpu-agent")
+	build := exec.CommandContext(ctx, "go", "build", "-o", agent, "github.com/tessera-gpu/tessera/cmd/gpu-agent")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("building gpu-agent: %v", err)
+	}
+	return agent
 }
 
 // scrapeEvery scrapes url every 15 s for d, as Prometheus would, and calls
