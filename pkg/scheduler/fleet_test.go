@@ -25,7 +25,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
 	"github.com/tessera-gpu/tessera/pkg/kube"
-	"github.com/tessera-gpu/tessera/test/e2e/cluster"
+	e2ecluster "github.com/tessera-gpu/tessera/test/e2e/cluster"
 	"github.com/tessera-gpu/tessera/test/e2e/kubelet"
 )
 
@@ -118,7 +118,7 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 			}
 		})
 		machine := filepath.Join(nd, "machine.yaml")
-		if err := cluster.WriteMachine(repo, n.machine, n.name, machine); err != nil {
+		if err := e2ecluster.WriteMachine(repo, n.machine, n.name, machine); err != nil {
 			t.Fatal(err)
 		}
 		b, err := backend.Open(ctx, "sim:"+machine)
