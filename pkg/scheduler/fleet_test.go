@@ -225,7 +225,12 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 			t.Errorf("pod %s on %s carries no plan", pod.Name, node)
 		}
 		if !slices.Equal(planned, got) {
-			t.Errorf("pod %s on %s: the scheduler planned %v, the kubelet allocated %v (the agent's GetPreferredAllocation for the same free set)", pod.Name, node, planned, got)
+			gn, err := gc.Get(ctx, node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Errorf("pod %s on %s: the scheduler planned %v, the kubelet allocated %v (the agent's GetPreferredAllocation for the same free set)",
+				pod.Name, node, positions(gn, planned), positions(gn, got))
 		}
 		return node, planned, got
 	}
@@ -311,4 +316,25 @@ func (b *podBuilder) label(k, v string) *podBuilder {
 	}
 	b.p.Labels[k] = v
 	return b
+}
+
+// positions names devices by their place in the GPUNode: "GPU 3", "GPU 5
+// slice at 6".
+func positions(gn *v1alpha1.GPUNode, ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		name := id
+		for _, g := range gn.Status.GPUs {
+			if g.UUID == id {
+				name = fmt.Sprintf("GPU %d", g.Index)
+			}
+			for _, sl := range g.MIGSlices {
+				if sl.UUID == id {
+					name = fmt.Sprintf("GPU %d slice %s at %d", g.Index, sl.Profile, sl.Placement.Start)
+				}
+			}
+		}
+		out = append(out, name)
+	}
+	return out
 }
