@@ -55,13 +55,17 @@ type fleetNode struct {
 // once the previous one is admitted and reported, so that the kubelet asks
 // the agent's GetPreferredAllocation (its own choice: IgnoreSchedulerPlans)
 // for the same free set the scheduler planned on: the devices the pod gets
-// must be the planned ones.
+// must be the planned ones. It runs in a child process (inChild): it
+// starts its own kube-scheduler.
 func TestAgentsPublishTheFleet(t *testing.T) {
 	if err := kubelet.Supported(); err != nil {
 		if os.Getenv("TESSERA_REQUIRE_TOOLS") == "1" {
 			t.Fatalf("kubelet stand-ins cannot start and TESSERA_REQUIRE_TOOLS=1: %v", err)
 		}
 		t.Skipf("kubelet stand-ins cannot start here: %v", err)
+	}
+	if !inChild(t, "TestAgentsPublishTheFleet") {
+		return
 	}
 	cp := k8stest.StartForTest(t)
 	ctx, cancel := context.WithCancel(klog.NewContext(context.WithoutCancel(t.Context()), ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(1)))))

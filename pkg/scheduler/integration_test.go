@@ -257,30 +257,45 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 	})
 }
 
-// TestGangs runs in a child process of the test binary: kube-scheduler's
-// process-wide feature-gate registry keeps the gates the first in-process
-// scheduler applied (Setup calls SetFallback once), so a scheduler with the
-// gang gates on cannot follow one with them off in the same process.
+// TestGangs runs in a child process of the test binary (inChild):
+// kube-scheduler's process-wide feature-gate registry keeps the gates the
+// first in-process scheduler applied (Setup calls SetFallback once), so a
+// scheduler with the gang gates on cannot follow one with them off in the
+// same process.
 func TestGangs(t *testing.T) {
-	if os.Getenv(envGangChild) == "1" {
+	if inChild(t, "TestGangs") {
 		testGangs(t)
-		return
+	}
+}
+
+// envChild names the test a child process of the test binary runs.
+const envChild = "TESSERA_SCHEDULER_TEST_CHILD"
+
+// inChild reports whether this process is the child that runs test; in the
+// parent it runs the test binary again for test alone and fails t unless
+// the child passes. Tests that start an in-process kube-scheduler with
+// settings of their own run so: the scheduler keeps process-wide state
+// (the feature-gate registry, its informers' and metrics' globals), and a
+// second one in the same process does not schedule.
+func inChild(t *testing.T, test string) bool {
+	t.Helper()
+	if os.Getenv(envChild) == test {
+		return true
 	}
 	if err := k8stest.StartForTest(t).Stop(); err != nil { // skip or fail here as every control-plane test does
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestGangs$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), envGangChild+"=1")
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), envChild+"="+test)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("TestGangs in a child process: %v\n%s", err, out)
+		t.Fatalf("%s in a child process: %v\n%s", test, err, out)
 	}
-	if !strings.Contains(string(out), "--- PASS: TestGangs") {
-		t.Fatalf("TestGangs child did not pass:\n%s", out)
+	if !strings.Contains(string(out), "--- PASS: "+test) {
+		t.Fatalf("%s child did not pass:\n%s", test, out)
 	}
+	return false
 }
-
-const envGangChild = "TESSERA_SCHEDULER_GANG_CHILD"
 
 func testGangs(t *testing.T) {
 	featuregatetesting.SetFeatureGatesDuringTest(t, utilfeature.DefaultFeatureGate, featuregatetesting.FeatureOverrides{
