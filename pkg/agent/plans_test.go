@@ -15,8 +15,8 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/kubelettest"
+	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
 	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/podresources/podresourcestest"
@@ -68,7 +68,7 @@ func TestKubeletGetsThePlannedDevicesOutOfOrder(t *testing.T) {
 	bind := func(name string, plan []string) *v1.Pod {
 		r := v1.ResourceList{"nvidia.com/gpu": *resource.NewQuantity(4, resource.DecimalSI)}
 		p, err := cp.Client().CoreV1().Pods("ml").Create(ctx, &v1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ml", Annotations: map[string]string{deviceplugin.AnnotationDevices: strings.Join(plan, ",")}},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ml", Annotations: map[string]string{v1alpha1.AnnotationDevices: strings.Join(plan, ",")}},
 			Spec: v1.PodSpec{NodeName: nodeName, Containers: []v1.Container{{Name: "main", Image: "cuda",
 				Resources: v1.ResourceRequirements{Limits: r, Requests: r}}}},
 		}, metav1.CreateOptions{})

@@ -8,12 +8,9 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// AnnotationDevices is the pod annotation in which gpu-scheduler records the
-// devices it planned for the pod (GPU or MIG UUIDs, comma-separated).
-const AnnotationDevices = "gpu.tessera.dev/devices"
-
 // Plan is the scheduler's plan for a pod bound to this node that still
-// waits for devices, as GetPreferredAllocation needs it.
+// waits for devices (v1alpha1.AnnotationDevices), as GetPreferredAllocation
+// needs it.
 type Plan struct {
 	// Pod is namespace/name, for logs.
 	Pod string

@@ -297,7 +297,7 @@ func (p *Plugin) onPod(logger klog.Logger, obj any) {
 	if !ok || pod.Spec.NodeName == "" || p.c.assumed[pod.UID] != nil {
 		return
 	}
-	p.c.restore(logger, pod, parseDevices(v))
+	p.c.restore(logger, pod, v1alpha1.ParseDevices(v))
 }
 
 // restore puts a bound pod's planned devices back into the assume cache

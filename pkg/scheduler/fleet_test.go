@@ -20,8 +20,6 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/agent"
 	"github.com/tessera-gpu/tessera/pkg/gpu/backend"
 	"github.com/tessera-gpu/tessera/pkg/gpu/gputest"
-	"github.com/tessera-gpu/tessera/pkg/inventory/client"
-	"github.com/tessera-gpu/tessera/pkg/inventory/inventorytest"
 	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
 	"github.com/tessera-gpu/tessera/pkg/kube"
@@ -68,15 +66,9 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 		return
 	}
 	cp := k8stest.StartForTest(t)
-	ctx, cancel := context.WithCancel(klog.NewContext(context.WithoutCancel(t.Context()), ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(1)))))
+	ctx, cancel, gc := gpuNodeAPI(t, cp)
 	defer cancel()
-	if err := inventorytest.InstallCRD(ctx, cp.RESTConfig()); err != nil {
-		t.Fatal(err)
-	}
-	gc, err := client.NewForConfig(cp.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx = klog.NewContext(ctx, ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(1))))
 	kc := cp.Client()
 	// Socket paths must stay short (108 bytes): not under t.TempDir().
 	dir, err := os.MkdirTemp("", "tessera-fleet-")
@@ -167,8 +159,8 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 			if err != nil {
 				return false, err
 			}
-			for res, count := range advertisedBy(gn) {
-				if q := node.Status.Allocatable[corev1.ResourceName(res)]; q.Value() != count {
+			for res, count := range e2ecluster.Advertised(gn) {
+				if q := node.Status.Allocatable[corev1.ResourceName(res)]; q.Value() != int64(count) {
 					return false, nil
 				}
 			}
@@ -179,14 +171,7 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 		return true, nil
 	})
 
-	done := make(chan error, 1)
-	go func() { done <- runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 10m")) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && ctx.Err() == nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m")
 
 	// place submits a pod and waits until it runs and its node's agent
 	// reports its devices; it returns the node, the planned and the
@@ -211,7 +196,7 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 			if err != nil {
 				return false, err
 			}
-			node, planned, got = p.Spec.NodeName, parseDevices(p.Annotations[AnnotationDevices]), nil
+			node, planned, got = p.Spec.NodeName, v1alpha1.ParseDevices(p.Annotations[AnnotationDevices]), nil
 			for _, a := range gn.Status.Allocations {
 				if a.PodUID == p.UID || a.PodUID == "" && a.Namespace == p.Namespace && a.Pod == p.Name {
 					for _, id := range a.DeviceIDs {
@@ -287,22 +272,6 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 			t.Errorf("on %s with %v, want 2 GPUs of l40s-1", node, got)
 		}
 	})
-}
-
-// advertisedBy counts the devices a GPUNode says each resource has.
-func advertisedBy(gn *v1alpha1.GPUNode) map[string]int64 {
-	out := map[string]int64{}
-	for _, g := range gn.Status.GPUs {
-		if g.Sharing != nil {
-			out[g.Sharing.Resource] += int64(g.Sharing.Replicas)
-		}
-		for _, s := range g.MIGSlices {
-			if s.Sharing != nil {
-				out[s.Sharing.Resource] += int64(s.Sharing.Replicas)
-			}
-		}
-	}
-	return out
 }
 
 // poll waits up to 90 s for cond.

@@ -3,7 +3,6 @@ package scheduler
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -281,16 +280,4 @@ func (m *nodeModel) assignment(kind scoring.Kind, devices []string) (scoring.Ass
 	}
 	slices.Sort(a.GPUs)
 	return a, nil
-}
-
-// parseDevices reads AnnotationDevices.
-func parseDevices(v string) []string {
-	var out []string
-	for d := range strings.SplitSeq(v, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			out = append(out, d)
-		}
-	}
-	slices.Sort(out)
-	return out
 }

@@ -16,12 +16,12 @@ package plans
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
+	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 )
 
@@ -78,14 +78,14 @@ func (s *Source) PendingPlans(ctx context.Context) ([]deviceplugin.Plan, error) 
 	var out []deviceplugin.Plan
 	for i := range list.Items {
 		pod := &list.Items[i]
-		v, ok := pod.Annotations[deviceplugin.AnnotationDevices]
+		v, ok := pod.Annotations[v1alpha1.AnnotationDevices]
 		if !ok || pod.DeletionTimestamp != nil || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
 			continue
 		}
 		ref := podresources.PodRef{Namespace: pod.Namespace, Name: pod.Name}
 		p := deviceplugin.Plan{
 			Pod: ref.Namespace + "/" + ref.Name, Created: pod.CreationTimestamp.Time,
-			Devices: parseDevices(v), Want: wants(pod), Held: held[ref], Admitting: listed[ref],
+			Devices: v1alpha1.ParseDevices(v), Want: wants(pod), Held: held[ref], Admitting: listed[ref],
 		}
 		pending := false
 		for r, n := range p.Want {
@@ -118,16 +118,5 @@ func wants(pod *v1.Pod) map[string]int64 {
 	for i := range pod.Spec.Containers {
 		add(&pod.Spec.Containers[i])
 	}
-	return out
-}
-
-func parseDevices(v string) []string {
-	var out []string
-	for d := range strings.SplitSeq(v, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			out = append(out, d)
-		}
-	}
-	slices.Sort(out)
 	return out
 }

@@ -352,7 +352,7 @@ func (c *Cluster) nodeReady(ctx context.Context, n *Node) (bool, error) {
 			return false, nil
 		}
 	}
-	for res, count := range advertised(gn) {
+	for res, count := range Advertised(gn) {
 		q := node.Status.Allocatable[corev1.ResourceName(res)]
 		if q.Value() != int64(count) {
 			return false, nil

@@ -286,7 +286,7 @@ func (c *Cluster) relabel(ctx context.Context, node, layout string) (*RelabelRes
 	if err != nil {
 		return nil, fmt.Errorf("reading node %s: %w", node, err)
 	}
-	r := &RelabelResult{Node: node, From: n.Labels[LabelMIGConfig], To: layout, Before: advertised(gn)}
+	r := &RelabelResult{Node: node, From: n.Labels[LabelMIGConfig], To: layout, Before: Advertised(gn)}
 	c.progress("kubectl label node %s %s=%s --overwrite", node, LabelMIGConfig, layout)
 	start := time.Now()
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, LabelMIGConfig, layout)
@@ -315,7 +315,7 @@ func (c *Cluster) relabel(ctx context.Context, node, layout string) (*RelabelRes
 			if err != nil || gn.Status.Layout.Config != layout {
 				return false, nil //nolint:nilerr // retried
 			}
-			r.After = advertised(gn)
+			r.After = Advertised(gn)
 			for res, count := range r.After {
 				q := n.Status.Allocatable[corev1.ResourceName(res)]
 				if q.Value() != int64(count) {
@@ -423,7 +423,7 @@ func usage(gn *v1alpha1.GPUNode) []Usage {
 		held[a.Resource] += len(a.DeviceIDs)
 	}
 	var out []Usage
-	for res, total := range advertised(gn) {
+	for res, total := range Advertised(gn) {
 		out = append(out, Usage{Resource: res, Used: held[res], Total: total})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Resource < out[j].Resource })
