@@ -136,7 +136,8 @@ bench-mig: k8s-bins ## Relabel a simulated DGX H100 (all 8 GPUs change) against 
 		| grep -E '^(Benchmark|goos|goarch|pkg|cpu|PASS|FAIL|ok|---)|bench_test' | tee $(BIN)/bench-mig.txt
 
 TRACES ?= ../shared/traces
-ANCHOR ?= ../shared/benchmarks/fgd-anchor.csv
+# FGD's published allocation figures (the paper's artifact), shipped with the repository.
+ANCHOR ?= pkg/replay/testdata/fgd-anchor.csv
 TRACES_HINT = the openb traces are the public Alibaba cluster-trace-gpu-v2023 dataset \
 	(https://github.com/alibaba/clusterdata/tree/master/cluster-trace-gpu-v2023, its csv/ directory); pass it with TRACES=dir
 # check-traces fails with where to get the traces when TRACES lacks them.
@@ -157,6 +158,7 @@ bench-placement: ## Replay every openb trace in TRACES (../shared/traces) under 
 
 .PHONY: bench-placement-online
 bench-placement-online: ## Replay TRACES under FGD and tessera with three priors (the trace's, none: learned from arriving pods only, another trace's), seeds SEEDS (42-51); write _output/placement-online.
+	$(check-traces)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
 	$(BIN)/gpu-scheduler simulate --nodes $(TRACES)/openb_node_list_gpu_node.csv \
 		--pods "$$(ls $(TRACES)/openb_pod_list_*.csv | paste -sd, -)" \
