@@ -21,6 +21,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin/plans"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpuaudit"
 	"github.com/tessera-gpu/tessera/pkg/inventory"
@@ -102,8 +103,15 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	logMachine(logger, m)
 	a.machine = m
 
+	standalone := cfg.Client == nil
+	a.pods = podresources.New(podresources.Options{Socket: cfg.PodResourcesSocket, Interval: cfg.PodResourcesInterval,
+		Clock: cfg.Clock, KubeletOptional: standalone})
 	a.tracker = health.NewTracker(cfg.HealthPolicy, cfg.Clock, deviceplugin.TrackedGPUs(m))
-	a.mgr = deviceplugin.NewManager(deviceplugin.Config{PluginDir: cfg.PluginDir}, a.tracker)
+	dpCfg := deviceplugin.Config{PluginDir: cfg.PluginDir}
+	if !standalone && !cfg.IgnoreSchedulerPlans {
+		dpCfg.Plans = plans.New(cfg.NodeName, cfg.Client, a.pods)
+	}
+	a.mgr = deviceplugin.NewManager(dpCfg, a.tracker)
 	a.cfgr = deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: cfg.DevicePluginConfigDir,
 		Default: cfg.DevicePluginConfigDefault, SharePolicy: cfg.SharePolicy}, a.mgr, m)
 
@@ -118,9 +126,6 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	}
 	a.cfgr.SetMetrics(metrics)
 
-	standalone := cfg.Client == nil
-	a.pods = podresources.New(podresources.Options{Socket: cfg.PodResourcesSocket, Interval: cfg.PodResourcesInterval,
-		Clock: cfg.Clock, KubeletOptional: standalone})
 	if err := a.pods.Register(a.reg); err != nil {
 		return nil, fmt.Errorf("registering pod resources metrics: %w", err)
 	}
