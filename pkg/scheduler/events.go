@@ -65,7 +65,7 @@ func freeDevices(gn *v1alpha1.GPUNode) freeCount {
 		}
 		if g.Sharing != nil && g.Health == v1alpha1.Healthy {
 			c.free += int(g.Sharing.Replicas)
-			res = append(res, g.Sharing.Resource)
+			res = append(res, g.Sharing.Resource+"+"+g.Sharing.WholeResource)
 		}
 		for _, sl := range g.MIGSlices {
 			if sl.Sharing != nil && sl.Health == v1alpha1.Healthy {
@@ -127,7 +127,8 @@ func holdsGPU(pod *corev1.Pod) bool {
 // signKey is Tessera's signature fragment: the pod's GPU demand as parsed.
 const signKey = "gpu.tessera.dev/PodDemand()"
 
-// SignPod keeps 1.36's opportunistic batching on for GPU pods. A pod's
+// SignPod keeps 1.36's opportunistic batching on for GPU pods (and for
+// CPU-only pods, which Tessera scores too). A pod's
 // Tessera verdicts and scores depend on the pod's GPU demand (resource,
 // count, CPU and memory, interconnect, preference annotation), its node
 // affinity and nodeSelector on the product, and per-node state that a
@@ -148,9 +149,6 @@ func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment
 	p.mu.Unlock()
 	if err != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "the pod's GPU demand is refused")
-	}
-	if d.Resource == "" {
-		return nil, nil
 	}
 	if pod.Spec.SchedulingGroup != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "gang members are placed together")

@@ -168,10 +168,12 @@ type Scorer struct {
 	present    []int // nodes' GPUs per product id
 	presentGen uint64
 	target     *demandWorkload
-	shapes     []targetShape
-	ratio      float64 // target GPUs per milli-CPU
-	epoch      uint64
-	seen       int
+	// lastArrival is the id of the pod ObserveArrival last observed.
+	lastArrival string
+	shapes      []targetShape
+	ratio       float64 // target GPUs per milli-CPU
+	epoch       uint64
+	seen        int
 	// productFree is the free healthy GPU capacity per product id, in
 	// GPUs, and clusterFree its sum; pressure is, per product id, the GPUs
 	// per pod that the target's product-constrained shapes ask of it.
@@ -391,6 +393,23 @@ func (s *Scorer) Observe(r *Request) {
 	if s.seen%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 || (s.seen < s.cfg.TargetEpoch && s.seen&(s.seen-1) == 0) {
 		s.refresh()
 	}
+}
+
+// ObserveArrival is how the scheduler plugin and the trace replay learn:
+// it adds the pod of r, identified by id (a pod UID, an arrival number),
+// to the target workload unless it is the pod the last call was for. Both
+// call it at the same two points of a pod's scheduling cycle — when they
+// first score the pod (PreScore, before any Score) and when they place it
+// (Reserve) — so that a pod is learned before it is scored whenever it is
+// scored at all (kube-scheduler scores only when two or more nodes are
+// feasible, and a pod of an opportunistic batch is not scored), and once.
+// An empty id is always observed.
+func (s *Scorer) ObserveArrival(id string, r *Request) {
+	if id != "" && id == s.lastArrival {
+		return
+	}
+	s.lastArrival = id
+	s.Observe(r)
 }
 
 // refresh recomputes the target shapes and what derives from them.
