@@ -109,8 +109,7 @@ func TracePod(c *Cluster, p *Pod, name string) (*corev1.Pod, error) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"trace.tessera.dev/pod": p.Name}},
 		Spec: corev1.PodSpec{
-			Containers:       []corev1.Container{{Name: "main", Image: "registry.example/trace:1", Resources: corev1.ResourceRequirements{Requests: req, Limits: lim}}},
-			PreemptionPolicy: new(corev1.PreemptNever),
+			Containers: []corev1.Container{{Name: "main", Image: "registry.example/trace:1", Resources: corev1.ResourceRequirements{Requests: req, Limits: lim}}},
 		},
 	}
 	if p.G > 0 && p.Allowed != nil {

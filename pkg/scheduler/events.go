@@ -141,14 +141,27 @@ const signKey = "gpu.tessera.dev/PodDemand()"
 //     together and an Unreserve of one frees devices on other nodes;
 //   - a pod the parser refuses (its refusal names the cluster's best).
 //
-// The learned target workload also changes every TargetEpoch placements;
-// a batched pod then reuses a ranking one refresh old, which we accept.
+//   - a pod signed when the next observation refreshes the learned target
+//     workload (every TargetEpoch placements, and after 1, 2, 4, ...
+//     before), which changes every node's score: a batch would place it
+//     on a ranking one refresh old. The signature is taken when the pod is
+//     queued, so this is exact for pods that arrive one at a time (the
+//     trace replay through the scheduler) and a best effort for a burst,
+//     whose batched pods may still cross a refresh.
+//
+// The scarcity cost (product-constrained pods in the learned target) also
+// depends on the whole cluster's free capacity, which a batch's ranking
+// does not follow; we accept that.
 func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	p.mu.Lock()
 	d, err := ReadPod(pod, p.c.isShared)
+	refresh := p.c.scorer.NextObservationRefreshes()
 	p.mu.Unlock()
 	if err != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "the pod's GPU demand is refused")
+	}
+	if refresh {
+		return nil, fwk.NewStatus(fwk.Unschedulable, "the next placement refreshes the learned target workload")
 	}
 	if pod.Spec.SchedulingGroup != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "gang members are placed together")

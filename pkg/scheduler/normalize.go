@@ -25,8 +25,9 @@ const rankedTop = 8
 // before, so that the framework's choice, and a batch's, is Tessera's
 // first; no node gets more than the linear image of its key on
 // [MinNodeScore, top-1] (so the scores keep Tessera's spacing for the
-// other plugins of a profile), and the nodes past the ranked ones are
-// below the last ranked one. The top is MaxNodeScore, or one less when a
+// other plugins of a profile) except that the k-th ranked node (from 0)
+// gets at least MinNodeScore+rankedTop-k, and the nodes past the ranked
+// ones are below the last ranked one. The top is MaxNodeScore, or one less when a
 // node without GPUs is there for a CPU-only pod (noGPUsRaw, which gets
 // MaxNodeScore). Other negative markers: neutralRaw gets NeutralScore, a
 // node that no longer fits MinNodeScore.
@@ -78,7 +79,10 @@ func normalize(scores fwk.NodeScoreList) {
 		q, _ := bits.Div64(h, l, uint64(hi-lo))
 		return fwk.MinScore + int64(q)
 	}
-	// Ranked nodes first (their raw keys are needed until all are set).
+	// Ranked nodes first (their raw keys are needed until all are set);
+	// the k-th keeps rankedTop-k points above MinNodeScore, so that the
+	// ranked stay strictly ordered and above every other node however
+	// far below the best their keys are.
 	vals := make([]int64, len(ranked))
 	floor := top + 1
 	for k, i := range ranked {
@@ -86,7 +90,7 @@ func normalize(scores fwk.NodeScoreList) {
 		if k > 0 {
 			v = min(linear(scores[i].Score), floor-1)
 		}
-		vals[k] = max(v, fwk.MinScore)
+		vals[k] = max(v, fwk.MinScore+int64(rankedTop-k))
 		floor = vals[k]
 	}
 	isRanked := func(i int) bool {

@@ -83,7 +83,8 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		return nil, err
 	}
 	inf := cache.NewSharedIndexInformer(gc.ListWatch(), &v1alpha1.GPUNode{}, 0, cache.Indexers{})
-	if _, err := inf.AddEventHandler(p.gpuNodeHandler(klog.FromContext(ctx))); err != nil {
+	reg, err := inf.AddEventHandler(p.gpuNodeHandler(klog.FromContext(ctx)))
+	if err != nil {
 		return nil, fmt.Errorf("watching gpunodes: %w", err)
 	}
 	if h.SharedInformerFactory() != nil {
@@ -103,7 +104,11 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	}
 	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), inf.HasSynced) {
+	// The registration's HasSynced, not the informer's: the informer has
+	// synced once its store holds the list, the handler once it has taken
+	// every listed GPUNode into the model (on 1,213 nodes the first pod
+	// was otherwise scored before the last GPUNodes were in).
+	if !cache.WaitForCacheSync(syncCtx.Done(), reg.HasSynced) {
 		klog.FromContext(ctx).Info("GPUNodes not listed yet; nodes are neutral to Tessera until they are", "plugin", Name)
 	}
 	return p, nil

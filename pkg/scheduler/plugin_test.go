@@ -406,8 +406,21 @@ func TestSignPod(t *testing.T) {
 		}
 		return b.String(), nil
 	}
-	if _, st := sign(newPod("a").container("c", "nvidia.com/gpu=1").obj()); !st.IsSuccess() {
+	whole := newPod("a").container("c", "nvidia.com/gpu=1").obj()
+	if _, st := sign(whole); st.IsSuccess() {
+		t.Error("pod signed before the first placement, which refreshes the learned target")
+	}
+	// The target refreshes after 1, 2, 4, ... placements: not after the third.
+	for _, name := range []string{"w1", "w2"} {
+		if _, st := h.schedule(newPod(name).container("c", "nvidia.com/gpu=1").obj()); !st.IsSuccess() {
+			t.Fatal(st)
+		}
+	}
+	if _, st := sign(whole); !st.IsSuccess() {
 		t.Errorf("whole-GPU pod unsignable: %v", st)
+	}
+	if _, st := sign(newPod("cpu").container("c", "cpu=2").obj()); !st.IsSuccess() {
+		t.Errorf("CPU-only pod unsignable: %v", st)
 	}
 	if _, st := sign(newPod("a").container("c", "nvidia.com/gpu=1").requireProducts(corev1.NodeSelectorOpNotIn, l40s).obj()); st.IsSuccess() {
 		t.Error("NotIn product pod signed; its allowed products depend on the cluster")

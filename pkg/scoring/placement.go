@@ -390,10 +390,20 @@ func (r *Result) Feasible() bool { return r.Err == nil }
 func (s *Scorer) Observe(r *Request) {
 	s.target.observe(r)
 	s.seen++
-	if s.seen%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 || (s.seen < s.cfg.TargetEpoch && s.seen&(s.seen-1) == 0) {
+	if s.refreshesAt(s.seen) {
 		s.refresh()
 	}
 }
+
+// refreshesAt reports whether the n-th observation refreshes the target.
+func (s *Scorer) refreshesAt(n int) bool {
+	return n%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 || (n < s.cfg.TargetEpoch && n&(n-1) == 0)
+}
+
+// NextObservationRefreshes reports whether the next observation refreshes
+// the target workload, which changes the scores of every node: a ranking
+// made before it is stale after it.
+func (s *Scorer) NextObservationRefreshes() bool { return s.refreshesAt(s.seen + 1) }
 
 // ObserveArrival is how the scheduler plugin and the trace replay learn:
 // it adds the pod of r, identified by id (a pod UID, an arrival number),
