@@ -37,7 +37,21 @@ import (
 // with every default Filter, TesseraGPU the only PreScore and Score plugin,
 // every feasible node scored, and GPUNodes trusted for a day (no agent
 // heartbeats here).
-func schedulerConfig(kubeconfig string) string {
+//
+// With batching, PodTopologySpread has no system default constraints: with
+// them (its default) it signs no pod, which turns 1.36's opportunistic
+// batching off for every pod; without, the trace's pods are signable and
+// consecutive pods of one signature may be placed from the previous pod's
+// ranking without scoring (what TesseraGPU's NormalizeScore and SignPod
+// keep exact).
+func schedulerConfig(kubeconfig string, batching bool) string {
+	spread := ""
+	if batching {
+		spread = `
+  - name: PodTopologySpread
+    args:
+      defaultingType: List`
+	}
 	return fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 leaderElection:
@@ -69,14 +83,15 @@ profiles:
     args:
       apiVersion: %s
       kind: %s
-      staleAfter: 24h
-`, kubeconfig, schedulerName, scheduler.Name, scheduler.ArgsAPIVersion, scheduler.ArgsKind)
+      staleAfter: 24h%s
+`, kubeconfig, schedulerName, scheduler.Name, scheduler.ArgsAPIVersion, scheduler.ArgsKind, spread)
 }
 
 // comparison is one replay under the simulator and through the scheduler.
 type comparison struct {
 	trace      string
 	seed       int64
+	batching   bool
 	nodes      int
 	c          *replay.Cluster
 	tr         *replay.Trace
@@ -89,12 +104,13 @@ type comparison struct {
 	// freshAtStart is how many fresh GPUNodes the plugin had when the first
 	// pod was created; hinted how many pods opportunistic batching placed
 	// on a node of the previous pod's ranking.
-	freshAtStart, hinted int
+	freshAtStart, hinted, noHint int
+	flushes                      string
 }
 
 // compare replays seed of the trace (nodes and pods CSVs) at 130 % under
 // tessera-online, then through the real kube-scheduler.
-func compare(t *testing.T, nodesCSV, podsCSV string, seed int64) *comparison {
+func compare(t *testing.T, nodesCSV, podsCSV string, seed int64, batching bool) *comparison {
 	t.Helper()
 	c, err := replay.LoadCluster(nodesCSV)
 	if err != nil {
@@ -109,7 +125,7 @@ func compare(t *testing.T, nodesCSV, podsCSV string, seed int64) *comparison {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmp := &comparison{trace: tr.Name, seed: seed, nodes: len(c.Nodes), c: c, tr: tr, sim: sim.Events, simCurve: sim.Curve, simWall: sim.Wall, simFailed: sim.Failed}
+	cmp := &comparison{trace: tr.Name, seed: seed, batching: batching, nodes: len(c.Nodes), c: c, tr: tr, sim: sim.Events, simCurve: sim.Curve, simWall: sim.Wall, simFailed: sim.Failed}
 	// Node i is named by its rank: the plugin breaks ties between equal
 	// keys by node name, the replay by rank.
 	for i := range c.Nodes {
@@ -152,7 +168,7 @@ func compare(t *testing.T, nodesCSV, podsCSV string, seed int64) *comparison {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startScheduler(ctx, t, cp.Kubeconfig)
+	startScheduler(ctx, t, cp.Kubeconfig, batching)
 
 	index := map[string]int{}
 	for i, n := range cmp.names {
@@ -202,6 +218,8 @@ func compare(t *testing.T, nodesCSV, podsCSV string, seed int64) *comparison {
 	}
 	cmp.schedWall = time.Since(start)
 	cmp.hinted = int(metricValue(t, "scheduler_batch_attempts_total", "result", "hint_used"))
+	cmp.noHint = int(metricValue(t, "scheduler_batch_attempts_total", "result", "no_hint"))
+	cmp.flushes = metricSeries(t, "scheduler_batch_cache_flushed_total", "reason")
 	cmp.schedCurve = replay.Discretize(cmp.sched, c.TotalGPUs())
 	return cmp
 }
@@ -253,10 +271,10 @@ func createNode(ctx context.Context, kc kubernetes.Interface, gc *client.Client,
 // startScheduler runs kube-scheduler in-process with the replay's profile
 // until ctx ends, after checking that TesseraGPU is the profile's only
 // Score plugin.
-func startScheduler(ctx context.Context, t *testing.T, kubeconfig string) {
+func startScheduler(ctx context.Context, t *testing.T, kubeconfig string, batching bool) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "scheduler.yaml")
-	if err := os.WriteFile(path, []byte(schedulerConfig(kubeconfig)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(schedulerConfig(kubeconfig, batching)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opts := options.NewOptions()
@@ -412,7 +430,14 @@ func (c *comparison) summary() string {
 	fmt.Fprintf(&b, "allocation at 100 %% arrived: simulate %.2f %%, scheduler %.2f %%\n", c.simCurve.At(100), c.schedCurve.At(100))
 	fmt.Fprintf(&b, "allocation at 130 %% arrived: simulate %.2f %%, scheduler %.2f %%\n", c.simCurve.At(130), c.schedCurve.At(130))
 	fmt.Fprintf(&b, "same node: %d of %d pods (%.2f %%); unschedulable: simulate %d, scheduler %d\n", pods-len(d), pods, 100*float64(pods-len(d))/float64(max(pods, 1)), c.simFailed, c.failed)
-	fmt.Fprintf(&b, "fresh GPUNodes in the plugin at the first pod: %d of %d; pods placed by an opportunistic-batching hint: %d\n", c.freshAtStart, c.nodes, c.hinted)
+	batching := "off (PodTopologySpread's system default constraints make every pod unsignable)"
+	if c.batching {
+		batching = fmt.Sprintf("on: %d pods placed on a hint (the previous ranking's next node), %d signable pods without one", c.hinted, c.noHint)
+	}
+	fmt.Fprintf(&b, "fresh GPUNodes in the plugin at the first pod: %d of %d; opportunistic batching %s\n", c.freshAtStart, c.nodes, batching)
+	if c.batching {
+		fmt.Fprintf(&b, "batch state dropped, by reason: %s\n", c.flushes)
+	}
 	fmt.Fprintf(&b, "wall: simulate %s, scheduler %s (%.1f pods/s, one at a time)\n", c.simWall.Round(time.Millisecond), c.schedWall.Round(time.Second), float64(pods)/c.schedWall.Seconds())
 	if len(d) > 0 {
 		fmt.Fprintf(&b, "first difference: step %d, pod %s: simulate %s, scheduler %s\n", d[0].step, d[0].pod, d[0].simNode, d[0].schedN)
@@ -520,4 +545,29 @@ func metricValue(t *testing.T, name, label, value string) float64 {
 		}
 	}
 	return 0
+}
+
+// metricSeries lists the series of the in-process scheduler's counter name
+// as label=value pairs, for the summary.
+func metricSeries(t *testing.T, name, label string) string {
+	t.Helper()
+	mfs, err := legacyregistry.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatalf("gathering metrics: %v", err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label {
+					out = append(out, fmt.Sprintf("%s=%g", l.GetValue(), m.GetCounter().GetValue()))
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
