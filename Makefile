@@ -82,9 +82,18 @@ k8s-bins: ## Build etcd and kube-apiserver from the pinned Go modules into bin/ 
 SKIP_NOTES = for t in prometheus promtool; do command -v $$t >/dev/null || \
 	echo "NOTE: $$t is not installed: the Prometheus-backed tests of manifests/monitoring were SKIPPED (apt-get install prometheus; TESSERA_REQUIRE_TOOLS=1 makes them fail instead)"; done
 
+# test/replaysched replays about 2,100 trace pods one at a time through the
+# in-process kube-scheduler: about 50 s, but minutes under the race detector.
+# It tests that the simulator and the scheduler agree, not concurrency (the
+# plugin runs under -race in pkg/scheduler's integration tests), so it runs
+# without -race.
+NORACE_PKGS := ./test/replaysched
+
 .PHONY: test
-test: build k8s-bins $(HELM) ## Run every test with the race detector (real etcd + kube-apiserver, the pinned helm and the built binaries included; no GPU needed).
-	TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM) $(GO) test -race -count=1 ./... ; status=$$?; $(SKIP_NOTES); exit $$status
+test: build k8s-bins $(HELM) ## Run every test with the race detector (real etcd + kube-apiserver, the pinned helm and the built binaries included; no GPU needed); test/replaysched without it.
+	export TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM); \
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vxF "$$($(GO) list $(NORACE_PKGS))"); status=$$?; \
+	$(GO) test -count=1 $(NORACE_PKGS) || status=1; $(SKIP_NOTES); exit $$status
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no control plane), without -race.
@@ -180,6 +189,16 @@ bench-placement-bound: ## Upper bound on the allocation any placement policy can
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/gpu-scheduler ./cmd/gpu-scheduler
 	$(BIN)/gpu-scheduler simulate bound --nodes $(TRACES)/openb_node_list_gpu_node.csv \
 		--pods $(TRACES)/openb_pod_list_default.csv --seeds 42-51 --tune 1.3 --out _output/bound
+
+REPLAY_SEED ?= 42
+.PHONY: bench-replay
+bench-replay: k8s-bins ## Replay seed REPLAY_SEED (42) of TRACES' default trace at 130 % (about 10,900 pods, 1,213 nodes) through the real kube-scheduler (TesseraGPU the only Score plugin) and compare with simulate (tessera-online): ratios at 100/130 %, same-node %, wall; write _output/replaysched.
+	$(check-traces)
+	mkdir -p _output/replaysched
+	TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_REPLAY_TRACES=$(abspath $(TRACES)) TESSERA_REPLAY_SEED=$(REPLAY_SEED) \
+		TESSERA_REPLAY_OUT=$(CURDIR)/_output/replaysched $(GO) test -count=1 -timeout 90m -run '^TestTraceAgrees$$' -v ./test/replaysched \
+		> _output/replaysched/test.log 2>&1; status=$$?; grep -E '^(--- |ok|FAIL)|pods in' _output/replaysched/test.log; \
+		cat _output/replaysched/summary.txt 2>/dev/null; exit $$status
 
 .PHONY: bench-scenarios
 bench-scenarios: ## Run the synthetic scenarios (MIG, NVLink islands, time-shared GPUs, product constraints) under tessera and the baselines, seeds 42-51; write _output/scenarios.

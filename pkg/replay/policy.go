@@ -31,6 +31,9 @@ type Run struct {
 	// Rank is each node's tie-break rank: among equal scores the smallest
 	// rank wins.
 	Rank []int
+	// Step is the index, in the arrival order, of the pod being placed (a
+	// pod the tuning drew twice arrives twice, as two steps).
+	Step int
 	// Other is a different trace of the same experiment, for policies that
 	// learn from another workload (Tessera with PriorOther); nil when there
 	// is none.

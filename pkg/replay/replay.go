@@ -53,7 +53,9 @@ type Result struct {
 	Arrived, Used int64
 	Curve         Curve
 	Events        []Event
-	Wall          time.Duration
+	// Rank is each node's tie-break rank (Run.Rank), kept with the events.
+	Rank []int
+	Wall time.Duration
 }
 
 // Stream returns the replay's random stream for seed, with the protocol's
@@ -156,6 +158,7 @@ func Replay(ctx context.Context, spec RunSpec) (*Result, error) {
 			}
 		}
 		p := &t.Pods[pi]
+		run.Step = step
 		arrived += p.Demand()
 		feasible = feasible[:0]
 		for n := range st.Nodes {
@@ -242,7 +245,7 @@ func Replay(ctx context.Context, spec RunSpec) (*Result, error) {
 	res.Arrived, res.Used = arrived, st.UsedMilli
 	res.Curve = Discretize(events, c.TotalGPUs())
 	if spec.KeepEvents {
-		res.Events = events
+		res.Events, res.Rank = events, rank
 	}
 	res.Wall = time.Since(start)
 	return res, nil

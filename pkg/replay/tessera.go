@@ -2,6 +2,7 @@ package replay
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
@@ -172,7 +173,6 @@ type tesseraScorer struct {
 	sc    *scoring.Scorer
 	nodes []*scoring.NodeCache
 	reqs  map[podKey]*scoring.Request
-	last  *Pod
 	err   error
 	// lastReqPod's request is lastReq (a pod is scored on many nodes in a
 	// row).
@@ -213,15 +213,13 @@ func (s *tesseraScorer) request(p *Pod) *scoring.Request {
 	return r
 }
 
-// observe adds p to the learned target once: the target learns from the
-// pods that get placed, before they are scored.
+// observe adds the arriving pod p to the learned target at the points the
+// scheduler plugin does (PreScore, then Reserve; scoring.ObserveArrival
+// keeps it to once per arrival): the target learns from the pods that get
+// placed, before they are scored.
 func (s *tesseraScorer) observe(p *Pod) {
-	if p == s.last {
-		return
-	}
-	s.last = p
 	if r := s.request(p); r != nil {
-		s.sc.Observe(r)
+		s.sc.ObserveArrival(strconv.Itoa(s.run.Step), r)
 	}
 }
 

@@ -78,7 +78,7 @@ func freeDevices(gn *v1alpha1.GPUNode) freeCount {
 		}
 		if g.Sharing != nil && g.Health == v1alpha1.Healthy {
 			c.free += int(g.Sharing.Replicas)
-			res = append(res, g.Sharing.Resource)
+			res = append(res, g.Sharing.Resource+"+"+g.Sharing.WholeResource)
 		}
 		for _, sl := range g.MIGSlices {
 			if sl.Sharing != nil && sl.Health == v1alpha1.Healthy {
@@ -145,7 +145,8 @@ func holdsGPU(pod *corev1.Pod) bool {
 // signKey is Tessera's signature fragment: the pod's GPU demand as parsed.
 const signKey = "gpu.tessera.dev/PodDemand()"
 
-// SignPod keeps 1.36's opportunistic batching on for GPU pods. A pod's
+// SignPod keeps 1.36's opportunistic batching on for GPU pods (and for
+// CPU-only pods, which Tessera scores too). A pod's
 // Tessera verdicts and scores depend on the pod's GPU demand (resource,
 // count, CPU and memory, interconnect, preference annotation), its node
 // affinity and nodeSelector on the product, and per-node state that a
@@ -158,17 +159,27 @@ const signKey = "gpu.tessera.dev/PodDemand()"
 //     together and an Unreserve of one frees devices on other nodes;
 //   - a pod the parser refuses (its refusal names the cluster's best).
 //
-// The learned target workload also changes every TargetEpoch placements;
-// a batched pod then reuses a ranking one refresh old, which we accept.
+//   - a pod signed when the next observation refreshes the learned target
+//     workload (every TargetEpoch placements, and after 1, 2, 4, ...
+//     before), which changes every node's score: a batch would place it
+//     on a ranking one refresh old. The signature is taken when the pod is
+//     queued, so this is exact for pods that arrive one at a time (the
+//     trace replay through the scheduler) and a best effort for a burst,
+//     whose batched pods may still cross a refresh.
+//
+// The scarcity cost (product-constrained pods in the learned target) also
+// depends on the whole cluster's free capacity, which a batch's ranking
+// does not follow; we accept that.
 func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	p.mu.Lock()
 	d, err := ReadPod(pod, p.c.isShared)
+	refresh := p.c.scorer.NextObservationRefreshes()
 	p.mu.Unlock()
 	if err != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "the pod's GPU demand is refused")
 	}
-	if d.Resource == "" {
-		return nil, nil
+	if refresh {
+		return nil, fwk.NewStatus(fwk.Unschedulable, "the next placement refreshes the learned target workload")
 	}
 	if pod.Spec.SchedulingGroup != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "gang members are placed together")

@@ -159,3 +159,14 @@ func kubeNode(gn *v1alpha1.GPUNode, cpu, mem string) *corev1.Node {
 		},
 	}
 }
+
+// wholeAndShared is a node of n A10s, each time-shared into units of
+// nvidia.com/gpu.shared and advertised whole as nvidia.com/gpu too (the
+// openb traces' GPUs), without link information.
+func wholeAndShared(name string, hb time.Time, n int, units int32) *gpuNode {
+	b := newGPUNode(name, hb).gpus(n, a10, "nvidia.com/gpu.shared", units, func(int) int32 { return 0 })
+	for i := range b.gn.Status.GPUs {
+		b.gn.Status.GPUs[i].Sharing.WholeResource = "nvidia.com/gpu"
+	}
+	return b.links(func(i, j int) string { return "UNKNOWN" })
+}

@@ -22,6 +22,8 @@ type resMode struct {
 	kind scoring.Kind
 	// profile is the MIG profile of a KindMIG resource.
 	profile string
+	// units is the most units a GPU of a KindShare resource has on the node.
+	units int
 }
 
 // podRef names a pod in an allocation report.
@@ -121,7 +123,7 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 					sg.MIGSlices[len(sg.MIGSlices)-1].Used = true // not advertised (MIG strategy none)
 					continue
 				}
-				if sl.Sharing.Replicas > 1 {
+				if sl.Sharing.Replicas > 1 || sl.Sharing.WholeResource != "" {
 					return nil, fmt.Errorf("gpu %d mig slice %s: shared as %d units of %s; shared mig slices are not modelled", g.Index, sl.UUID, sl.Sharing.Replicas, sl.Sharing.Resource)
 				}
 				r := corev1.ResourceName(sl.Sharing.Resource)
@@ -147,6 +149,12 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 			}
 			sg.Mode, sg.ShareTotal, sg.ShareFree = scoring.ModeShared, int(g.Sharing.Replicas), int(g.Sharing.Replicas)
 			m.shareUnits[r] = max(m.shareUnits[r], int(g.Sharing.Replicas))
+			if w := g.Sharing.WholeResource; w != "" {
+				if g.Sharing.Replicas < 2 || w == g.Sharing.Resource {
+					return nil, fmt.Errorf("gpu %d: advertised whole as %s beside %d units of %s: want it beside a time-shared resource of another name", g.Index, w, g.Sharing.Replicas, r)
+				}
+				sg.ShareWhole = true
+			}
 		}
 		m.gpuIDs = append(m.gpuIDs, g.UUID)
 		m.sliceIDs = append(m.sliceIDs, ids)
@@ -163,17 +171,23 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 			continue
 		}
 		r := corev1.ResourceName(g.Sharing.Resource)
-		kind := scoring.KindWhole
+		mode := resMode{kind: scoring.KindWhole}
 		if r == sharedRes {
-			kind = scoring.KindShare
+			mode = resMode{kind: scoring.KindShare, units: m.shareUnits[r]}
 		} else {
 			m.state.GPUs[i].Mode, m.state.GPUs[i].ShareTotal, m.state.GPUs[i].ShareFree = scoring.ModeWhole, 0, 0
 			delete(m.shareUnits, r)
 		}
-		if old, ok := m.resources[r]; ok && old.kind != kind {
+		if old, ok := m.resources[r]; ok && old != mode {
 			return nil, fmt.Errorf("resource %s is advertised both for %s and for whole or shared gpus", r, describeMode(old))
 		}
-		m.resources[r] = resMode{kind: kind}
+		m.resources[r] = mode
+		if w := corev1.ResourceName(g.Sharing.WholeResource); w != "" {
+			if old, ok := m.resources[w]; ok && old.kind != scoring.KindWhole {
+				return nil, fmt.Errorf("resource %s is advertised both for %s and for whole gpus", w, describeMode(old))
+			}
+			m.resources[w] = resMode{kind: scoring.KindWhole}
+		}
 	}
 	// The reported allocations take their devices.
 	for _, a := range st.Allocations {
@@ -188,7 +202,16 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 			switch {
 			case d.slice >= 0:
 				sg.MIGSlices[d.slice].Used = true
+			case sg.Mode == scoring.ModeShared && sg.ShareWhole && !isUnit:
+				// The GPU is held whole (its WholeResource).
+				if sg.Used || sg.ShareFree != sg.ShareTotal {
+					return nil, fmt.Errorf("allocations hold gpu %s whole and %d of its %d units", base, sg.ShareTotal-sg.ShareFree, sg.ShareTotal)
+				}
+				sg.Used, sg.ShareFree = true, 0
 			case sg.Mode == scoring.ModeShared:
+				if sg.Used {
+					return nil, fmt.Errorf("allocations hold gpu %s whole and units of it", base)
+				}
 				if _, err := strconv.Atoi(unit); isUnit && err != nil {
 					return nil, fmt.Errorf("allocation of pod %s/%s names share unit %q: want <uuid>::<n>", a.Namespace, a.Pod, id)
 				}
@@ -252,15 +275,28 @@ func migGeometry(sl []v1alpha1.MIGSlice) []gpu.MIGProfileInfo {
 // computeSlices reads the compute slices of a profile name.
 func computeSlices(profile string) int { return topology.ComputeSlices(profile) }
 
+// mode says how the node advertises resource r; a pod without GPUs (r
+// empty) is KindNone on every node.
+func (m *nodeModel) mode(r corev1.ResourceName) (resMode, bool) {
+	if r == "" {
+		return resMode{kind: scoring.KindNone}, true
+	}
+	mode, ok := m.resources[r]
+	return mode, ok
+}
+
 // demandOn turns the pod's demand into a scoring demand for a node that
-// advertises the pod's resource as mode.
+// advertises the pod's resource as mode: its GPUs, units (of GPUs of
+// mode.units units) or slice, or only its CPU and memory (KindNone).
 func (d *PodDemand) demandOn(mode resMode, allowed, preferred []string) (scoring.Demand, error) {
 	sd := scoring.Demand{Allowed: allowed, Preferred: preferred, CPU: d.CPU, Memory: d.Memory}
 	switch mode.kind {
+	case scoring.KindNone:
+		sd.Allowed, sd.Preferred = nil, nil
 	case scoring.KindWhole:
 		sd.GPUs = int(d.Count)
 	case scoring.KindShare:
-		sd.ShareUnits = int(d.Count)
+		sd.ShareUnits, sd.UnitsPerGPU = int(d.Count), mode.units
 	case scoring.KindMIG:
 		if d.Count != 1 {
 			return scoring.Demand{}, fmt.Errorf("pod asks for %d mig slices of %s: %w", d.Count, mode.profile, errManySlices)

@@ -83,7 +83,8 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		return nil, err
 	}
 	inf := cache.NewSharedIndexInformer(gc.ListWatch(), &v1alpha1.GPUNode{}, 0, cache.Indexers{})
-	if _, err := inf.AddEventHandler(p.gpuNodeHandler(klog.FromContext(ctx))); err != nil {
+	reg, err := inf.AddEventHandler(p.gpuNodeHandler(klog.FromContext(ctx)))
+	if err != nil {
 		return nil, fmt.Errorf("watching gpunodes: %w", err)
 	}
 	if h.SharedInformerFactory() != nil {
@@ -103,7 +104,11 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	}
 	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), inf.HasSynced) {
+	// The registration's HasSynced, not the informer's: the informer has
+	// synced once its store holds the list, the handler once it has taken
+	// every listed GPUNode into the model (on 1,213 nodes the first pod
+	// was otherwise scored before the last GPUNodes were in).
+	if !cache.WaitForCacheSync(syncCtx.Done(), reg.HasSynced) {
 		klog.FromContext(ctx).Info("GPUNodes not listed yet; nodes are neutral to Tessera until they are", "plugin", Name)
 	}
 	return p, nil
@@ -151,7 +156,9 @@ func getCycle(state fwk.CycleState) *cycleData {
 
 // PreFilter reads the pod's GPU demand and refuses, as
 // UnschedulableAndUnresolvable with a reason for `kubectl describe pod`,
-// what no node can host. Pods without GPUs are skipped.
+// what no node can host. Pods without GPUs skip Filter (counting sees all
+// they need) but are scored: where a CPU-only pod goes decides which GPUs
+// its CPU strands.
 func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	defer observe("PreFilter", time.Now())
 	p.mu.Lock()
@@ -161,6 +168,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
 	if d.Resource == "" {
+		state.Write(stateKey, &cycleData{d: d, reqs: map[resMode]*scoring.Request{}})
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	if _, ok := IsMIGResource(d.Resource); ok && d.Count > 1 {
@@ -231,7 +239,7 @@ func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
 func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
 	defer observe("Filter", time.Now())
 	cd := getCycle(state)
-	if cd == nil {
+	if cd == nil || cd.d.Resource == "" {
 		return nil
 	}
 	p.mu.Lock()
@@ -299,7 +307,9 @@ func (p *Plugin) refusal(cd *cycleData, mode resMode, e *nodeEntry, r *scoring.R
 }
 
 // PreScore scores every node that passed filtering, at once under the lock,
-// so that Score is a look-up; nodes Tessera cannot judge get NeutralScore.
+// so that Score is a look-up; nodes Tessera cannot judge get NeutralScore,
+// except that a CPU-only pod's best place is a node without GPUs. The pod
+// is learned (scoring.ObserveArrival) before the first score.
 func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
 	defer observe("PreScore", time.Now())
 	cd := getCycle(state)
@@ -314,9 +324,12 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 		name := ni.Node().Name
 		e, ok := p.c.fresh(name, now)
 		if !ok {
+			if cd.d.Resource == "" && !advertisesGPUs(ni.Node()) {
+				scores[name] = noGPUsRaw
+			}
 			continue
 		}
-		mode, has := e.model.resources[cd.d.Resource]
+		mode, has := e.model.mode(cd.d.Resource)
 		if !has {
 			continue
 		}
@@ -324,6 +337,7 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 		if err != nil {
 			continue
 		}
+		p.c.scorer.ObserveArrival(string(pod.UID), r)
 		p.syncFree(e, ni)
 		res := p.c.scorer.Score(e.cache, r)
 		if res.Err != nil {
@@ -350,44 +364,38 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *corev1.Pod, n
 	return s, nil
 }
 
-// neutralRaw marks a node Tessera cannot judge among the raw scores.
-const neutralRaw = -2
+// neutralRaw marks a node Tessera cannot judge among the raw scores,
+// noGPUsRaw a node without a GPUNode that advertises no GPU resource (for
+// a CPU-only pod).
+const (
+	neutralRaw = -2
+	noGPUsRaw  = -3
+)
+
+// advertisesGPUs reports whether a node's allocatable lists an nvidia.com/
+// resource (whole GPUs, MIG slices, shares under NVIDIA's names).
+func advertisesGPUs(n *corev1.Node) bool {
+	for r, q := range n.Status.Allocatable {
+		if strings.HasPrefix(string(r), "nvidia.com/") && !q.IsZero() {
+			return true
+		}
+	}
+	return false
+}
 
 // ScoreExtensions implements fwk.ScorePlugin.
 func (p *Plugin) ScoreExtensions() fwk.ScoreExtensions { return p }
 
-// NormalizeScore maps the judged nodes' raw scores linearly onto
-// [MinNodeScore, MaxNodeScore] (their order is scoring's), a node that no
-// longer fits to MinNodeScore, and the others to NeutralScore.
+// NormalizeScore maps the judged nodes' raw scores (Result.Key) onto the
+// framework's range so that kube-scheduler picks what Tessera ranks first:
+// see normalize. A node Tessera cannot judge gets NeutralScore, one that no
+// longer fits MinNodeScore, and, for a CPU-only pod, a node without GPUs
+// MaxNodeScore (it strands nothing).
 func (p *Plugin) NormalizeScore(_ context.Context, state fwk.CycleState, _ *corev1.Pod, scores fwk.NodeScoreList) *fwk.Status {
 	if getCycle(state) == nil {
 		return nil
 	}
-	lo, hi, any := int64(0), int64(0), false
-	for _, s := range scores {
-		if s.Score < 0 {
-			continue
-		}
-		if !any || s.Score < lo {
-			lo = s.Score
-		}
-		if !any || s.Score > hi {
-			hi = s.Score
-		}
-		any = true
-	}
-	for i := range scores {
-		switch s := scores[i].Score; {
-		case s == neutralRaw:
-			scores[i].Score = NeutralScore
-		case s < 0:
-			scores[i].Score = fwk.MinScore
-		case hi == lo:
-			scores[i].Score = fwk.MaxScore
-		default:
-			scores[i].Score = fwk.MinScore + (s-lo)*(fwk.MaxScore-fwk.MinScore)/(hi-lo)
-		}
-	}
+	normalize(scores)
 	return nil
 }
 
@@ -407,7 +415,7 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 	if !ok {
 		return nil
 	}
-	mode, has := e.model.resources[cd.d.Resource]
+	mode, has := e.model.mode(cd.d.Resource)
 	if !has {
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("node %s advertises no %s", nodeName, cd.d.Resource))
 	}
@@ -417,6 +425,11 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 			return nil
 		}
 		return fwk.AsStatus(err)
+	}
+	if mode.kind == scoring.KindNone {
+		// Its CPU and memory reach the model through the NodeInfo (syncFree).
+		p.c.scorer.ObserveArrival(string(pod.UID), r)
+		return nil
 	}
 	res := p.c.scorer.Score(e.cache, r)
 	if res.Err != nil {
@@ -432,7 +445,7 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 	if err := p.c.assume(e, ap); err != nil {
 		return fwk.AsStatus(fmt.Errorf("assuming devices %v on node %s: %w", ap.devices, nodeName, err))
 	}
-	p.c.scorer.Observe(r)
+	p.c.scorer.ObserveArrival(string(pod.UID), r)
 	klog.FromContext(ctx).V(4).Info("Planned devices", "pod", klog.KObj(pod), "node", nodeName, "devices", ap.devices)
 	return nil
 }

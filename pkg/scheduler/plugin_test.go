@@ -78,6 +78,24 @@ func TestBuildModel(t *testing.T) {
 			gn.Status.GPUs[1].Sharing.Resource = "nvidia.com/gpu-tiny"
 			return gn
 		}(), wantErr: "one shared resource per node is modelled"},
+		{name: "gpus shared and also advertised whole", gn: wholeAndShared("ws", t0, 3, 1000).alloc("a", "whole", "GPU-ws-0").alloc("a", "nb", "GPU-ws-1::0", "GPU-ws-1::1").obj(),
+			check: func(t *testing.T, m *nodeModel) {
+				if got := m.resources["nvidia.com/gpu"]; got != (resMode{kind: scoring.KindWhole}) {
+					t.Errorf("nvidia.com/gpu is %+v, want whole", got)
+				}
+				if got := m.resources["nvidia.com/gpu.shared"]; got != (resMode{kind: scoring.KindShare, units: 1000}) {
+					t.Errorf("nvidia.com/gpu.shared is %+v, want shares of 1000 units", got)
+				}
+				g := m.state.GPUs
+				if !g[0].Used || g[0].ShareFree != 0 || g[1].Used || g[1].ShareFree != 998 || g[2].ShareFree != 1000 || !g[2].ShareWhole || g[2].Mode != scoring.ModeShared {
+					t.Errorf("state: %+v", g)
+				}
+			}},
+		{name: "a gpu held whole and in units", gn: wholeAndShared("ws", t0, 1, 1000).alloc("a", "nb", "GPU-ws-0::0").alloc("a", "whole", "GPU-ws-0").obj(),
+			wantErr: "allocations hold gpu GPU-ws-0 whole and 1 of its 1000 units"},
+		{name: "a gpu held in units and whole", gn: wholeAndShared("ws", t0, 1, 1000).alloc("a", "whole", "GPU-ws-0").alloc("a", "nb", "GPU-ws-0::0").obj(),
+			wantErr: "allocations hold gpu GPU-ws-0 whole and units of it"},
+		{name: "a whole resource beside a gpu that is not shared", gn: wholeAndShared("ws", t0, 1, 1).obj(), wantErr: "gpu 0: advertised whole as nvidia.com/gpu beside 1 units of nvidia.com/gpu.shared"},
 		{name: "more units held than the gpu has", gn: sharedNode("ts", t0, 1, 2).alloc("a", "b", "GPU-ts-0::0", "GPU-ts-0::1", "GPU-ts-0::2").obj(),
 			wantErr: "allocations hold more units of gpu GPU-ts-0 than its 2"},
 	}
@@ -388,8 +406,21 @@ func TestSignPod(t *testing.T) {
 		}
 		return b.String(), nil
 	}
-	if _, st := sign(newPod("a").container("c", "nvidia.com/gpu=1").obj()); !st.IsSuccess() {
+	whole := newPod("a").container("c", "nvidia.com/gpu=1").obj()
+	if _, st := sign(whole); st.IsSuccess() {
+		t.Error("pod signed before the first placement, which refreshes the learned target")
+	}
+	// The target refreshes after 1, 2, 4, ... placements: not after the third.
+	for _, name := range []string{"w1", "w2"} {
+		if _, st := h.schedule(newPod(name).container("c", "nvidia.com/gpu=1").obj()); !st.IsSuccess() {
+			t.Fatal(st)
+		}
+	}
+	if _, st := sign(whole); !st.IsSuccess() {
 		t.Errorf("whole-GPU pod unsignable: %v", st)
+	}
+	if _, st := sign(newPod("cpu").container("c", "cpu=2").obj()); !st.IsSuccess() {
+		t.Errorf("CPU-only pod unsignable: %v", st)
 	}
 	if _, st := sign(newPod("a").container("c", "nvidia.com/gpu=1").requireProducts(corev1.NodeSelectorOpNotIn, l40s).obj()); st.IsSuccess() {
 		t.Error("NotIn product pod signed; its allowed products depend on the cluster")

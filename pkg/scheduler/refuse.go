@@ -119,7 +119,7 @@ func (c *cluster) surveyNodes(d *PodDemand, nodes []fwk.NodeInfo, now time.Time)
 			s.wholeSomewhere = true
 			n := 0
 			for _, g := range st.GPUs {
-				if g.Mode == scoring.ModeWhole && g.Healthy {
+				if (g.Mode == scoring.ModeWhole || g.ShareWhole) && g.Healthy {
 					n++
 				}
 			}
@@ -197,7 +197,7 @@ func (c *cluster) bestFree(cd *cycleData, mode resMode, now time.Time) best {
 					}
 				}
 			default:
-				if g.Mode == scoring.ModeWhole && !g.Used {
+				if !g.Used && (g.Mode == scoring.ModeWhole || g.ShareWhole && g.ShareFree == g.ShareTotal) {
 					n++
 				}
 			}

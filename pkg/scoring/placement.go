@@ -176,10 +176,12 @@ type Scorer struct {
 	present    []int // nodes' GPUs per product id
 	presentGen uint64
 	target     *demandWorkload
-	shapes     []targetShape
-	ratio      float64 // target GPUs per milli-CPU
-	epoch      uint64
-	seen       int
+	// lastArrival is the id of the pod ObserveArrival last observed.
+	lastArrival string
+	shapes      []targetShape
+	ratio       float64 // target GPUs per milli-CPU
+	epoch       uint64
+	seen        int
 	// productFree is the free healthy GPU capacity per product id, in
 	// GPUs, and clusterFree its sum; pressure is, per product id, the GPUs
 	// per pod that the target's product-constrained shapes ask of it.
@@ -398,9 +400,36 @@ func (r *Result) Feasible() bool { return r.Err == nil }
 func (s *Scorer) Observe(r *Request) {
 	s.target.observe(r)
 	s.seen++
-	if s.seen%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 || (s.seen < s.cfg.TargetEpoch && s.seen&(s.seen-1) == 0) {
+	if s.refreshesAt(s.seen) {
 		s.refresh()
 	}
+}
+
+// refreshesAt reports whether the n-th observation refreshes the target.
+func (s *Scorer) refreshesAt(n int) bool {
+	return n%s.cfg.TargetEpoch == 0 || len(s.shapes) == 0 || (n < s.cfg.TargetEpoch && n&(n-1) == 0)
+}
+
+// NextObservationRefreshes reports whether the next observation refreshes
+// the target workload, which changes the scores of every node: a ranking
+// made before it is stale after it.
+func (s *Scorer) NextObservationRefreshes() bool { return s.refreshesAt(s.seen + 1) }
+
+// ObserveArrival is how the scheduler plugin and the trace replay learn:
+// it adds the pod of r, identified by id (a pod UID, an arrival number),
+// to the target workload unless it is the pod the last call was for. Both
+// call it at the same two points of a pod's scheduling cycle — when they
+// first score the pod (PreScore, before any Score) and when they place it
+// (Reserve) — so that a pod is learned before it is scored whenever it is
+// scored at all (kube-scheduler scores only when two or more nodes are
+// feasible, and a pod of an opportunistic batch is not scored), and once.
+// An empty id is always observed.
+func (s *Scorer) ObserveArrival(id string, r *Request) {
+	if id != "" && id == s.lastArrival {
+		return
+	}
+	s.lastArrival = id
+	s.Observe(r)
 }
 
 // refresh recomputes the target shapes and what derives from them.

@@ -138,6 +138,15 @@ type Sharing struct {
 	// time-slicing; 1 when the device is handed out whole.
 	// +kubebuilder:validation:Minimum=1
 	Replicas int32 `json:"replicas"`
+	// WholeResource, on a time-sliced GPU (Replicas > 1), is the extended
+	// resource the same GPU is also advertised under whole, one device per
+	// GPU, as GPU-sharing device plugins that run beside NVIDIA's do
+	// (Alibaba's gpushare advertises units of each GPU beside
+	// nvidia.com/gpu; every GPU of the openb traces is such a GPU). A pod
+	// takes the GPU whole only while every unit is free, and no unit while
+	// it is held whole. Empty when the GPU is advertised only as Resource.
+	// +optional
+	WholeResource string `json:"wholeResource,omitempty"`
 }
 
 // GPU is one physical GPU.
