@@ -157,8 +157,7 @@ const signKey = "gpu.tessera.dev/PodDemand()"
 //     allowed products are "every product the cluster has but …";
 //   - a pod of a gang (spec.schedulingGroup): the gang's members are placed
 //     together and an Unreserve of one frees devices on other nodes;
-//   - a pod the parser refuses (its refusal names the cluster's best).
-//
+//   - a pod the parser refuses (its refusal names the cluster's best);
 //   - a pod signed when the next observation refreshes the learned target
 //     workload (every TargetEpoch placements, and after 1, 2, 4, ...
 //     before), which changes every node's score: a batch would place it
