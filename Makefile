@@ -32,7 +32,7 @@ help: ## Show this help.
 # Build tags of gpu-agent. grpcnotrace: gRPC without golang.org/x/net/trace,
 # whose /debug/requests pages link html/template; template execution looks
 # methods up by name, which makes the linker keep every exported method of
-# every type: 7 MB more binary and as much more resident memory
+# every type: 9 MB more binary and several MiB more resident memory
 # (cmd/gpu-agent/deps_test.go builds with these tags and checks it).
 AGENT_TAGS := grpcnotrace
 

@@ -7,7 +7,7 @@
 // The simulated library fills its mock's Func fields with them. It used to
 // find the handle's method by name with reflection at run time; a reachable
 // reflect.Value.MethodByName makes the linker keep every exported method of
-// every type in the binary (about 7 MB of gpu-agent, resident once loaded).
+// every type in the binary (about 9 MB of gpu-agent).
 // hack/update-generated.sh runs it; hack/verify-generated.sh checks the
 // result is current (a go-nvml upgrade that adds calls regenerates it).
 package main
