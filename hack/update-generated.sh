@@ -6,6 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
 : "${CONTROLLER_GEN:?set CONTROLLER_GEN to the controller-gen binary (run: make generate)}"
 go run ./hack/cmd/gen-machine-docs docs/machines.md
+# The simulated NVML library's DeviceXxx(device) -> device.Xxx() forwarders.
+go run ./hack/cmd/gen-sim-forwarders pkg/gpu/sim/zz_generated.forwarders.go
 # GPUNode: deep copies beside the types, the CRD into the kustomize base.
 "$CONTROLLER_GEN" object paths=./pkg/inventory/v1alpha1/...
 "$CONTROLLER_GEN" crd:crdVersions=v1 paths=./pkg/inventory/v1alpha1/... output:crd:dir=manifests/base/crd

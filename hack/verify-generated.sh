@@ -15,6 +15,8 @@ check() { # check <checked-in file> <freshly generated file>
 }
 go run ./hack/cmd/gen-machine-docs "$tmp/machines.md"
 check docs/machines.md "$tmp/machines.md"
+go run ./hack/cmd/gen-sim-forwarders "$tmp/zz_generated.forwarders.go"
+check pkg/gpu/sim/zz_generated.forwarders.go "$tmp/zz_generated.forwarders.go"
 "$CONTROLLER_GEN" object paths=./pkg/inventory/v1alpha1/... output:object:dir="$tmp/object"
 check pkg/inventory/v1alpha1/zz_generated.deepcopy.go "$tmp/object/zz_generated.deepcopy.go"
 "$CONTROLLER_GEN" crd:crdVersions=v1 paths=./pkg/inventory/v1alpha1/... output:crd:dir="$tmp/crd"

@@ -39,20 +39,12 @@ import (
 // server, as `kubectl apply -f` would, resolving kinds through discovery.
 func applyManifests(t *testing.T, cfg *rest.Config, files ...string) {
 	t.Helper()
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
+		var objs []*unstructured.Unstructured
 		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 		for {
 			doc, err := r.Read()
@@ -66,24 +58,43 @@ func applyManifests(t *testing.T, cfg *rest.Config, files ...string) {
 			if err := utilyaml.Unmarshal(doc, &obj.Object); err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
-			if len(obj.Object) == 0 {
-				continue
+			if len(obj.Object) != 0 {
+				objs = append(objs, obj)
 			}
-			m, err := mapper.RESTMapping(obj.GroupVersionKind().GroupKind(), obj.GroupVersionKind().Version)
-			if err != nil {
-				t.Fatalf("%s: %s %s: %v", f, obj.GetKind(), obj.GetName(), err)
+		}
+		applyObjects(t, cfg, f, objs)
+	}
+}
+
+// applyObjects creates objs (read from source) on the API server, resolving
+// kinds through discovery; namespaced objects without a namespace go to
+// tessera-system.
+func applyObjects(t *testing.T, cfg *rest.Config, source string, objs []*unstructured.Unstructured) {
+	t.Helper()
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range objs {
+		m, err := mapper.RESTMapping(obj.GroupVersionKind().GroupKind(), obj.GroupVersionKind().Version)
+		if err != nil {
+			t.Fatalf("%s: %s %s: %v", source, obj.GetKind(), obj.GetName(), err)
+		}
+		ri := dyn.Resource(m.Resource)
+		var res dynamic.ResourceInterface = ri
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			if obj.GetNamespace() == "" {
+				obj.SetNamespace("tessera-system")
 			}
-			ri := dyn.Resource(m.Resource)
-			var res dynamic.ResourceInterface = ri
-			if m.Scope.Name() == meta.RESTScopeNameNamespace {
-				if obj.GetNamespace() == "" {
-					obj.SetNamespace("tessera-system")
-				}
-				res = ri.Namespace(obj.GetNamespace())
-			}
-			if _, err := res.Create(context.Background(), obj, metav1.CreateOptions{FieldManager: "manifests-test"}); err != nil && !apierrors.IsAlreadyExists(err) {
-				t.Fatalf("%s: creating %s %s: %v", f, obj.GetKind(), obj.GetName(), err)
-			}
+			res = ri.Namespace(obj.GetNamespace())
+		}
+		if _, err := res.Create(context.Background(), obj, metav1.CreateOptions{FieldManager: "manifests-test"}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("%s: creating %s %s: %v", source, obj.GetKind(), obj.GetName(), err)
 		}
 	}
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,6 +27,11 @@ var forbiddenDeps = []string{
 	// them, the OpenAPI models (3 MiB); pkg/kube's Recorder replaces it.
 	"k8s.io/client-go/tools/record",
 	"k8s.io/apimachinery/pkg/util/strategicpatch",
+	// gRPC's request tracing (built out by the grpcnotrace tag) serves
+	// pages through html/template, whose method lookups by name keep every
+	// exported method in the binary (TestAgentKeepsDeadMethodElimination).
+	"golang.org/x/net/trace",
+	"html/template",
 }
 
 // importGraph maps each package to the packages it imports, as
@@ -135,19 +142,44 @@ var layering = []struct {
 	},
 }
 
-// importGraphOf runs go list -deps over patterns and returns the graph and
-// the packages the patterns name.
-func importGraphOf(t *testing.T, patterns ...string) (importGraph, []string) {
+// agentTags returns the build tags `make build` builds the agent with (the
+// Makefile's AGENT_TAGS).
+func agentTags(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "AGENT_TAGS := "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("the Makefile sets no AGENT_TAGS := ...")
+	return ""
+}
+
+// goTool returns the go command, skipping the test without one.
+func goTool(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("skipping: the go command is not on PATH: %v", err)
 	}
-	self, err := exec.Command(goTool, append([]string{"list"}, patterns...)...).Output()
+	return goTool
+}
+
+// importGraphOf runs go list -deps over patterns, with the agent's build
+// tags, and returns the graph and the packages the patterns name.
+func importGraphOf(t *testing.T, patterns ...string) (importGraph, []string) {
+	t.Helper()
+	goTool := goTool(t)
+	tags := "-tags=" + agentTags(t)
+	self, err := exec.Command(goTool, append([]string{"list", tags}, patterns...)...).Output()
 	if err != nil {
 		t.Fatalf("go list %v: %v", patterns, err)
 	}
-	out, err := exec.Command(goTool, append([]string{"list", "-deps", "-f", `{{.ImportPath}} {{join .Imports " "}}`}, patterns...)...).Output()
+	out, err := exec.Command(goTool, append([]string{"list", tags, "-deps", "-f", `{{.ImportPath}} {{join .Imports " "}}`}, patterns...)...).Output()
 	if err != nil {
 		var stderr []byte
 		if ee, ok := err.(*exec.ExitError); ok { //nolint:errorlint // exec returns *ExitError directly
@@ -190,5 +222,87 @@ func TestAgentLayering(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// reflectMethodChains returns, for each function the linker's dependency
+// dump (-ldflags=-dumpdep: "from -> to" lines, "_" the root, flags such as
+// " <ReflectMethod>" after a name) reaches that looks methods up by name or
+// index through reflect, the chain from the root to it ("a -> b -> c"),
+// sorted.
+func reflectMethodChains(dump []byte) []string {
+	strip := func(s string) (string, bool) {
+		name, flags, _ := strings.Cut(strings.TrimSpace(s), " <")
+		return name, strings.Contains(flags, "ReflectMethod>")
+	}
+	parent := map[string]string{}
+	var found []string
+	sc := bufio.NewScanner(bytes.NewReader(dump))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		from, to, ok := strings.Cut(sc.Text(), " -> ")
+		if !ok {
+			continue
+		}
+		f, _ := strip(from)
+		to, reflects := strip(to)
+		if _, seen := parent[to]; seen {
+			continue
+		}
+		parent[to] = f
+		if reflects {
+			found = append(found, to)
+		}
+	}
+	var chains []string
+	for _, fn := range found {
+		chain := []string{fn}
+		for p := parent[fn]; p != "" && p != "_" && len(chain) < 64; p = parent[p] {
+			chain = append(chain, p)
+		}
+		slices.Reverse(chain)
+		chains = append(chains, strings.Join(chain, " -> "))
+	}
+	slices.Sort(chains)
+	return chains
+}
+
+func TestReflectMethodChains(t *testing.T) {
+	dump := []byte(`_ -> main.main
+main.main -> a.F
+a.F -> b.G <ReflectMethod>
+type:x <UsedInIface> -> a.F
+b.G <ReflectMethod> -> reflect.Value.MethodByName
+main.main -> c.H
+`)
+	want := []string{"main.main -> a.F -> b.G"}
+	if got := reflectMethodChains(dump); !slices.Equal(got, want) {
+		t.Errorf("reflectMethodChains = %q, want %q", got, want)
+	}
+	if got := reflectMethodChains([]byte("_ -> main.main\nmain.main -> a.F\n")); len(got) != 0 {
+		t.Errorf("reflectMethodChains of a clean dump = %q, want none", got)
+	}
+}
+
+// TestAgentKeepsDeadMethodElimination links the agent as make build does and
+// fails when a reachable function looks methods up by name or index through
+// reflect (reflect.Value.MethodByName, reflect.Type.Method, text/template):
+// the linker then keeps every exported method of every type the agent uses,
+// 7 MB more binary and as much more resident memory (issue 11: RSS <= 40 MiB).
+func TestAgentKeepsDeadMethodElimination(t *testing.T) {
+	if testing.Short() {
+		t.Skip("links the agent binary")
+	}
+	out := filepath.Join(t.TempDir(), "gpu-agent")
+	// go build passes the linker's output on to its own stderr.
+	dump, err := exec.Command(goTool(t), "build", "-tags="+agentTags(t), "-ldflags=-dumpdep", "-o", out, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build -ldflags=-dumpdep: %v\n%s", err, dump)
+	}
+	if !bytes.Contains(dump, []byte(" -> main.main")) {
+		t.Fatalf("the linker printed no dependency dump (%d bytes of output)", len(dump))
+	}
+	for _, chain := range reflectMethodChains(dump) {
+		t.Errorf("the agent looks methods up through reflect, so every exported method stays linked: %s", chain)
 	}
 }

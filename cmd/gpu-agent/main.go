@@ -166,6 +166,7 @@ type options struct {
 
 	publishInventory     bool
 	gfdLabels            bool
+	schedulerPlans       bool
 	inventoryHeartbeat   time.Duration
 	lostGPUProbeInterval time.Duration
 	shutdownTimeout      time.Duration
@@ -230,6 +231,8 @@ func newRootCommand() *cobra.Command {
 		"keep the node's GPUNode (gpu.tessera.dev/v1alpha1) equal to what the agent observes; the gpu-scheduler reads it")
 	f.BoolVar(&o.gfdLabels, "gfd-labels", true,
 		"keep GPU Feature Discovery's node labels (nvidia.com/gpu.product, gpu.memory, mig-<profile>.count, ...); turn off where NVIDIA's GFD runs")
+	f.BoolVar(&o.schedulerPlans, "scheduler-plans", true,
+		"answer the kubelet's preferred allocation with the devices gpu-scheduler planned for the pod being admitted (annotation gpu.tessera.dev/devices) when that pod can be told; lists the node's pods at each admission")
 	f.DurationVar(&o.inventoryHeartbeat, "inventory-heartbeat", inventory.DefaultHeartbeatInterval,
 		"how often an unchanged GPUNode is confirmed; keep the scheduler's staleAfter well above it")
 	f.DurationVar(&o.lostGPUProbeInterval, "lost-gpu-probe-interval", deviceplugin.DefaultProbeInterval,
@@ -360,6 +363,7 @@ func agentConfig(ctx context.Context, o *options) (agent.Config, error) {
 		DebugAddress:              o.debugAddress,
 		ShutdownTimeout:           o.shutdownTimeout,
 		DisableGFDLabels:          !o.gfdLabels,
+		IgnoreSchedulerPlans:      !o.schedulerPlans,
 		PodUsage:                  o.podUsage,
 		InventoryHeartbeat:        o.inventoryHeartbeat,
 	}

@@ -68,7 +68,7 @@ Subcommands:
 const simulateExample = `  # The FGD paper's matrix on one trace, compared with the published numbers:
   gpu-scheduler simulate --nodes traces/openb_node_list_gpu_node.csv \
     --pods traces/openb_pod_list_default.csv --policy all --seeds 42-51 \
-    --anchor benchmarks/fgd-anchor.csv --out _output/placement
+    --anchor pkg/replay/testdata/fgd-anchor.csv --out _output/placement
 
   # Two traces, two policies, three seeds, no tuning:
   gpu-scheduler simulate --nodes nodes.csv --pods a.csv,b.csv \

@@ -15,11 +15,13 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/health"
+	"github.com/tessera-gpu/tessera/pkg/deviceplugin/plans"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/gpuaudit"
 	"github.com/tessera-gpu/tessera/pkg/inventory"
@@ -50,6 +52,9 @@ type Agent struct {
 	podIndex *procmap.PodIndex
 	audit    *gpuaudit.Auditor
 
+	// nodes is the process's one informer on its Node (nil standalone),
+	// shared by the layout reconciler and the inventory publisher.
+	nodes cache.SharedIndexInformer
 	// recorder is the process's one Event recorder (nil standalone), shared
 	// by telemetry and the layout reconciler; stopEvents flushes it.
 	recorder   *kube.Recorder
@@ -98,8 +103,15 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	logMachine(logger, m)
 	a.machine = m
 
+	standalone := cfg.Client == nil
+	a.pods = podresources.New(podresources.Options{Socket: cfg.PodResourcesSocket, Interval: cfg.PodResourcesInterval,
+		Clock: cfg.Clock, KubeletOptional: standalone})
 	a.tracker = health.NewTracker(cfg.HealthPolicy, cfg.Clock, deviceplugin.TrackedGPUs(m))
-	a.mgr = deviceplugin.NewManager(deviceplugin.Config{PluginDir: cfg.PluginDir}, a.tracker)
+	dpCfg := deviceplugin.Config{PluginDir: cfg.PluginDir}
+	if !standalone && !cfg.IgnoreSchedulerPlans {
+		dpCfg.Plans = plans.New(cfg.NodeName, cfg.Client, a.pods)
+	}
+	a.mgr = deviceplugin.NewManager(dpCfg, a.tracker)
 	a.cfgr = deviceplugin.NewConfigurator(deviceplugin.ConfigSource{Dir: cfg.DevicePluginConfigDir,
 		Default: cfg.DevicePluginConfigDefault, SharePolicy: cfg.SharePolicy}, a.mgr, m)
 
@@ -114,14 +126,12 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	}
 	a.cfgr.SetMetrics(metrics)
 
-	standalone := cfg.Client == nil
-	a.pods = podresources.New(podresources.Options{Socket: cfg.PodResourcesSocket, Interval: cfg.PodResourcesInterval,
-		Clock: cfg.Clock, KubeletOptional: standalone})
 	if err := a.pods.Register(a.reg); err != nil {
 		return nil, fmt.Errorf("registering pod resources metrics: %w", err)
 	}
 
 	if !standalone {
+		a.nodes = kube.NewNodeInformer(cfg.Client.NodeListWatch(cfg.NodeName))
 		// The recorder outlives ctx: Events recorded while the agent shuts
 		// down are written, within ShutdownTimeout (Run stops it).
 		a.recorder, a.stopEvents = kube.NewEventRecorder(context.WithoutCancel(ctx), cfg.Client, EventComponent, cfg.NodeName)
@@ -170,7 +180,7 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 	}
 	if cfg.GPUNodes != nil && !standalone {
 		a.publisher, err = inventory.NewPublisher(inventory.Config{
-			NodeName: cfg.NodeName, Nodes: cfg.Client, GPUNodes: cfg.GPUNodes,
+			NodeName: cfg.NodeName, Nodes: cfg.Client, NodeInformer: a.nodes, GPUNodes: cfg.GPUNodes,
 			Devices: a.mgr, Health: a.tracker, Pods: a.pods,
 			MachineType: cfg.MachineType, DisableLabels: cfg.DisableGFDLabels,
 			HeartbeatInterval: cfg.InventoryHeartbeat, MinWriteInterval: cfg.InventoryMinWriteInterval,
@@ -199,7 +209,7 @@ func New(ctx context.Context, cfg Config) (_ *Agent, err error) {
 
 	if !standalone {
 		rcfg := reconcile.Config{
-			NodeName: cfg.NodeName, Client: cfg.Client, Recorder: a.recorder, Machine: m, Discoverer: cfg.Backend,
+			NodeName: cfg.NodeName, Client: cfg.Client, NodeInformer: a.nodes, Recorder: a.recorder, Machine: m, Discoverer: cfg.Backend,
 			Pods: a.pods, Sharing: a.cfgr, Devices: a.mgr, Health: a.tracker, SharingDir: cfg.DevicePluginConfigDir,
 			Drain: cfg.MIGDrain, DrainTimeout: cfg.MIGDrainTimeout, ApplyTimeout: cfg.MIGApplyTimeout,
 			PollInterval: cfg.MIGDrainPollInterval, OnMachine: a.setMachine,
@@ -352,6 +362,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	start("health", healthLoop.Run)
 	start("pod resources", a.pods.Run)
 	start("telemetry", a.exporter.Run)
+	if a.nodes != nil {
+		start("node watch", func(ctx context.Context) error {
+			a.nodes.RunWithContext(ctx)
+			return nil
+		})
+	}
 	if a.layouts != nil {
 		start("layouts", a.layouts.Run)
 	}

@@ -46,6 +46,9 @@ type Client interface {
 	// PodListWatch lists and watches the pods bound to a node (the pod
 	// directory of per-pod usage and the GPU audit).
 	PodListWatch(nodeName string) cache.ListerWatcher
+	// ListNodePods lists the pods bound to a node (the scheduler's plans,
+	// read when the kubelet asks for a preferred allocation).
+	ListNodePods(ctx context.Context, nodeName string) (*v1.PodList, error)
 }
 
 var _ Client = (*kube.Client)(nil)
@@ -163,6 +166,12 @@ type Config struct {
 	// InventoryMinWriteInterval spaces GPUNode writes: changes within it
 	// are coalesced into one write (default inventory's 5 s).
 	InventoryMinWriteInterval time.Duration
+	// IgnoreSchedulerPlans makes the device plugin's preferred allocation
+	// the allocator's own choice always. By default, in a cluster, it is the
+	// devices gpu-scheduler planned for the pod being admitted
+	// (gpu.tessera.dev/devices) when the plan can be told and still fits
+	// (pkg/deviceplugin/plans).
+	IgnoreSchedulerPlans bool
 	// InventoryResyncInterval is how often the inventory is compared with
 	// what the agent observes for changes nothing signalled, such as pods
 	// coming and going (default inventory's 5 s).

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,7 @@ func TestEndToEnd(t *testing.T) {
 			Registry: prometheus.NewPedanticRegistry(),
 		}
 	}
+	nodeWatches0 := watches(ctx, t, cp, "", "nodes")
 	a1 := start(ctx, t, config(opened))
 
 	gpuNode := func() *v1alpha1.GPUNode {
@@ -130,6 +132,11 @@ func TestEndToEnd(t *testing.T) {
 	poll(t, "the GPUNode with 8 whole GPUs", func() bool {
 		gn := gpuNode()
 		return gn != nil && gn.Status.Summary.GPUs == 8 && gn.Status.Summary.Allocation == "0/8"
+	})
+	// One watch of its Node (the layout reconciler and the publisher share
+	// an informer), one of its GPUNode.
+	poll(t, "one watch of the Node and one of the GPUNode", func() bool {
+		return watches(ctx, t, cp, "", "nodes")-nodeWatches0 == 1 && watches(ctx, t, cp, v1alpha1.GroupName, "gpunodes") == 1
 	})
 	gn := gpuNode()
 	if want := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: nodeName, UID: node.UID}}; !slices.Equal(gn.OwnerReferences, want) {
@@ -355,4 +362,32 @@ func patchLabels(ctx context.Context, t *testing.T, cp *k8stest.ControlPlane, la
 	if _, err := cp.Client().CoreV1().Nodes().Patch(ctx, "dgx-0", types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kubectl-label"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// watches is the number of watch requests on resource of group that the API
+// server is serving (apiserver_longrunning_requests).
+func watches(ctx context.Context, t *testing.T, cp *k8stest.ControlPlane, group, resource string) float64 {
+	t.Helper()
+	body, err := cp.Client().CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("reading the API server's metrics: %v", err)
+	}
+	var n float64
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, "apiserver_longrunning_requests{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok || !strings.Contains(labels, `verb="WATCH"`) ||
+			!strings.Contains(labels, fmt.Sprintf(`group=%q`, group)) || !strings.Contains(labels, fmt.Sprintf(`resource=%q`, resource)) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			t.Fatalf("parsing %q: %v", line, err)
+		}
+		n += v
+	}
+	return n
 }

@@ -32,6 +32,9 @@ type Config struct {
 	// kubelet's socket is recreated). The cap keeps re-registration within a
 	// second of the kubelet listening.
 	RegisterBackoff wait.Backoff
+	// Plans, when set, lets GetPreferredAllocation follow the devices
+	// gpu-scheduler planned for the pod being admitted (see choose).
+	Plans PlanSource
 }
 
 // defaultRegisterBackoff retries forever: Steps is only a counter here, the
@@ -60,6 +63,8 @@ type Manager struct {
 	// last (re)started; registerFailures counts refused attempts.
 	registered       map[string]bool
 	registerFailures int
+	// preferredBy counts preferred allocations by source (plan, own).
+	preferredBy map[string]uint64
 	// servers is owned by Run's goroutine.
 	servers map[string]*server
 	// unregistered names the resources whose server failed to start or to

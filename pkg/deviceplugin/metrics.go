@@ -59,6 +59,8 @@ var (
 		"1 when every configured resource is registered with the kubelet, 0 while registration is being retried.", nil, nil)
 	registerFailuresDesc = prometheus.NewDesc("tessera_device_plugin_registration_failures_total",
 		"Registration attempts the kubelet refused or did not answer (each is retried with backoff).", nil, nil)
+	preferredDesc = prometheus.NewDesc("tessera_device_plugin_preferred_allocations_total",
+		"Preferred allocations answered to the kubelet, by source: plan (the devices gpu-scheduler planned for the pod being admitted) or own (the allocator's choice).", []string{"source"}, nil)
 )
 
 // deviceCollector reports the manager's in-memory resources; it does no I/O.
@@ -68,6 +70,7 @@ func (c *deviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- devicesDesc
 	ch <- registeredDesc
 	ch <- registerFailuresDesc
+	ch <- preferredDesc
 }
 
 func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -88,4 +91,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(registeredDesc, prometheus.GaugeValue, up)
 	ch <- prometheus.MustNewConstMetric(registerFailuresDesc, prometheus.CounterValue, float64(failures))
+	for source, n := range c.mgr.PreferredAllocations() {
+		ch <- prometheus.MustNewConstMetric(preferredDesc, prometheus.CounterValue, float64(n), source)
+	}
 }

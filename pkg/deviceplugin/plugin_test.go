@@ -337,8 +337,9 @@ func TestPreferredAllocationIsHonoured(t *testing.T) {
 }
 
 func TestPreferredMIGSliceAndShares(t *testing.T) {
-	// GPU 0 has 1g slices at 0..6; taking the one at 6 first keeps the 4g
-	// (start 0) and the 3g at 4 placeable on the rest.
+	// GPU 0 has 1g slices at 0..6. The slices that exist are the geometry
+	// (what gpu-scheduler sees of the GPU in its GPUNode): they are equal,
+	// and the lowest placement goes first, as in the scheduler's model.
 	mach := machine(t, "dgx-h100", map[int][]string{0: {"1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb", "1g.10gb"}})
 	m := deviceplugin.NewManager(pluginConfig(), nil)
 	err := m.Update(mach, deviceplugin.Options{MIGStrategy: "mixed", SharePolicy: deviceplugin.SharePacked,
@@ -359,8 +360,8 @@ func TestPreferredMIGSliceAndShares(t *testing.T) {
 			start = g.Placement.Start
 		}
 	}
-	if start != 6 {
-		t.Errorf("first 1g.10gb slice at start %d, want 6 (the one whose use leaves the 4g.40gb and 3g.40gb placements intact)", start)
+	if start != 0 {
+		t.Errorf("first 1g.10gb slice at start %d, want 0 (equal slices: the lowest placement, as gpu-scheduler plans it)", start)
 	}
 	// Packed shares: a 1-unit notebook, then a 2-unit one go to the same GPU.
 	a, err := k.admit(t, pod("notebook-1", req("nvidia.com/gpu.shared", 1)))

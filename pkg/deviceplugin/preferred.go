@@ -78,14 +78,19 @@ func preferShares(res Resource, byID map[string]Device, available, mustInclude [
 	for _, d := range res.Devices {
 		total[d.UUID]++
 	}
-	var order []string // physical devices, in first-seen order
 	freeIDs := map[string][]string{}
 	for _, id := range available {
 		u := byID[id].UUID
-		if _, ok := freeIDs[u]; !ok {
-			order = append(order, u)
-		}
 		freeIDs[u] = append(freeIDs[u], id)
+	}
+	// The physical devices in the resource's order (by GPU), not in the
+	// kubelet's: it passes the available IDs in map order, and equal GPUs
+	// go to the lowest position, as in the scheduler's model.
+	var order []string
+	for _, d := range res.Devices {
+		if len(freeIDs[d.UUID]) > 0 && !slices.Contains(order, d.UUID) {
+			order = append(order, d.UUID)
+		}
 	}
 	var chosen string
 	if len(mustInclude) > 0 {
@@ -127,7 +132,14 @@ func preferMIG(machine *gpu.Machine, byID map[string]Device, available, mustIncl
 			if !d.MIGEnabled {
 				continue
 			}
-			g := topology.MIGGPU{Profiles: d.MIGProfiles}
+			// The geometry of the slices that exist, as gpu-scheduler
+			// models the GPU from its GPUNode, so that both pick the same
+			// slice of the same free set.
+			shapes := make([]topology.Slice, 0, len(d.MIGDevices))
+			for _, md := range d.MIGDevices {
+				shapes = append(shapes, topology.Slice{Profile: md.Profile, Placement: md.Placement, MemoryMiB: md.MemoryMiB})
+			}
+			g := topology.MIGGPU{Profiles: topology.SliceGeometry(shapes)}
 			var ids []string
 			for _, md := range d.MIGDevices {
 				free := slices.Contains(available, md.UUID) && !taken[md.UUID]

@@ -182,12 +182,14 @@ func (s *server) Allocate(ctx context.Context, req *api.AllocateRequest) (*api.A
 	return resp, nil
 }
 
-// GetPreferredAllocation picks devices with the shared allocator.
-func (s *server) GetPreferredAllocation(_ context.Context, req *api.PreferredAllocationRequest) (*api.PreferredAllocationResponse, error) {
+// GetPreferredAllocation picks the devices gpu-scheduler planned for the pod
+// being admitted when it can tell them (Config.Plans), otherwise its own
+// with the shared allocator.
+func (s *server) GetPreferredAllocation(ctx context.Context, req *api.PreferredAllocationRequest) (*api.PreferredAllocationResponse, error) {
 	res, _ := s.snapshot()
 	resp := &api.PreferredAllocationResponse{}
 	for _, cr := range req.ContainerRequests {
-		ids, err := s.mgr.preferred(res, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, int(cr.AllocationSize))
+		ids, err := s.mgr.choose(ctx, res, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, int(cr.AllocationSize))
 		if err != nil {
 			return nil, fmt.Errorf("choosing %d %s from %d available: %w", cr.AllocationSize, s.name, len(cr.AvailableDeviceIDs), err)
 		}

@@ -49,8 +49,6 @@ func testMachine() *gpu.Machine {
 
 const capsMajor, uvmMajor = 508, 510
 
-var testMIGMinors = []byte("config 1\nmonitor 2\ngpu2/gi1/access 30\ngpu2/gi1/ci0/access 31\ngpu2/gi2/access 39\n")
-
 func pod(ns, name, container string) procmap.Owner {
 	return procmap.Owner{Kind: procmap.KindPod, Namespace: ns, Pod: name, Container: container}
 }
@@ -82,8 +80,9 @@ func TestJudge(t *testing.T) {
 		{"uvm with a gpu", 1, DeviceNumber{uvmMajor, 0}, "python", ClassAllowed, "nvidia-uvm"},
 		{"share of a gpu", 2, gpuDev(1), "python", ClassAllowed, "1"},
 		{"mig parent gpu", 3, gpuDev(2), "python", ClassAllowed, "2"},
-		{"own mig capability", 3, DeviceNumber{capsMajor, 31}, "python", ClassAllowed, "2"},
-		{"other mig instance", 3, DeviceNumber{capsMajor, 39}, "python", ClassUnauthorized, "2"},
+		{"own gpu instance capability", 3, DeviceNumber{capsMajor, capMinor(t, "gpu2/gi1/access")}, "python", ClassAllowed, "2"},
+		{"own mig capability", 3, DeviceNumber{capsMajor, capMinor(t, "gpu2/gi1/ci0/access")}, "python", ClassAllowed, "2"},
+		{"other mig instance", 3, DeviceNumber{capsMajor, capMinor(t, "gpu2/gi2/access")}, "python", ClassUnauthorized, "2"},
 		{"mig config capability", 3, DeviceNumber{capsMajor, 1}, "python", ClassUnauthorized, "nvidia-cap-config"},
 		{"pod without gpu: gpu", 4, gpuDev(0), "python", ClassUnauthorized, "0"},
 		{"pod without gpu: nvidiactl", 4, gpuDev(255), "python", ClassUnauthorized, "nvidiactl"},
@@ -98,7 +97,7 @@ func TestJudge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.table = newDeviceTable(a.cfg.Majors, testMachine(), testMIGMinors)
+	a.table = newDeviceTable(a.cfg.Majors, testMachine(), readMIGMinorsSample(t))
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v := a.judge(Open{TGID: tt.pid, PID: tt.pid, Device: tt.dev, Comm: tt.comm})

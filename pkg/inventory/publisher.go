@@ -23,6 +23,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/inventory/client"
 	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/kube"
 	"github.com/tessera-gpu/tessera/pkg/podresources"
 )
 
@@ -80,8 +81,13 @@ type Config struct {
 	// NodeName is the agent's node: the GPUNode's name and the labelled Node.
 	NodeName string
 	Nodes    NodeClient
-	GPUNodes GPUNodeClient
-	Devices  DeviceSource
+	// NodeInformer, when set, is the informer on the agent's Node the
+	// publisher reads the Node from (kube.NewNodeInformer, shared with the
+	// layout reconciler); its owner runs it. Nil: the publisher runs its own
+	// on Nodes.NodeListWatch.
+	NodeInformer cache.SharedIndexInformer
+	GPUNodes     GPUNodeClient
+	Devices      DeviceSource
 	// Health is optional: without it every GPU counts as healthy.
 	Health HealthSource
 	// Pods is optional: without it no allocations are published.
@@ -253,33 +259,33 @@ func (p *Publisher) Run(ctx context.Context) error {
 			DeleteFunc: func(o any) { p.seen.observe(seen, o); p.Notify() },
 		}
 	}
-	nodeInf := cache.NewSharedIndexInformer(p.cfg.Nodes.NodeListWatch(p.cfg.NodeName), &v1.Node{}, 0, cache.Indexers{})
-	gnInf := cache.NewSharedIndexInformer(p.cfg.GPUNodes.NodeListWatch(p.cfg.NodeName), &v1alpha1.GPUNode{}, 0, cache.Indexers{})
-	// The caches keep only what sync reads: a Node object carries its
-	// images, conditions and managedFields (tens of KiB on a busy node).
-	if err := nodeInf.SetTransform(leanNode); err != nil {
-		return fmt.Errorf("watching node %s: %w", p.cfg.NodeName, err)
+	nodeInf, ownNodeInf := p.cfg.NodeInformer, p.cfg.NodeInformer == nil
+	if ownNodeInf {
+		nodeInf = kube.NewNodeInformer(p.cfg.Nodes.NodeListWatch(p.cfg.NodeName))
 	}
+	gnInf := cache.NewSharedIndexInformer(p.cfg.GPUNodes.NodeListWatch(p.cfg.NodeName), &v1alpha1.GPUNode{}, 0, cache.Indexers{})
+	// The cache keeps only what sync reads (the Node informer's transform
+	// does the same for the Node).
 	if err := gnInf.SetTransform(leanGPUNode); err != nil {
 		return fmt.Errorf("watching gpunode %s: %w", p.cfg.NodeName, err)
 	}
-	if _, err := nodeInf.AddEventHandler(handler(&p.seen.node)); err != nil {
+	p.node, p.gpuNode = nodeInf.GetStore(), gnInf.GetStore()
+	stopNode, err := kube.Watch(ctx, nodeInf, ownNodeInf, handler(&p.seen.node))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("watching node %s: %w", p.cfg.NodeName, err)
 	}
-	if _, err := gnInf.AddEventHandler(handler(&p.seen.gpuNode)); err != nil {
+	defer stopNode()
+	stopGPUNode, err := kube.Watch(ctx, gnInf, true, handler(&p.seen.gpuNode))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("watching gpunode %s: %w", p.cfg.NodeName, err)
 	}
-	p.node, p.gpuNode = nodeInf.GetStore(), gnInf.GetStore()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for _, inf := range []cache.SharedIndexInformer{nodeInf, gnInf} {
-		wg.Go(func() { inf.RunWithContext(ctx) })
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), nodeInf.HasSynced, gnInf.HasSynced) {
-		return nil // ctx ended first
-	}
+	defer stopGPUNode()
 	logger.V(2).Info("Publishing the GPU inventory", "heartbeat", p.cfg.HeartbeatInterval,
 		"minWriteInterval", p.cfg.MinWriteInterval, "labels", !p.cfg.DisableLabels)
 
@@ -382,16 +388,6 @@ func (p *Publisher) sync(ctx context.Context) error {
 	}
 	p.failures = 0
 	return nil
-}
-
-// leanNode keeps of a Node what the publisher reads: name, UID,
-// resourceVersion and labels.
-func leanNode(obj any) (any, error) {
-	n, ok := obj.(*v1.Node)
-	if !ok {
-		return obj, nil
-	}
-	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels}}, nil
 }
 
 // leanGPUNode drops a GPUNode's managedFields, which the publisher never reads.

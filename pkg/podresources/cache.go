@@ -74,6 +74,7 @@ type Cache struct {
 	conn      *grpc.ClientConn
 
 	mu      sync.RWMutex
+	pods    []PodRef
 	all     []Holder
 	byID    map[string][]Holder
 	status  Status
@@ -176,8 +177,9 @@ func (c *Cache) Refresh(ctx context.Context) error {
 		return err
 	}
 	all, byID := index(resp)
+	pods := listed(resp)
 	c.mu.Lock()
-	c.all, c.byID = all, byID
+	c.all, c.byID, c.pods = all, byID, pods
 	c.status = Status{OK: true, Updated: c.opts.Clock.Now()}
 	c.mu.Unlock()
 	return nil
@@ -266,6 +268,30 @@ func index(resp *podresourcesv1.ListPodResourcesResponse) ([]Holder, map[string]
 		}
 	}
 	return all, byID
+}
+
+// PodRef names a pod the kubelet lists.
+type PodRef struct{ Namespace, Name string }
+
+// listed returns the pods of a List response, devices or not, sorted.
+func listed(resp *podresourcesv1.ListPodResourcesResponse) []PodRef {
+	out := make([]PodRef, 0, len(resp.GetPodResources()))
+	for _, p := range resp.GetPodResources() {
+		out = append(out, PodRef{Namespace: p.GetNamespace(), Name: p.GetName()})
+	}
+	slices.SortFunc(out, func(a, b PodRef) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// Pods returns the pods the kubelet listed at the last refresh, with or
+// without devices (a pod the kubelet is admitting is listed before it holds
+// any), sorted by namespace and name.
+func (c *Cache) Pods() []PodRef {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Clone(c.pods)
 }
 
 func compareHolders(a, b Holder) int {

@@ -15,7 +15,7 @@ import (
 // from the shared checkout next to it and skip when it is absent.
 var (
 	tracesDir  = filepath.Join("..", "..", "..", "shared", "traces")
-	anchorFile = filepath.Join("..", "..", "..", "shared", "benchmarks", "fgd-anchor.csv")
+	anchorFile = filepath.Join("testdata", "fgd-anchor.csv")
 	update     = flag.Bool("update", false, "rewrite testdata/*.golden and machines.json")
 )
 

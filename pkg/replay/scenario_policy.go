@@ -32,9 +32,10 @@ func ParseScenarioPolicies(list string) ([]Policy, error) {
 // the replay ranks by, keeping differences above 1e-9.
 func scenarioScale(v float64) int64 { return int64(math.Round(v * 1e9)) }
 
-// tesseraScenario is Tessera on a scenario: the reference scorer (whose
-// configuration is the scenario's and whose target learns from every
-// arriving pod) is Tessera's own.
+// tesseraScenario is Tessera on a scenario: the reference scorer (with
+// scoring.DefaultConfig, the configuration of the trace replay and the
+// scheduler plugin, and a target that learns from every arriving pod) is
+// Tessera's own.
 type tesseraScenario struct{ run *Run }
 
 func (s tesseraScenario) Score(p *Pod, n int) int64 {

@@ -98,7 +98,7 @@ type scenarioCluster struct {
 }
 
 func buildScenarioCluster(sc *Scenario) (*scenarioCluster, error) {
-	s, err := scoring.NewScorer(scenarioScorerConfig())
+	s, err := scoring.NewScorer(scoring.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -414,18 +414,3 @@ func canUse(st *scoring.NodeState, i int, r *scoring.Request, ignoreCPU, ignoreP
 	}
 	return false
 }
-
-// ScenarioScorerConfig is the reference scorer's configuration, Tessera's
-// on the scenarios: the default with CPU-stranded capacity weighing 2
-// instead of 0.3. The scenarios' cheapest nodes (PCIe L40S, 12 cores a GPU)
-// are CPU-poor, and a CPU-heavy pod that may use any product is drawn there
-// by the product's price; at 0.3 it strands their other GPUs (docs/
-// benchmarks.md). On the openb traces 2 costs multigpu30 7 pp at 100 %.
-func ScenarioScorerConfig() scoring.Config {
-	c := scoring.DefaultConfig()
-	c.CPUStranded = 2
-	return c
-}
-
-// scenarioScorerConfig is the configuration RunScenario uses (tests vary it).
-var scenarioScorerConfig = ScenarioScorerConfig

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	resourcehelper "k8s.io/component-helpers/resource"
 
+	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
 
@@ -30,9 +31,9 @@ const (
 	// "nvlink" requires every pair of the pod's GPUs to be NVLink-connected.
 	AnnotationInterconnect = "gpu.tessera.dev/interconnect"
 	// AnnotationDevices is written by PreBind: the devices the scheduler
-	// planned for the pod on its node, as the device IDs the gpu-agent
-	// advertises ("GPU-…" or "MIG-…"), comma separated.
-	AnnotationDevices = "gpu.tessera.dev/devices"
+	// planned for the pod on its node, GPU or MIG UUIDs ("GPU-…" or
+	// "MIG-…"), comma separated; the gpu-agent's device plugin follows it.
+	AnnotationDevices = v1alpha1.AnnotationDevices
 )
 
 // Interconnect is a required interconnect of a multi-GPU set.

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -24,15 +25,27 @@ import (
 func (p *Plugin) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: GPUNodeEvent, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: p.gpuNodeHint},
-		{Event: fwk.ClusterEvent{Resource: fwk.Pod, ActionType: fwk.Delete}, QueueingHintFn: podDeleteHint},
+		{Event: fwk.ClusterEvent{Resource: fwk.Pod, ActionType: fwk.Delete}, QueueingHintFn: p.podDeleteHint},
 		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add}},
 	}, nil
 }
 
+// gpuNodeHint requeues a pod Tessera rejected when the GPUNode change may
+// make it schedulable. It first takes the new GPUNode into the plugin's
+// model: kube-scheduler calls the hint from its own informer, which does not
+// wait for the plugin's, and a pod requeued before the plugin's informer
+// delivered the change would be retried against the old model and refused
+// again (a pod waiting for a MIG profile that a relabel just created then
+// waited for the 5-minute flush).
 func (p *Plugin) gpuNodeHint(logger klog.Logger, pod *corev1.Pod, oldObj, newObj any) (fwk.QueueingHint, error) {
 	newGN, err := asGPUNode(newObj)
 	if err != nil {
 		return fwk.Queue, err
+	}
+	if newGN != nil {
+		p.mu.Lock()
+		p.applyGPUNode(logger, newGN)
+		p.mu.Unlock()
 	}
 	oldGN, err := asGPUNode(oldObj)
 	if err != nil || oldGN == nil {
@@ -99,13 +112,18 @@ func asGPUNode(obj any) (*v1alpha1.GPUNode, error) {
 	return nil, fmt.Errorf("want a gpunode, got %T", obj)
 }
 
-// podDeleteHint requeues when a deleted pod held GPUs on a node.
-func podDeleteHint(_ klog.Logger, _ *corev1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
+// podDeleteHint requeues when a deleted pod held GPUs on a node. Like
+// gpuNodeHint it first ends the pod's plan in the assume cache, so that the
+// requeued pod does not meet the deleted pod's devices still held there.
+func (p *Plugin) podDeleteHint(_ klog.Logger, _ *corev1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
 	old, ok := oldObj.(*corev1.Pod)
 	if !ok || old.Spec.NodeName == "" {
 		return fwk.QueueSkip, nil
 	}
 	if holdsGPU(old) {
+		p.mu.Lock()
+		p.c.forget(old.UID)
+		p.mu.Unlock()
 		return fwk.Queue, nil
 	}
 	return fwk.QueueSkip, nil
@@ -201,8 +219,7 @@ func (p *Plugin) gpuNodeHandler(logger klog.Logger) cache.ResourceEventHandler {
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		p.c.upsert(logger, gn)
-		p.refreshGauges()
+		p.applyGPUNode(logger, gn)
 	}
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { upsert(obj) },
@@ -214,9 +231,44 @@ func (p *Plugin) gpuNodeHandler(logger klog.Logger) cache.ResourceEventHandler {
 			}
 			p.mu.Lock()
 			defer p.mu.Unlock()
+			p.c.saw(gn.Name, gn.ResourceVersion)
 			p.c.remove(gn.Name)
 			p.refreshGauges()
 		},
+	}
+}
+
+// applyGPUNode takes a GPUNode version into the model unless the model has
+// that version, a newer one or the node's deletion already. GPUNodes reach
+// the plugin on two paths that do not wait for each other, its own informer
+// and kube-scheduler's (through gpuNodeHint): each applies what it sees
+// first, and the later delivery of the same or an older version is dropped.
+// Call with the lock held.
+func (p *Plugin) applyGPUNode(logger klog.Logger, gn *v1alpha1.GPUNode) {
+	if !p.c.isNewer(gn.Name, gn.ResourceVersion) {
+		return
+	}
+	p.c.saw(gn.Name, gn.ResourceVersion)
+	p.c.upsert(logger, gn)
+	p.refreshGauges()
+}
+
+// isNewer reports whether resourceVersion rv of node's GPUNode is later than
+// what the model has seen of it; a version that cannot be compared (none,
+// or not a number) counts as newer.
+func (c *cluster) isNewer(node, rv string) bool {
+	seen, ok := c.versions[node]
+	if !ok || seen == "" || rv == "" {
+		return true
+	}
+	cmp, err := resourceversion.CompareResourceVersion(rv, seen)
+	return err != nil || cmp > 0
+}
+
+// saw records rv as the newest version of node's GPUNode the model has seen.
+func (c *cluster) saw(node, rv string) {
+	if c.isNewer(node, rv) {
+		c.versions[node] = rv
 	}
 }
 
@@ -255,7 +307,7 @@ func (p *Plugin) onPod(logger klog.Logger, obj any) {
 	if !ok || pod.Spec.NodeName == "" || p.c.assumed[pod.UID] != nil {
 		return
 	}
-	p.c.restore(logger, pod, parseDevices(v))
+	p.c.restore(logger, pod, v1alpha1.ParseDevices(v))
 }
 
 // restore puts a bound pod's planned devices back into the assume cache

@@ -13,8 +13,28 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tessera-gpu/tessera/pkg/inventory/client"
+	"github.com/tessera-gpu/tessera/pkg/inventory/inventorytest"
 	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/k8stest"
 )
+
+// gpuNodeAPI installs the GPUNode CRD on cp and returns the context of the
+// test's clients, its cancel (call it before the control plane stops, or the
+// teardown waits a minute for the watches) and a GPUNode client.
+func gpuNodeAPI(t *testing.T, cp *k8stest.ControlPlane) (context.Context, context.CancelFunc, *client.Client) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	if err := inventorytest.InstallCRD(ctx, cp.RESTConfig()); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	gc, err := client.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return ctx, cancel, gc
+}
 
 func setLimits(pod *corev1.Pod) {
 	for i := range pod.Spec.Containers {

@@ -22,7 +22,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tessera-gpu/tessera/pkg/inventory/client"
-	"github.com/tessera-gpu/tessera/pkg/inventory/inventorytest"
 	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
 )
@@ -54,6 +53,21 @@ profiles:
 `, kubeconfig, testSchedulerName, args)
 }
 
+// startScheduler runs the scheduler with Tessera's profile (args as in
+// schedulerConfig) until the test ends; the cleanup cancels ctx (cancel) and
+// waits for it.
+func startScheduler(ctx context.Context, t *testing.T, cancel context.CancelFunc, kubeconfig, args string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- runScheduler(ctx, t, schedulerConfig(kubeconfig, args)) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	})
+}
+
 func runScheduler(ctx context.Context, t *testing.T, config string) error {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
@@ -77,15 +91,8 @@ func runScheduler(ctx context.Context, t *testing.T, config string) error {
 // an MLOps stack creates land and which devices Tessera planned for them.
 func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 	cp := k8stest.StartForTest(t)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	ctx, cancel, gc := gpuNodeAPI(t, cp)
 	defer cancel()
-	if err := inventorytest.InstallCRD(ctx, cp.RESTConfig()); err != nil {
-		t.Fatal(err)
-	}
-	gc, err := client.NewForConfig(cp.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	kc := cp.Client()
 
 	t.Run("InvalidArgsStopTheScheduler", func(t *testing.T) {
@@ -121,14 +128,7 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 		}
 	}
 
-	done := make(chan error, 1)
-	go func() { done <- runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 10m")) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && ctx.Err() == nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m")
 
 	create := func(t *testing.T, b *podBuilder) *corev1.Pod {
 		t.Helper()
@@ -178,7 +178,7 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 		for _, p := range pods {
 			p = bound(t, p)
 			nodes = append(nodes, p.Spec.NodeName)
-			if devs := parseDevices(p.Annotations[AnnotationDevices]); len(devs) != 8 {
+			if devs := v1alpha1.ParseDevices(p.Annotations[AnnotationDevices]); len(devs) != 8 {
 				t.Errorf("%s planned %v, want 8 GPUs", p.Name, devs)
 			}
 		}
@@ -189,7 +189,7 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 	})
 	t.Run("4-GPU job needing NVLink lands on the MIG-mixed DGX", func(t *testing.T) {
 		p := bound(t, create(t, newPod("nvlink-job").container("c", "nvidia.com/gpu=4").annotate(AnnotationInterconnect, "nvlink")))
-		devs := parseDevices(p.Annotations[AnnotationDevices])
+		devs := v1alpha1.ParseDevices(p.Annotations[AnnotationDevices])
 		if p.Spec.NodeName != "dgx-mig" || len(devs) != 4 {
 			t.Errorf("on %s with %v, want 4 GPUs on dgx-mig", p.Spec.NodeName, devs)
 		}
@@ -202,7 +202,7 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 	})
 	t.Run("KServe predictor on a MIG slice", func(t *testing.T) {
 		p := bound(t, create(t, newPod("predictor").container("kserve-container", "nvidia.com/mig-1g.10gb=1", "cpu=2")))
-		devs := parseDevices(p.Annotations[AnnotationDevices])
+		devs := v1alpha1.ParseDevices(p.Annotations[AnnotationDevices])
 		if p.Spec.NodeName != "dgx-mig" || len(devs) != 1 || !strings.HasPrefix(devs[0], "MIG-dgx-mig-") {
 			t.Errorf("on %s with %v, want one MIG slice of dgx-mig", p.Spec.NodeName, devs)
 		}
@@ -257,30 +257,45 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 	})
 }
 
-// TestGangs runs in a child process of the test binary: kube-scheduler's
-// process-wide feature-gate registry keeps the gates the first in-process
-// scheduler applied (Setup calls SetFallback once), so a scheduler with the
-// gang gates on cannot follow one with them off in the same process.
+// TestGangs runs in a child process of the test binary (inChild):
+// kube-scheduler's process-wide feature-gate registry keeps the gates the
+// first in-process scheduler applied (Setup calls SetFallback once), so a
+// scheduler with the gang gates on cannot follow one with them off in the
+// same process.
 func TestGangs(t *testing.T) {
-	if os.Getenv(envGangChild) == "1" {
+	if inChild(t, "TestGangs") {
 		testGangs(t)
-		return
+	}
+}
+
+// envChild names the test a child process of the test binary runs.
+const envChild = "TESSERA_SCHEDULER_TEST_CHILD"
+
+// inChild reports whether this process is the child that runs test; in the
+// parent it runs the test binary again for test alone and fails t unless
+// the child passes. Tests that start an in-process kube-scheduler with
+// settings of their own run so: the scheduler keeps process-wide state
+// (the feature-gate registry, its informers' and metrics' globals), and a
+// second one in the same process does not schedule.
+func inChild(t *testing.T, test string) bool {
+	t.Helper()
+	if os.Getenv(envChild) == test {
+		return true
 	}
 	if err := k8stest.StartForTest(t).Stop(); err != nil { // skip or fail here as every control-plane test does
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestGangs$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), envGangChild+"=1")
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), envChild+"="+test)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("TestGangs in a child process: %v\n%s", err, out)
+		t.Fatalf("%s in a child process: %v\n%s", test, err, out)
 	}
-	if !strings.Contains(string(out), "--- PASS: TestGangs") {
-		t.Fatalf("TestGangs child did not pass:\n%s", out)
+	if !strings.Contains(string(out), "--- PASS: "+test) {
+		t.Fatalf("%s child did not pass:\n%s", test, out)
 	}
+	return false
 }
-
-const envGangChild = "TESSERA_SCHEDULER_GANG_CHILD"
 
 func testGangs(t *testing.T) {
 	featuregatetesting.SetFeatureGatesDuringTest(t, utilfeature.DefaultFeatureGate, featuregatetesting.FeatureOverrides{
@@ -291,28 +306,14 @@ func testGangs(t *testing.T) {
 		"--feature-gates=GenericWorkload=true,GangScheduling=true",
 		"--runtime-config=scheduling.k8s.io/v1alpha2=true",
 	}})
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	ctx, cancel, gc := gpuNodeAPI(t, cp)
 	defer cancel()
-	if err := inventorytest.InstallCRD(ctx, cp.RESTConfig()); err != nil {
-		t.Fatal(err)
-	}
-	gc, err := client.NewForConfig(cp.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	kc := cp.Client()
 	now := time.Now()
 	for _, gn := range []*v1alpha1.GPUNode{dgxH100("dgx-1", now).obj(), dgxH100("dgx-2", now).obj(), dgxH100("dgx-3", now).obj()} {
 		publishNode(ctx, t, kc, gc, gn)
 	}
-	done := make(chan error, 1)
-	go func() { done <- runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 10m")) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && ctx.Err() == nil {
-			t.Errorf("scheduler: %v", err)
-		}
-	})
+	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m")
 
 	t.Run("a gang that does not fit binds nothing and holds no device", func(t *testing.T) {
 		createPodGroup(ctx, t, kc, "big", 4)
@@ -340,7 +341,7 @@ func testGangs(t *testing.T) {
 		for i := range 3 {
 			p := waitBound(ctx, t, kc, createGPUPod(ctx, t, kc, newPod(fmt.Sprintf("solo-%d", i)).container("c", "nvidia.com/gpu=8", "cpu=32"), ""))
 			nodes = append(nodes, p.Spec.NodeName)
-			if devs := parseDevices(p.Annotations[AnnotationDevices]); len(devs) != 8 {
+			if devs := v1alpha1.ParseDevices(p.Annotations[AnnotationDevices]); len(devs) != 8 {
 				t.Errorf("%s planned %v, want 8 GPUs", p.Name, devs)
 			}
 		}
@@ -385,7 +386,7 @@ func testGangs(t *testing.T) {
 		if small.Spec.NodeName != "dgx-1" || large.Spec.NodeName != "dgx-2" {
 			t.Errorf("4-GPU member on %s, 8-GPU member on %s; want dgx-1 and dgx-2", small.Spec.NodeName, large.Spec.NodeName)
 		}
-		devs := parseDevices(small.Annotations[AnnotationDevices])
+		devs := v1alpha1.ParseDevices(small.Annotations[AnnotationDevices])
 		for _, d := range devs {
 			if slices.Contains(gn.Status.Allocations[0].DeviceIDs, d) {
 				t.Errorf("4-GPU member planned %s, held by pod held", d)

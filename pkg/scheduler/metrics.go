@@ -42,7 +42,7 @@ var (
 	}, []string{"pool"})
 	strandedGPUs = metrics.NewGaugeVec(&metrics.GaugeOpts{
 		Name:           "tessera_scheduler_stranded_gpus",
-		Help:           "Free GPU capacity, in GPUs, that pods cannot use, by cause: no_cpu (free GPUs on nodes without a free CPU), share_holes (free units on partly used shared GPUs), broken_nvlink (free whole GPUs of an NVLink machine with no free NVLink pair left), unhealthy (GPUs marked unhealthy).",
+		Help:           "Free GPU capacity, in GPUs, that pods cannot use, by cause: no_cpu (free GPUs on nodes without a free CPU, as of the node's last scheduling cycle), wrong_product (free capacity weighted by the share of the learned workload whose required nvidia.com/gpu.product excludes the GPU's product), share_holes (free units on partly used shared GPUs), broken_nvlink (free whole GPUs of an NVLink machine with no free NVLink pair left), unhealthy (GPUs marked unhealthy).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"cause"})
 	extensionDuration = metrics.NewHistogramVec(&metrics.HistogramOpts{
@@ -52,6 +52,9 @@ var (
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"extension_point"})
 )
+
+// strandedCauses are the cause label values of tessera_scheduler_stranded_gpus.
+var strandedCauses = []string{"no_cpu", "wrong_product", "share_holes", "broken_nvlink", "unhealthy"}
 
 var registerMetrics sync.Once
 
@@ -73,7 +76,10 @@ func (p *Plugin) refreshGauges() {
 	var fresh, stale, bad int
 	frag := map[string]float64{}
 	free := map[string]float64{}
-	stranded := map[string]float64{"no_cpu": 0, "share_holes": 0, "broken_nvlink": 0, "unhealthy": 0}
+	stranded := map[string]float64{}
+	for _, cause := range strandedCauses {
+		stranded[cause] = 0
+	}
 	for name, e := range p.c.nodes {
 		switch {
 		case e.model == nil || e.cache == nil:
@@ -92,9 +98,10 @@ func (p *Plugin) refreshGauges() {
 		free[pool] += fr
 		free[""] += fr
 		st := e.cache.State()
-		if st.CPUFree == 0 {
+		if e.cpuKnown && st.CPUFree == 0 {
 			stranded["no_cpu"] += fr
 		}
+		stranded["wrong_product"] += p.c.scorer.ProductStranded(e.cache)
 		var wholeFree []int
 		nvlinkMachine := false
 		for i, g := range st.GPUs {

@@ -14,6 +14,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/scoring"
+	"github.com/tessera-gpu/tessera/pkg/topology"
 )
 
 // resMode is how a node advertises one GPU resource.
@@ -259,58 +260,20 @@ func pcieFromName(s string) gpu.PCIePath {
 	return gpu.PathUnknown
 }
 
-// migGeometry rebuilds a MIG GPU's profile geometry from its slices: the
+// migGeometry rebuilds a MIG GPU's profile geometry from its slices (the
 // GPUNode publishes the slices that exist, not the profiles the GPU could
-// make. Each profile's compute slices come from its name ("3g.40gb": 3)
-// and its placements are those of its slices; a whole-GPU profile spanning
-// the memory slices (the last slice's end, rounded up to a power of two: 8
-// on A100/H100/H200/B200, 4 on A30) with 7 compute slices (4 on a 4-slice
-// GPU) sizes each slice's share of its GPU.
+// make), as the agent's device plugin does (topology.SliceGeometry).
 func migGeometry(sl []v1alpha1.MIGSlice) []gpu.MIGProfileInfo {
-	end := 1
-	var out []gpu.MIGProfileInfo
+	in := make([]topology.Slice, 0, len(sl))
 	for _, s := range sl {
-		end = max(end, int(s.Placement.Start+s.Placement.Size))
-		p := gpu.Placement{Start: int(s.Placement.Start), Size: int(s.Placement.Size)}
-		i := slices.IndexFunc(out, func(q gpu.MIGProfileInfo) bool { return q.Name == s.Profile })
-		if i < 0 {
-			out = append(out, gpu.MIGProfileInfo{Name: s.Profile, SliceCount: computeSlices(s.Profile), MemoryMiB: uint64(max(s.MemoryMiB, 0))})
-			i = len(out) - 1
-		}
-		if !slices.Contains(out[i].Placements, p) {
-			out[i].Placements = append(out[i].Placements, p)
-			out[i].MaxInstances++
-		}
+		in = append(in, topology.Slice{Profile: s.Profile, MemoryMiB: uint64(max(s.MemoryMiB, 0)),
+			Placement: gpu.Placement{Start: int(s.Placement.Start), Size: int(s.Placement.Size)}})
 	}
-	total := 1
-	for total < end {
-		total <<= 1
-	}
-	full := 7
-	if total < 8 {
-		full = total
-	}
-	out = append(out, gpu.MIGProfileInfo{Name: strconv.Itoa(full) + "g.full", SliceCount: full, MaxInstances: 1, Placements: []gpu.Placement{{Start: 0, Size: total}}})
-	for i := range out {
-		slices.SortFunc(out[i].Placements, func(a, b gpu.Placement) int { return a.Start - b.Start })
-	}
-	return out
+	return topology.SliceGeometry(in)
 }
 
-// computeSlices reads the compute slices of a profile name: "3g.40gb" and
-// "1c.3g.40gb" are 3; 1 when the name does not say.
-func computeSlices(profile string) int {
-	p := profile
-	if _, rest, ok := strings.Cut(p, "c."); ok && strings.Count(p, ".") >= 2 {
-		p = rest
-	}
-	if i := strings.IndexByte(p, 'g'); i > 0 {
-		if n, err := strconv.Atoi(p[:i]); err == nil && n > 0 {
-			return n
-		}
-	}
-	return 1
-}
+// computeSlices reads the compute slices of a profile name.
+func computeSlices(profile string) int { return topology.ComputeSlices(profile) }
 
 // mode says how the node advertises resource r; a pod without GPUs (r
 // empty) is KindNone on every node.

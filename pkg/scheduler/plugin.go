@@ -216,6 +216,7 @@ func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
 	cpu := max(0, alloc.GetMilliCPU()-req.GetMilliCPU())
 	mem := max(0, alloc.GetMemory()-req.GetMemory()) >> 20
 	st := e.cache.State()
+	e.cpuKnown = true
 	dc, dm := st.CPUFree-cpu, st.MemFree-mem
 	if dc == 0 && dm == 0 {
 		return

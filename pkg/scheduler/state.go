@@ -3,7 +3,6 @@ package scheduler
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +20,9 @@ type nodeEntry struct {
 	bad   error
 	// cache is the scoring node: the model with the assumed pods applied.
 	cache *scoring.NodeCache
+	// cpuKnown is set once the free CPU and memory came from the
+	// scheduler's NodeInfo (syncFree); a GPUNode says nothing of them.
+	cpuKnown bool
 }
 
 // assumedPod is a pod whose devices the scheduler planned and the agent has
@@ -52,10 +54,13 @@ type cluster struct {
 	// shared counts, per resource, the nodes that advertise it as
 	// time-shared units (isShared, asked for every container of every pod).
 	shared map[corev1.ResourceName]int
+	// versions is the resourceVersion of the newest GPUNode applied or
+	// deleted, by node (see Plugin.applyGPUNode).
+	versions map[string]string
 }
 
 func newCluster(scorer *scoring.Scorer, staleAfter time.Duration) *cluster {
-	return &cluster{scorer: scorer, staleAfter: staleAfter, nodes: map[string]*nodeEntry{}, assumed: map[types.UID]*assumedPod{}, shared: map[corev1.ResourceName]int{}}
+	return &cluster{scorer: scorer, staleAfter: staleAfter, nodes: map[string]*nodeEntry{}, assumed: map[types.UID]*assumedPod{}, shared: map[corev1.ResourceName]int{}, versions: map[string]string{}}
 }
 
 // fresh returns the node's entry when Tessera may judge the node: it has a
@@ -96,16 +101,27 @@ func (c *cluster) count(m *nodeModel, sign int) {
 func (c *cluster) upsert(logger klog.Logger, gn *v1alpha1.GPUNode) {
 	name := gn.Name
 	c.gen++
+	e := &nodeEntry{}
+	// The free CPU and memory are the scheduler's, not the GPUNode's: they
+	// carry over, without the assumed pods' share, which apply takes again.
+	var cpu, mem int64
 	if old := c.nodes[name]; old != nil {
 		if old.cache != nil {
+			st := old.cache.State()
+			cpu, mem, e.cpuKnown = st.CPUFree, st.MemFree, old.cpuKnown
+			for _, ap := range c.assumed {
+				if ap.node == name && ap.applied {
+					cpu, mem = cpu+ap.req.Demand.CPU, mem+ap.req.Demand.Memory
+				}
+			}
 			c.scorer.RemoveNode(old.cache)
 		}
 		c.count(old.model, -1)
 	}
-	e := &nodeEntry{}
 	c.nodes[name] = e
 	m, err := buildModel(gn)
 	if err == nil {
+		m.state.CPUFree, m.state.MemFree = cpu, mem
 		e.cache, err = c.scorer.NewNode(m.state)
 	}
 	if err != nil {
@@ -264,16 +280,4 @@ func (m *nodeModel) assignment(kind scoring.Kind, devices []string) (scoring.Ass
 	}
 	slices.Sort(a.GPUs)
 	return a, nil
-}
-
-// parseDevices reads AnnotationDevices.
-func parseDevices(v string) []string {
-	var out []string
-	for d := range strings.SplitSeq(v, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			out = append(out, d)
-		}
-	}
-	slices.Sort(out)
-	return out
 }

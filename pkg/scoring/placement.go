@@ -24,6 +24,14 @@ var ErrInfeasible = errors.New("pod does not fit the node")
 // not 0.
 type PlacementWeights struct {
 	// Product: the cost-aware product score (ProductConfig.ProductScore).
+	// Where the products the pod may use differ in price, the GPUs that the
+	// placement strands by CPU (the CPU-stranded capacity it adds, see
+	// Config.CPUStranded) are priced with the GPUs it takes: the pod pays
+	// for its GPUs at price × (capacity taken + capacity stranded) /
+	// capacity taken, so a cheap product stops being the cheap choice when
+	// taking it leaves the node's other GPUs without CPU (and a placement
+	// that feeds GPUs stranded before pays less). Result.HardwareCost
+	// holds the difference.
 	Product float64 `json:"product"`
 	// Interconnect: for two or more whole GPUs, how well the set the node
 	// can give is connected (InterconnectScore); 1 for other pods.
@@ -359,7 +367,9 @@ type Result struct {
 	// Product, Interconnect, Keep and Packing are the terms, in [0, 1].
 	Product, Interconnect, Keep, Packing float64
 	// HardwareCost is the weighted shortfall of Product, Interconnect and
-	// Keep, in GPUs of fragmentation (PlacementWeights).
+	// Keep, in GPUs of fragmentation (PlacementWeights), plus the price of
+	// the GPUs the placement strands by CPU where prices differ
+	// (PlacementWeights.Product).
 	HardwareCost float64
 	// FragmentationDrop is the drop of the node's expected fragmentation
 	// (FGD's measure generalised to MIG slices and shares, in GPUs) alone;
@@ -607,12 +617,15 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 	if err != nil {
 		return Result{Err: err}
 	}
+	price := 0.0 // the mean price of the pod's GPUs
 	if len(res.Assignment.GPUs) > 0 {
 		sum := 0.0
 		for _, g := range res.Assignment.GPUs {
 			sum += s.productScore(n.prod[g], r)
+			price += s.cost[n.prod[g]]
 		}
 		res.Product = sum / float64(len(res.Assignment.GPUs))
+		price /= float64(len(res.Assignment.GPUs))
 		res.product = n.prod[res.Assignment.GPUs[0]]
 	}
 	res.capacity = n.demandCapacity(r, &res.Assignment)
@@ -625,11 +638,33 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 		res.Packing = 1 - (n.free-res.capacity)/n.capacity
 	}
 	w := s.cfg.Weights
-	res.HardwareCost = w.Product*(1-res.Product) + w.Interconnect*(1-res.Interconnect) + w.Keep*(1-res.Keep)
+	res.HardwareCost = w.Product*(1-res.Product) + w.Interconnect*(1-res.Interconnect) + w.Keep*(1-res.Keep) +
+		w.Product*s.strandedPrice(r, price, res.capacity, after.cpu-m.cpu)
 	if w.Packing > 0 {
 		res.tie = res.Packing
 	}
 	return res
+}
+
+// strandedPrice is what pricing the GPUs a placement strands by CPU takes
+// off r's product score: the placement takes capacity GPUs at price each
+// and changes the node's CPU-stranded capacity by stranded GPUs (negative
+// when it feeds GPUs stranded before), so its GPUs cost price ×
+// (capacity + stranded) / capacity, which lowers the product score
+// (hi − price) / (hi − lo) by price × stranded / (capacity × (hi − lo)).
+// It is 0 where the products r may use cost the same: there is no price to
+// compare, and the CPU-stranded term of the drop alone weighs stranding.
+// The stranded capacity is the node's (Config.CPUStranded's measure),
+// priced at the pod's GPUs' price; capacity + stranded is never negative,
+// as a placement cannot feed more stranded capacity than it takes.
+func (s *Scorer) strandedPrice(r *Request, price, capacity, stranded float64) float64 {
+	if capacity <= 0 || stranded == 0 {
+		return 0
+	}
+	if s.costRange(r); !(r.hi > r.lo) {
+		return 0
+	}
+	return price * stranded / (capacity * (r.hi - r.lo))
 }
 
 // costRange brings r.lo and r.hi, the cheapest and dearest products r

@@ -464,3 +464,63 @@ func TestNodeStateValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestStrandedPrice: where the products a pod may use differ in price, the
+// GPUs a placement strands by CPU are priced with those it takes. The
+// target is 1-GPU pods of 12 cores (1 GPU per 12,000 milli-CPU); the
+// cluster has an L40S server (price 1.5) and a DGX H100 (4), so a pod that
+// may use either has lo = 1.5, hi = 4 and the product weight is 2 (the
+// interconnect terms are weighed 0 here).
+func TestStrandedPrice(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		node    string // "l40s" or "h100"
+		cpuFree int64
+		demand  scoring.Demand
+		// want is HardwareCost: 2 × (1 − product score) + 2 × price ×
+		// stranded / (capacity × (hi − lo)).
+		want float64
+	}{
+		{
+			// 4 GPUs and 48 cores feed each other; the pod leaves 3 GPUs
+			// and 8 cores, which feed 2/3 of one: 7/3 GPUs stranded.
+			name: "a cpu-heavy pod on the cheap node pays for the gpus it strands", node: "l40s", cpuFree: 48_000,
+			demand: scoring.Demand{GPUs: 1, CPU: 40_000}, want: 2 * 1.5 * (7.0 / 3) / 2.5,
+		},
+		{
+			// 224 cores feed the 7 GPUs left: nothing stranded, the dearest
+			// product's full cost.
+			name: "the dear node strands nothing", node: "h100", cpuFree: 224_000,
+			demand: scoring.Demand{GPUs: 1, CPU: 40_000}, want: 2,
+		},
+		{
+			name: "one allowed product: no price to compare", node: "l40s", cpuFree: 48_000,
+			demand: scoring.Demand{GPUs: 1, CPU: 40_000, Allowed: []string{"NVIDIA-L40S"}}, want: 0,
+		},
+		{
+			// 24 cores feed 2 of the 4 GPUs; the pod takes one and 1 core,
+			// leaving 23 cores for 3 GPUs: 13/12 stranded, 11/12 fewer.
+			name: "a cpu-light pod that feeds stranded gpus pays less", node: "l40s", cpuFree: 24_000,
+			demand: scoring.Demand{GPUs: 1, CPU: 1000}, want: 2 * 1.5 * (-11.0 / 12) / 2.5,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newScorer(t, func(c *scoring.Config) { c.Weights.Interconnect, c.Weights.Keep = 0, 0 })
+			l40s := nodeState(t, "l40s", "pcie-4xl40s", nil)
+			h100 := nodeState(t, "h100", "dgx-h100", nil)
+			sts := map[string]*scoring.NodeState{"l40s": &l40s, "h100": &h100}
+			sts[tc.node].CPUFree = tc.cpuFree
+			nodes := map[string]*scoring.NodeCache{"l40s": newNode(t, s, l40s), "h100": newNode(t, s, h100)}
+			if err := s.SetTarget([]*scoring.Request{compile(t, s, scoring.Demand{GPUs: 1, CPU: 12_000})}, []float64{1}); err != nil {
+				t.Fatal(err)
+			}
+			res := s.Score(nodes[tc.node], compile(t, s, tc.demand))
+			if res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			if !near(res.HardwareCost, tc.want) {
+				t.Errorf("HardwareCost %v, want %v (product score %v)", res.HardwareCost, tc.want, res.Product)
+			}
+		})
+	}
+}

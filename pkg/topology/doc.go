@@ -12,7 +12,9 @@
 //   - shares (PickShareGPU): the one GPU that serves n time-sliced units,
 //     packed (default) or distributed;
 //   - MIG slices (PickMIGSlice, PickMIGDevice): the free slice of a profile
-//     whose use least fragments what remains of the GPU.
+//     whose use least fragments what remains of the GPU. Both callers give
+//     it the geometry of the slices that exist (SliceGeometry): the
+//     scheduler knows no more of a GPU than its GPUNode publishes.
 //
 // It works on plain values: device positions (indices into gpu.Topology and
 // Machine.Devices), the link matrix, NUMA nodes, share counts and MIG

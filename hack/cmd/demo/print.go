@@ -37,8 +37,13 @@ func printResult(res *cluster.Result, c *cluster.Cluster) {
 			planned++
 		}
 	}
-	fmt.Printf("  %d of %d placed pods hold the very devices gpu-scheduler planned (gpu.tessera.dev/devices); the others got devices\n"+
-		"  the kubelet's device manager chose with the agent's preferred allocation, which does not read the plan yet.\n", planned, placed(res))
+	fromPlan, own := 0, 0
+	for _, n := range res.Nodes {
+		fromPlan, own = fromPlan+n.Preferred["plan"], own+n.Preferred["own"]
+	}
+	fmt.Printf("  %d of %d placed pods hold the very devices gpu-scheduler planned (gpu.tessera.dev/devices).\n"+
+		"  The agents answered the kubelet's preferred allocations %d times with the plan of the pod being admitted\n"+
+		"  and %d times with their own choice (tessera_device_plugin_preferred_allocations_total).\n", planned, placed(res), fromPlan, own)
 
 	section("Refused")
 	for _, p := range res.Pods {

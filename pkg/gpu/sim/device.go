@@ -76,7 +76,7 @@ func newDevice(m *Machine, index int, md *model, sd *server.Device, now time.Tim
 	sd.PciBusID = d.busID
 	sd.Index = index
 	sd.Minor = index
-	stubMock(m, &sd.Device, index, "", nil)
+	stubMock(m, &sd.Device, index, "")
 	return d
 }
 

@@ -28,7 +28,7 @@ var _ nvml.EventSet = (*eventSet)(nil)
 
 func newEventSet(m *Machine) *eventSet {
 	s := &eventSet{EventSet: &mock.EventSet{}, m: m, notify: make(chan struct{}, 1), done: make(chan struct{})}
-	stubMock(m, s.EventSet, -1, "EventSet", nil)
+	stubMock(m, s.EventSet, -1, "EventSet")
 	return s
 }
 

@@ -85,25 +85,13 @@ var returnType = reflect.TypeFor[nvml.Return]()
 // simulation does not model; without them the mock would panic ("method is
 // nil") or, for the calls go-nvml's server fills in, give answers that
 // contradict the simulation. Calls are counted as prefix + method name.
-//
-// delegate, when not nil, may answer a call instead (the library uses it to
-// forward DeviceXxx(device, ...) to device.Xxx(...) as go-nvml does).
-func stubMock(m *Machine, mockPtr any, gpu int, prefix string, delegate func(name string, ft reflect.Type, args []reflect.Value) ([]reflect.Value, bool)) {
+func stubMock(m *Machine, mockPtr any, gpu int, prefix string) {
 	v := reflect.ValueOf(mockPtr).Elem()
-	t := v.Type()
-	if delegate == nil {
-		// The stubs of one mock type, GPU and prefix are interchangeable:
-		// make them once and share them between that GPU's instances (a
-		// Device mock has hundreds of Func fields, a DGX H100 with seven MIG
-		// devices per GPU hundreds of mocks).
-		for i, fn := range m.sharedStubs(stubKey{typ: t, gpu: gpu, prefix: prefix}) {
-			if fn.IsValid() {
-				v.Field(i).Set(fn)
-			}
-		}
-		return
-	}
-	for i, fn := range makeStubs(m, t, gpu, prefix, delegate) {
+	// The stubs of one mock type, GPU and prefix are interchangeable: make
+	// them once and share them between that GPU's instances (a Device mock
+	// has hundreds of Func fields, a DGX H100 with seven MIG devices per GPU
+	// hundreds of mocks).
+	for i, fn := range m.sharedStubs(stubKey{typ: v.Type(), gpu: gpu, prefix: prefix}) {
 		if fn.IsValid() {
 			v.Field(i).Set(fn)
 		}
@@ -123,7 +111,7 @@ func (m *Machine) sharedStubs(key stubKey) []reflect.Value {
 	defer m.stubMu.Unlock()
 	fns, ok := m.stubs[key]
 	if !ok {
-		fns = makeStubs(m, key.typ, key.gpu, key.prefix, nil)
+		fns = makeStubs(m, key.typ, key.gpu, key.prefix)
 		if m.stubs == nil {
 			m.stubs = map[stubKey][]reflect.Value{}
 		}
@@ -144,7 +132,7 @@ func (m *Machine) migMock(gpu int) *mock.Device {
 		return d
 	}
 	d = &mock.Device{}
-	stubMock(m, d, gpu, "", nil)
+	stubMock(m, d, gpu, "")
 	m.stubMu.Lock()
 	defer m.stubMu.Unlock()
 	if prev := m.migMocks[gpu]; prev != nil {
@@ -159,7 +147,7 @@ func (m *Machine) migMock(gpu int) *mock.Device {
 
 // makeStubs returns, for each field of the mock struct type t, its stub when
 // the field is an exported ...Func field, else the zero Value.
-func makeStubs(m *Machine, t reflect.Type, gpu int, prefix string, delegate func(name string, ft reflect.Type, args []reflect.Value) ([]reflect.Value, bool)) []reflect.Value {
+func makeStubs(m *Machine, t reflect.Type, gpu int, prefix string) []reflect.Value {
 	fns := make([]reflect.Value, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -168,12 +156,7 @@ func makeStubs(m *Machine, t reflect.Type, gpu int, prefix string, delegate func
 		}
 		name := strings.TrimSuffix(f.Name, "Func")
 		ft := f.Type
-		fns[i] = reflect.MakeFunc(ft, func(args []reflect.Value) []reflect.Value {
-			if delegate != nil {
-				if out, ok := delegate(name, ft, args); ok {
-					return out
-				}
-			}
+		fns[i] = reflect.MakeFunc(ft, func([]reflect.Value) []reflect.Value {
 			ret := m.lockedEnter(gpu, prefix+name)
 			if ret == nvml.SUCCESS {
 				ret = nvml.ERROR_NOT_SUPPORTED

@@ -2,10 +2,10 @@ package sim
 
 import (
 	"reflect"
-	"strings"
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 )
 
@@ -22,54 +22,25 @@ var _ nvml.Interface = (*library)(nil)
 
 func newLibrary(m *Machine, srv *server.Server) *library {
 	l := &library{Server: srv, m: m}
-	stubMock(m, &srv.Interface, -1, "", forwardToHandle)
+	stubMock(m, &srv.Interface, -1, "")
+	forwardToHandles(&srv.Interface)
 	return l
 }
 
-// handlePrefixes are the library-call prefixes whose first argument is the
-// handle the call is forwarded to.
-var handlePrefixes = []string{"ComputeInstance", "GpuInstance", "GpmSample", "EventSet", "Device"}
-
-// forwardToHandle answers name(handle, args...) by calling handle.Rest(args...)
-// when the handle has such a method.
-func forwardToHandle(name string, ft reflect.Type, args []reflect.Value) ([]reflect.Value, bool) {
-	if len(args) == 0 || args[0].Kind() != reflect.Interface {
-		return nil, false
-	}
-	for _, p := range handlePrefixes {
-		rest, ok := strings.CutPrefix(name, p)
-		if !ok || rest == "" {
-			continue
-		}
-		if args[0].IsNil() {
-			return zeroResults(ft, nvml.ERROR_INVALID_ARGUMENT), true
-		}
-		meth := args[0].Elem().MethodByName(rest)
-		if !meth.IsValid() || !sameSignature(meth.Type(), ft, 1) {
-			return nil, false
-		}
-		return meth.Call(args[1:]), true
-	}
-	return nil, false
-}
-
-// sameSignature reports whether method m has f's signature minus f's first
-// skip parameters.
-func sameSignature(m, f reflect.Type, skip int) bool {
-	if m.NumIn() != f.NumIn()-skip || m.NumOut() != f.NumOut() || m.IsVariadic() != f.IsVariadic() {
-		return false
-	}
-	for i := range m.NumIn() {
-		if m.In(i) != f.In(i+skip) {
-			return false
+// forwardToHandles makes the library calls that take a handle first call the
+// handle's method, DeviceXxx(device, ...) -> device.Xxx(...) (the generated
+// handleForwarders). The function values come from generated code rather
+// than from looking the handle's method up by name with reflect: a
+// reachable reflect MethodByName makes the linker keep every exported method
+// of every type in the agent binary (cmd/gpu-agent's deps test checks it).
+func forwardToHandles(lib *mock.Interface) {
+	v := reflect.ValueOf(lib).Elem()
+	for name, fn := range handleForwarders() {
+		f := v.FieldByName(name + "Func")
+		if f.IsValid() && f.Type() == reflect.TypeOf(fn) {
+			f.Set(reflect.ValueOf(fn))
 		}
 	}
-	for i := range m.NumOut() {
-		if m.Out(i) != f.Out(i) {
-			return false
-		}
-	}
-	return true
 }
 
 // Init initialises the library; calls are reference-counted as in NVML.

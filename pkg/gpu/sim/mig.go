@@ -334,7 +334,7 @@ func (d *device) newGIID(p nvml.GpuInstancePlacement) uint32 {
 
 func (d *device) newGPUInstance(id uint32, profileID int, info nvml.GpuInstanceProfileInfo, p nvml.GpuInstancePlacement) *gpuInstance {
 	sgi := server.NewGpuInstanceFromInfo(nvml.GpuInstanceInfo{Device: d, Id: id, ProfileId: info.Id, Placement: p}, d.model.config().MIGProfiles)
-	stubMock(d.m, &sgi.GpuInstance, d.index, "GpuInstance", nil)
+	stubMock(d.m, &sgi.GpuInstance, d.index, "GpuInstance")
 	return &gpuInstance{
 		GpuInstance: sgi, d: d, id: id, profileID: profileID, info: info, placement: p,
 		cis: map[uint32]*computeInstance{}, meter: meter{last: d.m.clock.Now()},
@@ -623,7 +623,7 @@ func (gi *gpuInstance) createCI(call string, info *nvml.ComputeInstanceProfileIn
 func (gi *gpuInstance) newComputeInstance(id uint32, profileID int, info nvml.ComputeInstanceProfileInfo, p nvml.ComputeInstancePlacement) *computeInstance {
 	d := gi.d
 	sci := server.NewComputeInstanceFromInfo(nvml.ComputeInstanceInfo{Device: d, GpuInstance: gi, Id: id, ProfileId: info.Id, Placement: p})
-	stubMock(d.m, &sci.ComputeInstance, d.index, "ComputeInstance", nil)
+	stubMock(d.m, &sci.ComputeInstance, d.index, "ComputeInstance")
 	ci := &computeInstance{ComputeInstance: sci, gi: gi, id: id, profileID: profileID, info: info, placement: p}
 	md := &migDevice{Device: d.m.migMock(d.index), ci: ci, uuid: migUUID(d.uuid, gi.id, id)}
 	ci.handle = md

@@ -147,6 +147,11 @@ type Config struct {
 	// NodeName is the agent's own Node.
 	NodeName string
 	Client   Client
+	// NodeInformer, when set, is the informer on the agent's Node that the
+	// reconciler watches its Node through (kube.NewNodeInformer, shared with
+	// the inventory publisher); its owner runs it. Nil: the reconciler runs
+	// its own on Client.NodeListWatch.
+	NodeInformer cache.SharedIndexInformer
 	// Recorder records the reconciler's Node and pod Events; the agent's one
 	// recorder, shared with the other parts that record.
 	Recorder EventRecorder

@@ -38,7 +38,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("node", r.cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
 	recorder := r.cfg.Recorder
-	l := &loop{Reconciler: r, watch: newNodeWatch(r.cfg.Client, r.cfg.NodeName), recorder: recorder}
+	l := &loop{Reconciler: r, watch: newNodeWatch(r.cfg.Client, r.cfg.NodeName, r.cfg.NodeInformer), recorder: recorder}
 	if !r.recovered {
 		if err := r.Recover(ctx); err != nil {
 			// Keep serving: the reconcile below replans from what is there.

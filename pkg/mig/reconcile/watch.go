@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/tessera-gpu/tessera/pkg/kube"
 )
 
 // fieldManager names the agent in the Node's managedFields.
@@ -31,6 +33,8 @@ var stateLabels = []string{MIGStateLabel, SharingStateLabel}
 type nodeWatch struct {
 	client   NodeClient
 	nodeName string
+	// informer is the agent's shared one, nil to run one of its own.
+	informer cache.SharedIndexInformer
 	store    cache.Store
 	changed  chan struct{}
 
@@ -43,10 +47,11 @@ type nodeWatch struct {
 	retry   map[string]bool   // state label -> the operator changed it
 }
 
-func newNodeWatch(client NodeClient, nodeName string) *nodeWatch {
+func newNodeWatch(client NodeClient, nodeName string, informer cache.SharedIndexInformer) *nodeWatch {
 	return &nodeWatch{
 		client:   client,
 		nodeName: nodeName,
+		informer: informer,
 		changed:  make(chan struct{}, 1),
 		ours:     map[string]bool{},
 		written:  map[string]string{},
@@ -55,30 +60,21 @@ func newNodeWatch(client NodeClient, nodeName string) *nodeWatch {
 	}
 }
 
-// start runs an informer on the Node until ctx is done or stop is called,
-// and waits for its cache. stop waits for the informer to end.
+// start follows the Node until ctx is done or stop is called, and waits for
+// the informer to have delivered it. stop removes the watch's handler (and
+// ends the informer when the watch runs its own).
 func (w *nodeWatch) start(ctx context.Context) (stop func(), err error) {
-	informer := cache.NewSharedIndexInformer(w.client.NodeListWatch(w.nodeName), &v1.Node{}, 0, cache.Indexers{})
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	inf, own := w.informer, w.informer == nil
+	if own {
+		inf = kube.NewNodeInformer(w.client.NodeListWatch(w.nodeName))
+	}
+	w.store = inf.GetStore()
+	stop, err = kube.Watch(ctx, inf, own, cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.poke() },
 		UpdateFunc: w.update,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("watching node %s: %w", w.nodeName, err)
-	}
-	w.store = informer.GetStore()
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		informer.RunWithContext(ctx)
-	}()
-	stop = func() {
-		cancel()
-		<-done
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		stop()
-		return nil, fmt.Errorf("watching node %s: %w", w.nodeName, ctx.Err())
 	}
 	return stop, nil
 }

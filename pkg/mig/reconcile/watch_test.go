@@ -34,7 +34,7 @@ func TestRetryDetection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newNodeWatch(nil, "n")
+			w := newNodeWatch(nil, "n", nil)
 			for _, rv := range tt.ours {
 				w.ours[rv] = true
 			}

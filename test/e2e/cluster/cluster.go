@@ -278,15 +278,22 @@ var nameLine = regexp.MustCompile(`(?m)^name: .*$`)
 
 // writeMachine copies spec's built-in machine description under the node's name.
 func (c *Cluster) writeMachine(spec NodeSpec, path string) error {
-	rel := filepath.Join("pkg/gpu/sim/machines", spec.Machine+".yaml")
-	data, err := os.ReadFile(filepath.Join(c.opts.RepoDir, rel))
+	return WriteMachine(c.opts.RepoDir, spec.Machine, spec.Name, path)
+}
+
+// WriteMachine writes built-in simulated machine machine (pkg/gpu/sim/machines
+// under repoDir) to path renamed node: the name seeds the GPU UUIDs, so that
+// no two nodes share one. Open it with backend "sim:"+path.
+func WriteMachine(repoDir, machine, node, path string) error {
+	rel := filepath.Join("pkg/gpu/sim/machines", machine+".yaml")
+	data, err := os.ReadFile(filepath.Join(repoDir, rel))
 	if err != nil {
-		return fmt.Errorf("node %s: machine %q: %w", spec.Name, spec.Machine, err)
+		return fmt.Errorf("node %s: machine %q: %w", node, machine, err)
 	}
 	if !nameLine.Match(data) {
 		return fmt.Errorf("%s: no name line", rel)
 	}
-	out := nameLine.ReplaceAll(data, []byte("name: "+spec.Name+" # "+spec.Machine+", renamed by test/e2e/cluster"))
+	out := nameLine.ReplaceAll(data, []byte("name: "+node+" # "+machine+", renamed by test/e2e/cluster"))
 	return os.WriteFile(path, out, 0o644)
 }
 
@@ -345,7 +352,7 @@ func (c *Cluster) nodeReady(ctx context.Context, n *Node) (bool, error) {
 			return false, nil
 		}
 	}
-	for res, count := range advertised(gn) {
+	for res, count := range Advertised(gn) {
 		q := node.Status.Allocatable[corev1.ResourceName(res)]
 		if q.Value() != int64(count) {
 			return false, nil

@@ -86,9 +86,9 @@ func (p *process) cleanExit() bool {
 	return err == nil && strings.Contains(string(data), "finished without leader elect")
 }
 
-// advertised counts the devices a GPUNode says the agent advertises, per
+// Advertised counts the devices a GPUNode says the agent advertises, per
 // resource (share units counted one by one).
-func advertised(gn *v1alpha1.GPUNode) map[string]int {
+func Advertised(gn *v1alpha1.GPUNode) map[string]int {
 	out := map[string]int{}
 	for _, g := range gn.Status.GPUs {
 		if g.Sharing != nil {

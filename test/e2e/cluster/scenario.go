@@ -115,9 +115,13 @@ type NodeResult struct {
 	// MetricsURL is the agent's /metrics; Series the number of samples it
 	// served at the end, PodSeries those carrying a pod label, and
 	// PodsInMetrics the pods named there.
-	MetricsURL    string
-	Series        int
-	PodSeries     int
+	MetricsURL string
+	Series     int
+	PodSeries  int
+	// Preferred counts the agent's answers to the kubelet's preferred
+	// allocations by source: "plan" (the pod's gpu.tessera.dev/devices) or
+	// "own" (the allocator's choice).
+	Preferred     map[string]int
 	PodsInMetrics []string
 }
 
@@ -148,9 +152,9 @@ type RelabelResult struct {
 
 // RunScenario plays the MLOps workloads on the cluster: it submits the
 // pods, waits until each is Running with its devices reported by its node's
-// agent (or refused, for the impossible one), switches RelabelNode to
-// LayoutMixed3g, submits the pods that need the new slices, waits for them
-// to land there, and reads everything back.
+// agent (or refused, for the impossible one; the pods that need the new
+// slices wait), switches RelabelNode to LayoutMixed3g, waits for the
+// waiting pods to land there, and reads everything back.
 func (c *Cluster) RunScenario(ctx context.Context) (*Result, error) {
 	start := time.Now()
 	res := &Result{SchedulerMetricsURL: c.SchedulerMetricsURL}
@@ -180,6 +184,13 @@ func (c *Cluster) RunScenario(ctx context.Context) (*Result, error) {
 	if err := c.submit(ctx, first); err != nil {
 		return nil, err
 	}
+	// The pods that need the new layout's slices are submitted now: they
+	// are refused until the relabel creates the slices, and then placed
+	// at the GPUNode update, not after kube-scheduler's 5-minute flush.
+	c.progress("Submitting %d pods that need slices no node has yet (%s after the relabel)", len(later), RelabelNode)
+	if err := c.submit(ctx, later); err != nil {
+		return nil, err
+	}
 	refusals := map[string]string{}
 	c.progress("Waiting for the pods to be placed, admitted by their kubelet and reported by their agent")
 	if err := c.poll(ctx, 60*time.Second, "the pods to run or be refused", func() (bool, error) {
@@ -205,13 +216,7 @@ func (c *Cluster) RunScenario(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	res.Relabel = *rl
-	// These pods are submitted once the new slices are advertised, not
-	// before: a pod refused for the missing profile may miss the requeue
-	// (see docs/demo.md, "Known gaps").
-	c.progress("Submitting %d pods that need %s's new slices", len(later), RelabelNode)
-	if err := c.submit(ctx, later); err != nil {
-		return nil, err
-	}
+	c.progress("Waiting for the %d pods that need %s's new slices", len(later), RelabelNode)
 	if err := c.poll(ctx, 60*time.Second, "the pods on the new MIG slices", func() (bool, error) {
 		for _, w := range later {
 			if done, _, err := c.settled(ctx, w, true); err != nil || !done {
@@ -286,7 +291,7 @@ func (c *Cluster) relabel(ctx context.Context, node, layout string) (*RelabelRes
 	if err != nil {
 		return nil, fmt.Errorf("reading node %s: %w", node, err)
 	}
-	r := &RelabelResult{Node: node, From: n.Labels[LabelMIGConfig], To: layout, Before: advertised(gn)}
+	r := &RelabelResult{Node: node, From: n.Labels[LabelMIGConfig], To: layout, Before: Advertised(gn)}
 	c.progress("kubectl label node %s %s=%s --overwrite", node, LabelMIGConfig, layout)
 	start := time.Now()
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, LabelMIGConfig, layout)
@@ -315,7 +320,7 @@ func (c *Cluster) relabel(ctx context.Context, node, layout string) (*RelabelRes
 			if err != nil || gn.Status.Layout.Config != layout {
 				return false, nil //nolint:nilerr // retried
 			}
-			r.After = advertised(gn)
+			r.After = Advertised(gn)
 			for res, count := range r.After {
 				q := n.Status.Allocatable[corev1.ResourceName(res)]
 				if q.Value() != int64(count) {
@@ -368,6 +373,14 @@ func (c *Cluster) collect(ctx context.Context, res *Result, work []Workload, ref
 			return fmt.Errorf("scraping the agent of %s: %w", n.Spec.Name, err)
 		}
 		nr.Series, nr.PodSeries, nr.PodsInMetrics = seriesStats(body)
+		nr.Preferred = map[string]int{}
+		for _, m := range preferredCounter.FindAllStringSubmatch(body, -1) {
+			v, err := strconv.ParseFloat(m[2], 64)
+			if err != nil {
+				return fmt.Errorf("agent of %s: %s: %w", n.Spec.Name, m[0], err)
+			}
+			nr.Preferred[m[1]] = int(v)
+		}
 		res.Nodes = append(res.Nodes, nr)
 	}
 	return nil
@@ -423,7 +436,7 @@ func usage(gn *v1alpha1.GPUNode) []Usage {
 		held[a.Resource] += len(a.DeviceIDs)
 	}
 	var out []Usage
-	for res, total := range advertised(gn) {
+	for res, total := range Advertised(gn) {
 		out = append(out, Usage{Resource: res, Used: held[res], Total: total})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Resource < out[j].Resource })
@@ -454,8 +467,9 @@ func seriesStats(body string) (series, podSeries int, pods []string) {
 }
 
 var (
-	fragGauge = regexp.MustCompile(`(?m)^tessera_scheduler_fragmentation_gpus\{pool=""\} (\S+)$`)
-	freeGauge = regexp.MustCompile(`(?m)^tessera_scheduler_free_gpus\{pool=""\} (\S+)$`)
+	preferredCounter = regexp.MustCompile(`(?m)^tessera_device_plugin_preferred_allocations_total\{source="([a-z]+)"\} (\S+)$`)
+	fragGauge        = regexp.MustCompile(`(?m)^tessera_scheduler_fragmentation_gpus\{pool=""\} (\S+)$`)
+	freeGauge        = regexp.MustCompile(`(?m)^tessera_scheduler_free_gpus\{pool=""\} (\S+)$`)
 )
 
 // fragmentation reads the scheduler's cluster-wide gauges once the

@@ -23,7 +23,7 @@ type Workload struct {
 	// Labels are the pod's labels (the operator's, e.g. KServe's).
 	Labels map[string]string
 	// AfterRelabel marks pods that need the MIG layout the scenario switches
-	// to: they are submitted after the switch.
+	// to: submitted with the others, they wait for the switch.
 	AfterRelabel bool
 	// Impossible marks a pod that no node of the fleet can ever host.
 	Impossible bool
