@@ -106,8 +106,8 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	defer cancel()
 	// The registration's HasSynced, not the informer's: the informer has
 	// synced once its store holds the list, the handler once it has taken
-	// every listed GPUNode into the model (on 1,213 nodes the first pod
-	// was otherwise scored before the last GPUNodes were in).
+	// every listed GPUNode into the model (with 1,213 GPUNodes, 443 were in
+	// the model when the informer said it had synced).
 	if !cache.WaitForCacheSync(syncCtx.Done(), reg.HasSynced) {
 		klog.FromContext(ctx).Info("GPUNodes not listed yet; nodes are neutral to Tessera until they are", "plugin", Name)
 	}
