@@ -16,8 +16,12 @@ const (
 	rulePath       = "tessera-gpu-alerts.yaml"
 	dashboardPath  = "tessera-gpu-dashboard.json"
 	podMonitorPath = "gpu-agent-podmonitor.yaml"
-	alertTestPath  = "testdata/alerts-test.yaml"
-	dcgmQueryPath  = "testdata/dcgm-exporter-dashboard-queries.json"
+	// gpu-scheduler's PodMonitor and the ServiceAccount, token Secret and RBAC
+	// it scrapes with; manifests/monitoring_apply_test.go applies and checks them.
+	schedulerPodMonitorPath = "gpu-scheduler-podmonitor.yaml"
+	schedulerReaderPath     = "gpu-scheduler-metrics-reader.yaml"
+	alertTestPath           = "testdata/alerts-test.yaml"
+	dcgmQueryPath           = "testdata/dcgm-exporter-dashboard-queries.json"
 )
 
 // requireTool returns the path of a tool from the Debian prometheus package,

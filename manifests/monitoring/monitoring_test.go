@@ -328,7 +328,7 @@ func TestKustomization(t *testing.T) {
 	for _, g := range k.ConfigMapGenerator {
 		files = append(files, g.Files...)
 	}
-	for _, f := range []string{rulePath, podMonitorPath, dashboardPath} {
+	for _, f := range []string{rulePath, podMonitorPath, schedulerPodMonitorPath, schedulerReaderPath, dashboardPath} {
 		if !slices.Contains(files, f) {
 			t.Errorf("kustomization.yaml does not ship %s", f)
 		}

@@ -97,6 +97,11 @@ type ControlPlane struct {
 // rate limiting raised so that tests are not throttled.
 func (c *ControlPlane) RESTConfig() *rest.Config { return rest.CopyConfig(c.restConfig) }
 
+// ServiceAccountKeyFile is the PEM private key the apiserver signs and
+// verifies service-account tokens with (--service-account-signing-key-file),
+// for tests that mint tokens as kube-controller-manager's token controller does.
+func (c *ControlPlane) ServiceAccountKeyFile() string { return filepath.Join(c.DataDir, "sa.key") }
+
 // Client returns an admin clientset built from RESTConfig.
 func (c *ControlPlane) Client() kubernetes.Interface { return c.client }
 
