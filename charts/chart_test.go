@@ -38,6 +38,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/deviceplugin/config"
 	"github.com/tessera-gpu/tessera/pkg/k8stest"
+	"github.com/tessera-gpu/tessera/pkg/k8stest/scrapeauth"
 	"github.com/tessera-gpu/tessera/pkg/mig"
 )
 
@@ -65,13 +66,11 @@ func requireHelm(t *testing.T) string {
 	return ""
 }
 
-// render runs helm template and returns the rendered objects, CRDs included.
-func render(t *testing.T, helm, namespace string, valuesFiles ...string) []*unstructured.Unstructured {
+// render runs helm template with the extra flags (--values, --set) and
+// returns the rendered objects, CRDs included.
+func render(t *testing.T, helm, namespace string, flags ...string) []*unstructured.Unstructured {
 	t.Helper()
-	args := []string{"template", "tessera", chartDir, "--namespace", namespace, "--include-crds"}
-	for _, f := range valuesFiles {
-		args = append(args, "--values", f)
-	}
+	args := append([]string{"template", "tessera", chartDir, "--namespace", namespace, "--include-crds"}, flags...)
 	var stderr bytes.Buffer
 	cmd := exec.Command(helm, args...)
 	cmd.Stderr = &stderr
@@ -224,12 +223,15 @@ func convert[T any](t *testing.T, obj *unstructured.Unstructured) *T {
 // TestChart renders the chart for its default values and each values file
 // of ci/, applies every rendered object to a real kube-apiserver (the GPUNode
 // CRD from crds/, prometheus-operator's CRDs for the monitoring objects), and
-// checks what the values select.
+// checks what the values select. With monitoring on, the token controller
+// of kube-controller-manager fills in the scheduler scrape's token Secret, and
+// that token must be allowed GET /metrics (package scrapeauth).
 func TestChart(t *testing.T) {
 	helm := requireHelm(t)
 	cp := k8stest.StartForTest(t)
 	ctx := t.Context()
 	a := newApplier(t, cp.RESTConfig())
+	scrapeauth.StartTokenController(t, cp)
 
 	// The monitoring objects are validated against prometheus-operator's schemas.
 	var operatorCRDs []*unstructured.Unstructured
@@ -254,6 +256,7 @@ func TestChart(t *testing.T) {
 		wantSched   string // the scheduler profile's name; "" without the scheduler
 		wantLease   string // namespace/name of the scheduler's leader-election Lease
 		wantKubelet string
+		wantScrape  bool // gpu-scheduler's PodMonitor and its credentials
 	}{
 		{
 			name: "default values", namespace: "tessera-system", wantTag: "v0.1.0",
@@ -266,11 +269,12 @@ func TestChart(t *testing.T) {
 		{
 			name: "second scheduler and monitoring", namespace: "gpu-system", valuesFile: "second-scheduler-values.yaml", wantTag: "v0.1.0-ci",
 			wantKinds: map[string]int{
-				"CustomResourceDefinition": 1, "ServiceAccount": 2, "ClusterRole": 2, "ClusterRoleBinding": 4, "Role": 1, "RoleBinding": 2,
+				"CustomResourceDefinition": 1, "ServiceAccount": 3, "ClusterRole": 3, "ClusterRoleBinding": 5, "Role": 1, "RoleBinding": 2,
 				"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, "ConfigMap": 4, "DaemonSet": 1, "Deployment": 1,
-				"PodMonitor": 1, "PrometheusRule": 1,
+				"PodMonitor": 2, "PrometheusRule": 1, "Secret": 1,
 			},
 			wantSched: "tessera-gpu-scheduler", wantLease: "gpu-system/tessera-gpu-scheduler", wantKubelet: "/var/lib/kubelet",
+			wantScrape: true,
 		},
 		{
 			name: "default profile", namespace: "tessera-system", valuesFile: "default-profile-values.yaml", wantTag: "v0.1.0",
@@ -285,7 +289,7 @@ func TestChart(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var values []string
 			if tt.valuesFile != "" {
-				values = append(values, filepath.Join(chartDir, "ci", tt.valuesFile))
+				values = append(values, "--values", filepath.Join(chartDir, "ci", tt.valuesFile))
 			}
 			objs := render(t, helm, tt.namespace, values...)
 			kinds := map[string]int{}
@@ -335,6 +339,81 @@ func TestChart(t *testing.T) {
 			}
 			checkAgent(t, objs, tt.namespace, tt.wantKubelet)
 			checkScheduler(t, objs, tt.wantSched, tt.wantLease)
+			if tt.wantScrape {
+				scrapeauth.CheckSchedulerPodMonitor(t, cp, objs, tt.namespace)
+			} else if find(objs, "PodMonitor", scrapeauth.PodMonitorName) != nil {
+				t.Errorf("PodMonitor %s rendered without monitoring and the scheduler", scrapeauth.PodMonitorName)
+			}
+		})
+	}
+}
+
+// TestChartSchedulerPodMonitorValues renders gpu-scheduler's PodMonitor for
+// the values that shape it: off unless monitoring.podMonitor, the scheduler
+// and monitoring.podMonitor.scheduler are all on; the chart's own token
+// Secret and reader RBAC, or only a reference to a Secret the user manages.
+func TestChartSchedulerPodMonitorValues(t *testing.T) {
+	helm := requireHelm(t)
+	reader := []string{"ServiceAccount/tessera-metrics-reader", "Secret/tessera-metrics-reader-token",
+		"ClusterRole/tessera-metrics-reader", "ClusterRoleBinding/tessera-metrics-reader"}
+	tests := []struct {
+		name       string
+		set        string
+		wantSecret string // the Secret the PodMonitor reads; "" for no PodMonitor
+		wantKey    string
+		wantReader bool // the chart creates the reader's ServiceAccount, Secret and RBAC
+		wantTLS    map[string]any
+	}{
+		{name: "monitoring off", set: "scheduler.enabled=true"},
+		{name: "scheduler off", set: "monitoring.podMonitor.enabled=true"},
+		{name: "scheduler's PodMonitor off", set: "scheduler.enabled=true,monitoring.podMonitor.enabled=true,monitoring.podMonitor.scheduler.enabled=false"},
+		{
+			name: "chart-made token", set: "scheduler.enabled=true,monitoring.podMonitor.enabled=true",
+			wantSecret: "tessera-metrics-reader-token", wantKey: "token", wantReader: true,
+			wantTLS: map[string]any{"insecureSkipVerify": true},
+		},
+		{
+			name: "user's token Secret and CA",
+			set: "scheduler.enabled=true,monitoring.podMonitor.enabled=true,monitoring.podMonitor.scheduler.tokenSecret.create=false," +
+				"monitoring.podMonitor.scheduler.tokenSecret.name=prometheus-scrape,monitoring.podMonitor.scheduler.tokenSecret.key=bearer," +
+				"monitoring.podMonitor.scheduler.tlsConfig.insecureSkipVerify=null,monitoring.podMonitor.scheduler.tlsConfig.ca.secret.name=sched-ca," +
+				"monitoring.podMonitor.scheduler.tlsConfig.ca.secret.key=ca.crt",
+			wantSecret: "prometheus-scrape", wantKey: "bearer",
+			wantTLS: map[string]any{"ca": map[string]any{"secret": map[string]any{"name": "sched-ca", "key": "ca.crt"}}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			objs := render(t, helm, "tessera-system", "--set", tt.set)
+			for _, r := range reader {
+				kind, name, _ := strings.Cut(r, "/")
+				if got := find(objs, kind, name) != nil; got != tt.wantReader {
+					t.Errorf("%s rendered: %v, want %v", r, got, tt.wantReader)
+				}
+			}
+			pm := find(objs, "PodMonitor", scrapeauth.PodMonitorName)
+			if tt.wantSecret == "" {
+				if pm != nil {
+					t.Fatalf("PodMonitor %s rendered", scrapeauth.PodMonitorName)
+				}
+				return
+			}
+			if pm == nil {
+				t.Fatalf("no PodMonitor %s", scrapeauth.PodMonitorName)
+			}
+			eps, _, _ := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+			if len(eps) != 1 {
+				t.Fatalf("PodMonitor endpoints %v, want one", eps)
+			}
+			ep, _ := eps[0].(map[string]any)
+			name, _, _ := unstructured.NestedString(ep, "authorization", "credentials", "name")
+			key, _, _ := unstructured.NestedString(ep, "authorization", "credentials", "key")
+			if name != tt.wantSecret || key != tt.wantKey {
+				t.Errorf("PodMonitor reads key %q of Secret %q, want %q of %q", key, name, tt.wantKey, tt.wantSecret)
+			}
+			if d := cmp.Diff(tt.wantTLS, ep["tlsConfig"]); d != "" {
+				t.Errorf("tlsConfig (-want +got):\n%s", d)
+			}
 		})
 	}
 }
@@ -500,6 +579,14 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"unknown scheduler mode", "scheduler.enabled=true,scheduler.mode=replace", `scheduler.mode must be second or default-profile, not "replace"`},
 		{"unknown drain policy", "agent.mig.drainPolicy=delete", `agent.mig.drainPolicy must be wait, evict or fail, not "delete"`},
 		{"unknown share policy", "agent.sharePolicy=spread", `agent.sharePolicy must be packed or distributed, not "spread"`},
+		{
+			"chart-made token under another key", "scheduler.enabled=true,monitoring.podMonitor.enabled=true,monitoring.podMonitor.scheduler.tokenSecret.key=bearer",
+			`monitoring.podMonitor.scheduler.tokenSecret.key must be token when tokenSecret.create is true (the key the token controller writes), not "bearer"`,
+		},
+		{
+			"no token Secret", "scheduler.enabled=true,monitoring.podMonitor.enabled=true,monitoring.podMonitor.scheduler.tokenSecret.name=",
+			"monitoring.podMonitor.scheduler.tokenSecret.name must name the Secret holding the scrape's bearer token",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

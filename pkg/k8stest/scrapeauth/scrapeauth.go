@@ -265,7 +265,11 @@ func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*un
 	reader := clientWithToken(t, cp, token)
 	body, err := reader.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		t.Errorf("GET /metrics with the Secret's token: %v", err)
+		var code int32
+		if s, ok := err.(apierrors.APIStatus); ok {
+			code = s.Status().Code
+		}
+		t.Errorf("GET /metrics with the Secret's token: HTTP %d: %v", code, err)
 	} else if !strings.Contains(string(body), "# TYPE ") {
 		t.Errorf("GET /metrics with the Secret's token returned no metrics:\n%.200s", body)
 	}
