@@ -225,7 +225,9 @@ func convert[T any](t *testing.T, obj *unstructured.Unstructured) *T {
 // CRD from crds/, prometheus-operator's CRDs for the monitoring objects), and
 // checks what the values select. With monitoring on, the token controller
 // of kube-controller-manager fills in the scheduler scrape's token Secret, and
-// that token must be allowed GET /metrics (package scrapeauth).
+// that token must be allowed GET /metrics (package scrapeauth); gpu-scheduler
+// itself then runs with the chart's configuration, as the chart's
+// ServiceAccount, and serves its /metrics to that token and to no other.
 func TestChart(t *testing.T) {
 	helm := requireHelm(t)
 	cp := k8stest.StartForTest(t)
@@ -340,7 +342,8 @@ func TestChart(t *testing.T) {
 			checkAgent(t, objs, tt.namespace, tt.wantKubelet)
 			checkScheduler(t, objs, tt.wantSched, tt.wantLease)
 			if tt.wantScrape {
-				scrapeauth.CheckSchedulerPodMonitor(t, cp, objs, tt.namespace)
+				token := scrapeauth.CheckSchedulerPodMonitor(t, cp, objs, tt.namespace)
+				scrapeauth.CheckRealScheduler(t, cp, objs, tt.namespace, token)
 			} else if find(objs, "PodMonitor", scrapeauth.PodMonitorName) != nil {
 				t.Errorf("PodMonitor %s rendered without monitoring and the scheduler", scrapeauth.PodMonitorName)
 			}

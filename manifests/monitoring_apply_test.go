@@ -20,7 +20,10 @@ import (
 // kube-controller-manager's token controller, and holds gpu-scheduler's
 // PodMonitor and the credentials it names to package scrapeauth's checks:
 // the token that lands in the Secret it reads must be allowed GET /metrics
-// and nothing else.
+// and nothing else. Then it runs gpu-scheduler itself with the base's
+// configuration, as the base's ServiceAccount and with delegated
+// authentication and authorization as in its pod, and scrapes its secure
+// port with that token, as Prometheus would.
 func TestMonitoringApply(t *testing.T) {
 	base := kustomizeBuild(t, "base")
 	monitoring := kustomizeBuild(t, "monitoring")
@@ -47,5 +50,7 @@ func TestMonitoringApply(t *testing.T) {
 	applyObjects(t, cfg, "base", base)
 	applyObjects(t, cfg, "monitoring", monitoring)
 
-	scrapeauth.CheckSchedulerPodMonitor(t, cp, append(slices.Clone(base), monitoring...), "tessera-system")
+	objs := append(slices.Clone(base), monitoring...)
+	token := scrapeauth.CheckSchedulerPodMonitor(t, cp, objs, "tessera-system")
+	scrapeauth.CheckRealScheduler(t, cp, objs, "tessera-system", token)
 }

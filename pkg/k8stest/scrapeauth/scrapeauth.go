@@ -50,6 +50,8 @@ const (
 	// securePort is kube-scheduler's default --secure-port, where it serves
 	// /metrics; the Deployments set no other.
 	securePort = 10259
+	// unboundName is a ServiceAccount the checks create, which no role lets read /metrics.
+	unboundName = "scrapeauth-unbound"
 )
 
 // StartTokenController runs kube-controller-manager's token controller
@@ -135,7 +137,9 @@ var MetricsOnly = []rbacv1.PolicyRule{{Verbs: []string{"get"}, NonResourceURLs: 
 //     refused /metrics;
 //   - the scheduler's own ServiceAccount may make those two delegated calls
 //     and read the client-CA ConfigMap, or it could not check the token.
-func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*unstructured.Unstructured, namespace string) {
+//
+// It returns the reader's token, for CheckRealScheduler.
+func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*unstructured.Unstructured, namespace string) string {
 	t.Helper()
 	pmObj := find(objs, "PodMonitor", PodMonitorName)
 	if pmObj == nil {
@@ -278,7 +282,7 @@ func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*un
 	}
 
 	// Control: a ServiceAccount without the binding is refused /metrics.
-	other := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "scrapeauth-unbound", Namespace: namespace}}
+	other := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: unboundName, Namespace: namespace}}
 	if _, err := kc.CoreV1().ServiceAccounts(namespace).Create(ctx, other, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
@@ -291,6 +295,7 @@ func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*un
 	}
 
 	checkSchedulerDelegation(t, kc, objs, namespace)
+	return token
 }
 
 // checkReaderRBAC: saName is bound by exactly one ClusterRoleBinding, to a
