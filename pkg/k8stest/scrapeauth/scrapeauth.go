@@ -14,6 +14,7 @@ package scrapeauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -270,7 +271,7 @@ func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*un
 	body, err := reader.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
 		var code int32
-		if s, ok := err.(apierrors.APIStatus); ok {
+		if s := apierrors.APIStatus(nil); errors.As(err, &s) {
 			code = s.Status().Code
 		}
 		t.Errorf("GET /metrics with the Secret's token: HTTP %d: %v", code, err)
