@@ -171,7 +171,7 @@ func TestAgentsPublishTheFleet(t *testing.T) {
 		return true, nil
 	})
 
-	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m")
+	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m", tesseraBinds)
 
 	// place submits a pod and waits until it runs and its node's agent
 	// reports its devices; it returns the node, the planned and the

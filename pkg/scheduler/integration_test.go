@@ -28,9 +28,22 @@ import (
 
 const testSchedulerName = "tessera-gpu-scheduler"
 
+// Binders say who binds the pods Tessera planned: tesseraBinds is the
+// shipped profile (TesseraGPU enabled at bind, the plan in the Binding),
+// defaultBinds a profile that enables TesseraGPU at multiPoint only (the
+// plan patched by PreBind, DefaultBinder binds).
+const (
+	tesseraBinds = true
+	defaultBinds = false
+)
+
 // schedulerConfig is a KubeSchedulerConfiguration with Tessera's profile as a
 // second scheduler; args is the plugin's args (YAML, indented by 6).
-func schedulerConfig(kubeconfig, args string) string {
+func schedulerConfig(kubeconfig, args string, binds bool) string {
+	bind := ""
+	if binds {
+		bind = "    bind:\n      enabled:\n      - name: TesseraGPU\n"
+	}
 	return fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 leaderElection:
@@ -46,20 +59,20 @@ profiles:
       enabled:
       - name: TesseraGPU
         weight: 10
-  pluginConfig:
+%s  pluginConfig:
   - name: TesseraGPU
     args:
 %s
-`, kubeconfig, testSchedulerName, args)
+`, kubeconfig, testSchedulerName, bind, args)
 }
 
 // startScheduler runs the scheduler with Tessera's profile (args as in
 // schedulerConfig) until the test ends; the cleanup cancels ctx (cancel) and
 // waits for it.
-func startScheduler(ctx context.Context, t *testing.T, cancel context.CancelFunc, kubeconfig, args string) {
+func startScheduler(ctx context.Context, t *testing.T, cancel context.CancelFunc, kubeconfig, args string, binds bool) {
 	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- runScheduler(ctx, t, schedulerConfig(kubeconfig, args)) }()
+	go func() { done <- runScheduler(ctx, t, schedulerConfig(kubeconfig, args, binds)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil && ctx.Err() == nil {
@@ -96,7 +109,7 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 	kc := cp.Client()
 
 	t.Run("InvalidArgsStopTheScheduler", func(t *testing.T) {
-		err := runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 1s\n      placement:\n        sharePolicy: random"))
+		err := runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 1s\n      placement:\n        sharePolicy: random", tesseraBinds))
 		if err == nil {
 			t.Fatal("the scheduler started with invalid args")
 		}
@@ -128,7 +141,7 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 		}
 	}
 
-	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m")
+	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m", tesseraBinds)
 
 	create := func(t *testing.T, b *podBuilder) *corev1.Pod {
 		t.Helper()
@@ -313,7 +326,8 @@ func testGangs(t *testing.T) {
 	for _, gn := range []*v1alpha1.GPUNode{dgxH100("dgx-1", now).obj(), dgxH100("dgx-2", now).obj(), dgxH100("dgx-3", now).obj()} {
 		publishNode(ctx, t, kc, gc, gn)
 	}
-	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m")
+	// The gangs run with DefaultBinder binding: PreBind writes the plans.
+	startScheduler(ctx, t, cancel, cp.Kubeconfig, "      staleAfter: 10m", defaultBinds)
 
 	t.Run("a gang that does not fit binds nothing and holds no device", func(t *testing.T) {
 		createPodGroup(ctx, t, kc, "big", 4)

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/utils/clock"
 
 	"github.com/tessera-gpu/tessera/pkg/inventory/client"
@@ -48,6 +49,11 @@ type Plugin struct {
 
 	mu sync.Mutex
 	c  *cluster
+
+	// bindOnce decides binds: whether this profile runs Tessera's Bind
+	// before any other binder (see bindsPods).
+	bindOnce sync.Once
+	binds    bool
 }
 
 var (
@@ -58,6 +64,7 @@ var (
 	_ fwk.ScoreExtensions   = (*Plugin)(nil)
 	_ fwk.ReservePlugin     = (*Plugin)(nil)
 	_ fwk.PreBindPlugin     = (*Plugin)(nil)
+	_ fwk.BindPlugin        = (*Plugin)(nil)
 	_ fwk.EnqueueExtensions = (*Plugin)(nil)
 	_ fwk.SignPlugin        = (*Plugin)(nil)
 )
@@ -459,34 +466,102 @@ func (p *Plugin) Unreserve(_ context.Context, _ fwk.CycleState, pod *corev1.Pod,
 	p.c.forget(pod.UID)
 }
 
-// PreBindPreFlight skips pods without a plan.
-func (p *Plugin) PreBindPreFlight(_ context.Context, _ fwk.CycleState, pod *corev1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+// pluginLister is the part of kube-scheduler's framework (the Handle a
+// plugin gets) that tells which plugins run at each extension point.
+type pluginLister interface {
+	ListPlugins() *schedconfig.Plugins
+}
+
+// bindsPods reports whether Tessera's Bind runs first among the profile's
+// binders (the profile enables TesseraGPU at the bind extension point, as
+// the shipped configurations do). Then the planned devices travel in the
+// Binding's annotations, which the API server copies onto the pod with
+// the node name: one write per pod, as the default binder makes. Otherwise
+// PreBind patches the pod first, which costs two more writes per pod (the
+// patch, and the nominatedNodeName status update kube-scheduler makes
+// before any PreBind that has work): in scheduler_perf that halved the
+// profile's throughput. Decided on first use, once the framework is built.
+func (p *Plugin) bindsPods() bool {
+	p.bindOnce.Do(func() {
+		l, ok := p.handle.(pluginLister)
+		if !ok {
+			return
+		}
+		if ps := l.ListPlugins(); ps != nil && len(ps.Bind.Enabled) > 0 {
+			p.binds = ps.Bind.Enabled[0].Name == Name
+		}
+	})
+	return p.binds
+}
+
+// planned returns the devices planned for the pod, joined as the
+// annotation carries them, and whether it has a plan.
+func (p *Plugin) planned(uid types.UID) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.c.assumed[pod.UID] == nil {
+	ap := p.c.assumed[uid]
+	if ap == nil {
+		return "", false
+	}
+	return strings.Join(ap.devices, ","), true
+}
+
+// PreBindPreFlight skips pods without a plan, and every pod when Tessera's
+// Bind records the plan (bindsPods).
+func (p *Plugin) PreBindPreFlight(_ context.Context, _ fwk.CycleState, pod *corev1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+	if p.bindsPods() {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	if _, ok := p.planned(pod.UID); !ok {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return &fwk.PreBindPreFlightResult{}, nil
 }
 
-// PreBind writes the planned devices into the pod (AnnotationDevices), so
-// that a restarted or newly elected scheduler knows them before the agent
-// reports the pod, and people can compare plan and outcome.
+// PreBind writes the planned devices into the pod (AnnotationDevices)
+// before it is bound, so that the gpu-agent follows the plan when the
+// kubelet admits the pod, a restarted or newly elected scheduler knows the
+// plan before the agent reports the pod, and people can compare plan and
+// outcome. It runs only when Tessera does not bind (PreBindPreFlight).
 func (p *Plugin) PreBind(ctx context.Context, _ fwk.CycleState, pod *corev1.Pod, _ string) *fwk.Status {
 	defer observe("PreBind", time.Now())
-	p.mu.Lock()
-	ap := p.c.assumed[pod.UID]
-	var devs string
-	if ap != nil {
-		devs = strings.Join(ap.devices, ",")
-	}
-	p.mu.Unlock()
-	if ap == nil {
+	devs, ok := p.planned(pod.UID)
+	if !ok || p.bindsPods() {
 		return nil
 	}
 	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, AnnotationDevices, devs)
 	if _, err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fwk.AsStatus(fmt.Errorf("annotating pod %s/%s with its devices: %w", pod.Namespace, pod.Name, err))
+	}
+	return nil
+}
+
+// Bind binds a pod with a plan as kube-scheduler's DefaultBinder does, with
+// the planned devices (AnnotationDevices) in the Binding, which the API
+// server sets on the pod together with its node. Pods without a plan are
+// left to the next binder (Skip).
+func (p *Plugin) Bind(ctx context.Context, _ fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
+	defer observe("Bind", time.Now())
+	devs, ok := p.planned(pod.UID)
+	if !ok {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	binding := &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Annotations: map[string]string{AnnotationDevices: devs}},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: nodeName},
+	}
+	if c := p.handle.APICacher(); c != nil {
+		onFinish, err := c.BindPod(binding)
+		if err == nil {
+			err = c.WaitOnFinish(ctx, onFinish)
+		}
+		if err != nil {
+			return fwk.AsStatus(fmt.Errorf("binding pod %s/%s to node %s with devices %s: %w", pod.Namespace, pod.Name, nodeName, devs, err))
+		}
+		return nil
+	}
+	if err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return fwk.AsStatus(fmt.Errorf("binding pod %s/%s to node %s with devices %s: %w", pod.Namespace, pod.Name, nodeName, devs, err))
 	}
 	return nil
 }

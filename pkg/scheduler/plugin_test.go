@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -433,3 +434,49 @@ func TestSignPod(t *testing.T) {
 }
 
 func klogFrom(ctx context.Context) klog.Logger { return klog.FromContext(ctx) }
+
+// listingHandle is a framework handle that lists the profile's binders.
+type listingHandle struct {
+	fwk.Handle
+	binders []string
+}
+
+func (h listingHandle) ListPlugins() *schedconfig.Plugins {
+	ps := &schedconfig.Plugins{}
+	for _, b := range h.binders {
+		ps.Bind.Enabled = append(ps.Bind.Enabled, schedconfig.Plugin{Name: b})
+	}
+	return ps
+}
+
+// TestBindsPodsOnlyAsTheFirstBinder: Tessera's Bind carries the plan only
+// where it runs before DefaultBinder; else PreBind must write it.
+func TestBindsPodsOnlyAsTheFirstBinder(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		handle fwk.Handle
+		want   bool
+	}{
+		{"enabled at bind, before DefaultBinder", listingHandle{binders: []string{Name, "DefaultBinder"}}, true},
+		{"multiPoint only, after DefaultBinder", listingHandle{binders: []string{"DefaultBinder", Name}}, false},
+		{"no binder listed", listingHandle{}, false},
+		{"a handle that lists nothing", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := newPlugin(DefaultArgs(), tc.handle, clocktesting.NewFakePassiveClock(t0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.bindsPods(); got != tc.want {
+				t.Errorf("bindsPods() = %v, want %v", got, tc.want)
+			}
+			_, st := p.PreBindPreFlight(context.Background(), nil, &corev1.Pod{}, "n")
+			if !st.IsSkip() {
+				t.Errorf("PreBindPreFlight of a pod without a plan = %v, want Skip", st)
+			}
+			if st := p.Bind(context.Background(), nil, &corev1.Pod{}, "n"); !st.IsSkip() {
+				t.Errorf("Bind of a pod without a plan = %v, want Skip", st)
+			}
+		})
+	}
+}

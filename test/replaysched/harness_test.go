@@ -78,6 +78,9 @@ profiles:
       - name: "*"
       enabled:
       - name: %[3]s
+    bind:
+      enabled:
+      - name: %[3]s
   pluginConfig:
   - name: %[3]s
     args:

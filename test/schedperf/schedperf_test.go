@@ -57,12 +57,13 @@ type run struct {
 	workload string
 	pods     int
 	// planned counts the pods whose devices Tessera planned and wrote
-	// (PreBind): every GPU pod of the workload, else Tessera did no work.
+	// (Bind, or PreBind where Tessera does not bind): every GPU pod of the
+	// workload, else Tessera did no work.
 	planned atomic.Int64
 }
 
-// countingPlugin is Tessera's plugin with its PreBind counted; every other
-// extension point is the plugin's own (promoted).
+// countingPlugin is Tessera's plugin with the writes of its plans counted;
+// every other extension point is the plugin's own (promoted).
 type countingPlugin struct {
 	*tessera.Plugin
 	r *run
@@ -70,6 +71,14 @@ type countingPlugin struct {
 
 func (p countingPlugin) PreBind(ctx context.Context, s fwk.CycleState, pod *corev1.Pod, node string) *fwk.Status {
 	st := p.Plugin.PreBind(ctx, s, pod, node)
+	if st.IsSuccess() {
+		p.r.planned.Add(1)
+	}
+	return st
+}
+
+func (p countingPlugin) Bind(ctx context.Context, s fwk.CycleState, pod *corev1.Pod, node string) *fwk.Status {
+	st := p.Plugin.Bind(ctx, s, pod, node)
 	if st.IsSuccess() {
 		p.r.planned.Add(1)
 	}
