@@ -170,10 +170,10 @@ const signKey = "gpu.tessera.dev/PodDemand()"
 // depends on the whole cluster's free capacity, which a batch's ranking
 // does not follow; we accept that.
 func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
-	p.mu.Lock()
+	p.mu.RLock()
 	d, err := ReadPod(pod, p.c.isShared)
 	refresh := p.c.scorer.NextObservationRefreshes()
-	p.mu.Unlock()
+	p.mu.RUnlock()
 	if err != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "the pod's GPU demand is refused")
 	}

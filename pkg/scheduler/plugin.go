@@ -40,14 +40,16 @@ const NeutralScore = fwk.MaxScore / 2
 
 // Plugin is Tessera's kube-scheduler plugin. Every decision is pkg/scoring's;
 // the plugin reads pods and GPUNodes into its model, keeps the assume cache
-// and answers the framework. Its state is guarded by one mutex: the scorer
-// is not safe for concurrent use, and Filter runs in parallel.
+// and answers the framework. Its state is guarded by one read-write mutex:
+// the scorer is not safe for concurrent use, and Filter runs in parallel,
+// so Filter answers from the node's cached verdict under the read lock and
+// takes the write lock only to compute one.
 type Plugin struct {
 	handle fwk.Handle
 	args   Args
 	clock  clock.PassiveClock
 
-	mu sync.Mutex
+	mu sync.RWMutex
 	c  *cluster
 
 	// bindOnce decides binds: whether this profile runs Tessera's Bind
@@ -249,15 +251,22 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 	if cd == nil || cd.d.Resource == "" {
 		return nil
 	}
+	now := p.clock.Now()
+	p.mu.RLock()
+	st, done := p.filterCached(cd, ni, now)
+	p.mu.RUnlock()
+	if done {
+		return st
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e, ok := p.c.fresh(ni.Node().Name, p.clock.Now())
+	e, ok := p.c.fresh(ni.Node().Name, now)
 	if !ok {
 		return nil
 	}
 	mode, has := e.model.resources[cd.d.Resource]
 	if !has {
-		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("node advertises no %s", cd.d.Resource))
+		return advertisesNo(cd.d.Resource)
 	}
 	r, err := p.request(cd, mode)
 	if err != nil {
@@ -272,6 +281,57 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 		klog.FromContext(ctx).V(5).Info("Node refused", "pod", klog.KObj(pod), "node", ni.Node().Name, "reason", res.Err)
 		return fwk.NewStatus(fwk.Unschedulable, p.refusal(cd, mode, e, r))
 	}
+	return nvlinkVerdict(cd, mode, res)
+}
+
+// filterCached is Filter's verdict from what is already known — the node's
+// entry, the compiled request, the node's free CPU and memory as the
+// NodeInfo has them and the node's cached score of the request, and the
+// refusal's words — without changing anything, under the read lock. done is
+// false when any of them must be computed first.
+func (p *Plugin) filterCached(cd *cycleData, ni fwk.NodeInfo, now time.Time) (st *fwk.Status, done bool) {
+	e, ok := p.c.fresh(ni.Node().Name, now)
+	if !ok {
+		return nil, true
+	}
+	mode, has := e.model.resources[cd.d.Resource]
+	if !has {
+		return advertisesNo(cd.d.Resource), true
+	}
+	r, ok := cd.reqs[mode]
+	if !ok || !p.freeInSync(e, ni) {
+		return nil, false
+	}
+	res, ok := p.c.scorer.Cached(e.cache, r)
+	if !ok {
+		return nil, false
+	}
+	if res.Err != nil {
+		h, ok := cd.hint[mode]
+		if st := e.cache.State(); !ok || st.CPUFree < cd.d.CPU || st.MemFree < cd.d.Memory {
+			return nil, false
+		}
+		return fwk.NewStatus(fwk.Unschedulable, h), true
+	}
+	return nvlinkVerdict(cd, mode, res), true
+}
+
+// freeInSync reports whether the scoring model's free CPU and memory of the
+// node are the NodeInfo's (syncFree would change nothing).
+func (p *Plugin) freeInSync(e *nodeEntry, ni fwk.NodeInfo) bool {
+	alloc, req := ni.GetAllocatable(), ni.GetRequested()
+	st := e.cache.State()
+	return e.cpuKnown && st.CPUFree == max(0, alloc.GetMilliCPU()-req.GetMilliCPU()) && st.MemFree == max(0, alloc.GetMemory()-req.GetMemory())>>20
+}
+
+// advertisesNo refuses a node that does not advertise the pod's resource.
+func advertisesNo(r corev1.ResourceName) *fwk.Status {
+	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("node advertises no %s", r))
+}
+
+// nvlinkVerdict refuses a node whose best set for a pod that requires
+// NVLink has no NVLink pair.
+func nvlinkVerdict(cd *cycleData, mode resMode, res scoring.Result) *fwk.Status {
 	if cd.d.Interconnect == InterconnectNVLink && mode.kind == scoring.KindWhole && cd.d.Count >= 2 && res.Quality.MinNVLinks == 0 {
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("no free set of %d NVLink-connected GPUs (%s=%s)", cd.d.Count, AnnotationInterconnect, InterconnectNVLink))
 	}

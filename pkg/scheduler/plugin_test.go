@@ -174,7 +174,16 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 	var feasible []fwk.NodeInfo
 	var reasons []string
 	for _, ni := range h.nodeInfos() {
-		if st := h.p.Filter(h.ctx, state, pod, ni); st.IsSuccess() {
+		st := h.p.Filter(h.ctx, state, pod, ni)
+		// Asked again, Filter answers from the cached verdict
+		// (filterCached), which must be the same.
+		h.p.mu.RLock()
+		again, done := h.p.filterCached(getCycle(state), ni, h.clock.Now())
+		h.p.mu.RUnlock()
+		if getCycle(state) != nil && getCycle(state).d.Resource != "" && (!done || again.Code() != st.Code() || again.Message() != st.Message()) {
+			h.t.Errorf("pod %s on node %s: cached Filter verdict %v (answered: %v), computed %v", pod.Name, ni.Node().Name, again, done, st)
+		}
+		if st.IsSuccess() {
 			feasible = append(feasible, ni)
 		} else {
 			reasons = append(reasons, st.Message())

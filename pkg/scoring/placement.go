@@ -518,6 +518,31 @@ func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
 	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity), e.cost, e.tie), nil
 }
 
+// Cached returns the node's cached Result of r when it is current (what
+// Score returns, less the scarcity cost and the key, which depend on the
+// whole cluster), and false when Score would compute it. It changes
+// nothing: calls may run concurrently with each other, not with the
+// Scorer's or the node's other methods.
+func (s *Scorer) Cached(n *NodeCache, r *Request) (Result, bool) {
+	var e memoEntry
+	if r.id < denseMemo {
+		if int(r.id) >= len(n.memo) {
+			return Result{}, false
+		}
+		e = n.memo[r.id]
+	} else {
+		got, ok := n.memoMore.get(r.id)
+		if !ok {
+			return Result{}, false
+		}
+		e = got
+	}
+	if !e.set || e.version != n.version || e.epoch != s.epoch {
+		return Result{}, false
+	}
+	return e.res, true
+}
+
 // denseMemo is how many request ids a node caches in a slice (the others go
 // to a map of at most maxMemoEntries).
 const (
