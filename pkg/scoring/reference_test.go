@@ -295,7 +295,7 @@ func TestScoreMatchesReference(t *testing.T) {
 			fresh.dropCaches()
 			cached := res
 			cached.Key, cached.ScarcityCost = 0, 0 // set by Score outside the caches
-			if want := s.score(&fresh, r); fmt.Sprint(want) != fmt.Sprint(cached) {
+			if want := s.score(&fresh, r, nil); fmt.Sprint(want) != fmt.Sprint(cached) {
 				t.Fatalf("%s: Score = %+v, without caches %+v", where, res, want)
 			}
 			s.Fragmentation(n) // the shapes' use of the node, which frag starts from
