@@ -772,8 +772,9 @@ func (w *demandWorkload) observe(r *Request) {
 }
 
 // shapes returns the heaviest requests covering coverage of the weight,
-// at most limit of them, probabilities summing to 1, appended to dst.
-func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) []targetShape {
+// at most limit of them, probabilities summing to 1, appended to dst, and
+// the weight they cover (a shape's probability is its weight over it).
+func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) ([]targetShape, float64) {
 	idx := make([]int, 0, len(w.reqs))
 	sum := 0.0
 	for i, wt := range w.weight {
@@ -791,7 +792,7 @@ func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) 
 	for _, i := range idx[:n] {
 		dst = append(dst, targetShape{r: w.reqs[i], p: w.weight[i] / cum})
 	}
-	return dst
+	return dst, cum
 }
 
 // dropCaches forgets every derived value (tests measure the cold path).

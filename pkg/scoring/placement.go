@@ -84,11 +84,12 @@ type Config struct {
 	// target's product-constrained pods need while its free capacity is
 	// scarce (0 turns it off).
 	Scarcity float64 `json:"scarcity"`
-	// ShapeScarcity weighs the cost of the multi-GPU target shapes' pods
-	// that a placement leaves the node unable to host (its free whole GPUs
-	// and CPU), each at the shape's GPUs per arriving pod times the
-	// cluster's free capacity over the capacity that can still host the
-	// shape (0 turns it off; see shapes.go).
+	// ShapeScarcity weighs the cost of the pods of the learned workload's
+	// multi-GPU shapes that a placement leaves the node unable to host (by
+	// its free whole GPUs and CPU), each at the shape's GPUs per arriving
+	// pod times how much scarcer than free capacity in general the
+	// capacity that can still host the shape is (0 turns it off; see
+	// shapes.go).
 	ShapeScarcity float64 `json:"shapeScarcity"`
 	// Saturation, when positive, bounds the value of the drop less the
 	// scarcity cost (x, in GPUs) before the hardware costs are taken off:
@@ -198,11 +199,12 @@ type Scorer struct {
 	// holes caches the hole-residue tables of the current epoch.
 	holes map[holeKey]*holeTable
 	// nodes are the scorer's nodes (NewNode, RemoveNode), each at its
-	// NodeCache.reg; hostShapes are the indices in shapes of the target's
-	// multi-GPU shapes and hostFree, per host shape, the GPUs of the pods
-	// of it the cluster's nodes can host (ShapeScarcity).
+	// NodeCache.reg; hostShapes are the learned workload's multi-GPU
+	// shapes, with their probabilities on the target's scale, and
+	// hostFree, per host shape, the GPUs of the pods of it the cluster's
+	// nodes can host (ShapeScarcity).
 	nodes      []*NodeCache
-	hostShapes []int32
+	hostShapes []targetShape
 	hostFree   []float64
 }
 
@@ -451,7 +453,8 @@ func (s *Scorer) ObserveArrival(id string, r *Request) {
 
 // refresh recomputes the target shapes and what derives from them.
 func (s *Scorer) refresh() {
-	s.shapes = s.target.shapes(s.cfg.TargetShapes, s.cfg.TargetCoverage, s.shapes[:0])
+	var cum float64
+	s.shapes, cum = s.target.shapes(s.cfg.TargetShapes, s.cfg.TargetCoverage, s.shapes[:0])
 	var g, c float64
 	for _, sh := range s.shapes {
 		g += sh.p * sh.r.gpus
@@ -462,7 +465,7 @@ func (s *Scorer) refresh() {
 		s.ratio = g / c
 	}
 	s.refreshPressure()
-	s.refreshHostShapes()
+	s.refreshHostShapes(cum)
 	clear(s.holes)
 	s.epoch++
 }

@@ -9,10 +9,16 @@ import "math/bits"
 // The CPU-stranded term, which counts GPUs, can then outweigh it, and the
 // large pods fail once their nodes are gone (docs/benchmarks.md, the
 // multi-GPU stand-ins). The shape cost charges each placement, per
-// multi-GPU target shape, the pods of that shape the node can no longer
-// host, at the shape's GPUs per arriving pod times how scarce the capacity
-// that can still host it is (the cluster's free capacity over it), as the
-// product scarcity cost does for product-constrained pods.
+// multi-GPU shape of the learned workload, the pods of that shape the node
+// can no longer host, at the shape's GPUs per arriving pod times how much
+// scarcer than free capacity in general the capacity that can still host
+// it is (the cluster's free capacity over it, less 1: the fragmentation
+// already prices a shape's loss where any free capacity hosts it), as the
+// product scarcity cost does for product-constrained pods. It is part of
+// Result.ScarcityCost and, like the product's, follows the whole cluster:
+// the scorer keeps its nodes' counts of each shape's pods (NewNode,
+// RemoveNode, Assume, Forget, SetHealthy) and recounts them all when the
+// target is refreshed.
 
 // shapeLoss is how many pods of host shape j a placement leaves the node
 // unable to host.
@@ -53,14 +59,22 @@ func (n *NodeCache) hostCount(r *Request, whole uint64, dl *delta) int {
 	return c
 }
 
-// refreshHostShapes picks the target's multi-GPU shapes and counts every
-// node's pods of them afresh (after a refresh of the target).
-func (s *Scorer) refreshHostShapes() {
+// minHostP is the smallest probability of a host shape: rarer shapes cost
+// next to nothing and would only lengthen the loops.
+const minHostP = 1e-4
+
+// refreshHostShapes picks the learned workload's multi-GPU shapes and
+// counts every node's pods of them afresh (after a refresh of the target).
+// Unlike the fragmentation's target it keeps the shapes below
+// TargetCoverage: the rare large pods (an 8-GPU pod asking 120 cores,
+// 0.3 % of the pods) are the ones whose few hosts get broken.
+func (s *Scorer) refreshHostShapes(cum float64) {
 	s.hostShapes = s.hostShapes[:0]
-	if s.cfg.ShapeScarcity > 0 {
-		for i, sh := range s.shapes {
-			if sh.r.kind == KindWhole && sh.r.Demand.GPUs >= minHostGPUs {
-				s.hostShapes = append(s.hostShapes, int32(i))
+	if s.cfg.ShapeScarcity > 0 && cum > 0 {
+		w := s.target
+		for i, r := range w.reqs {
+			if p := w.weight[i] / cum; r.kind == KindWhole && r.Demand.GPUs >= minHostGPUs && p >= minHostP {
+				s.hostShapes = append(s.hostShapes, targetShape{r: r, p: p})
 			}
 		}
 	}
@@ -78,8 +92,8 @@ func (s *Scorer) updateHosts(n *NodeCache, sign int) {
 		n.hosts = append(n.hosts[:0], make([]int32, len(s.hostShapes))...)
 	}
 	whole := n.wholeMask()
-	for j, si := range s.hostShapes {
-		r := s.shapes[si].r
+	for j := range s.hostShapes {
+		r := s.hostShapes[j].r
 		h := int32(0)
 		if sign > 0 {
 			h = int32(n.hostCount(r, whole, nil))
@@ -96,12 +110,12 @@ func (s *Scorer) hostLosses(n *NodeCache, dl *delta, dst []shapeLoss) []shapeLos
 		return dst
 	}
 	whole := n.wholeMask()
-	for j, si := range s.hostShapes {
+	for j := range s.hostShapes {
 		before := n.hosts[j]
 		if before == 0 {
 			continue
 		}
-		if after := int32(n.hostCount(s.shapes[si].r, whole, dl)); after < before {
+		if after := int32(n.hostCount(s.hostShapes[j].r, whole, dl)); after < before {
 			dst = append(dst, shapeLoss{j: int32(j), lost: before - after})
 		}
 	}
@@ -110,17 +124,17 @@ func (s *Scorer) hostLosses(n *NodeCache, dl *delta, dst []shapeLoss) []shapeLos
 
 // shapeScarcity is the weighted cost of the host-shape pods a placement
 // loses: per shape, the pods lost × the shape's GPUs per arriving pod
-// (probability × GPUs) × the cluster's free capacity over the free
-// capacity that can host the shape (before the placement).
+// (probability × GPUs) × (the cluster's free capacity over the capacity
+// that can host the shape, before the placement, − 1).
 func (s *Scorer) shapeScarcity(losses []shapeLoss) float64 {
 	if len(losses) == 0 || s.clusterFree <= 0 {
 		return 0
 	}
 	var c float64
 	for _, l := range losses {
-		sh := &s.shapes[s.hostShapes[l.j]]
+		sh := &s.hostShapes[l.j]
 		if free := s.hostFree[l.j]; free > 0 {
-			c += float64(l.lost) * sh.p * sh.r.gpus * s.clusterFree / free
+			c += float64(l.lost) * sh.p * sh.r.gpus * max(0, s.clusterFree/free-1)
 		}
 	}
 	return s.cfg.ShapeScarcity * c
