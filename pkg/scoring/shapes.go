@@ -116,6 +116,10 @@ func (s *Scorer) hostLosses(n *NodeCache, dl *delta, dst []shapeLoss) []shapeLos
 			continue
 		}
 		if after := int32(n.hostCount(s.hostShapes[j].r, whole, dl)); after < before {
+			if cap(dst) == 0 {
+				// One allocation per memo entry, reused while it lives.
+				dst = make([]shapeLoss, 0, len(s.hostShapes))
+			}
 			dst = append(dst, shapeLoss{j: int32(j), lost: before - after})
 		}
 	}
