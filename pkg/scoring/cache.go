@@ -137,7 +137,8 @@ func (s *Scorer) NewNode(st NodeState) (*NodeCache, error) {
 
 // RemoveNode tells the scorer that n left the cluster: its products no
 // longer count as present for the product score, nor its free capacity
-// for the scarcity cost.
+// for the scarcity cost, nor the multi-GPU pods it could host for the
+// shape cost. Removing a node twice changes nothing.
 func (s *Scorer) RemoveNode(n *NodeCache) {
 	if n.reg < 0 || n.reg >= len(s.nodes) || s.nodes[n.reg] != n {
 		return // removed before, or another scorer's
