@@ -551,7 +551,7 @@ func TestShapeScarcity(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		weight float64
-		// taken idle nodes get an 8-GPU pod, removed ones leave.
+		// taken idle nodes get an 8-GPU pod, removed ones leave (twice).
 		taken, removed int
 		pod            scoring.Demand
 		want           float64 // the cost on an idle node
@@ -579,6 +579,7 @@ func TestShapeScarcity(t *testing.T) {
 			}
 			for _, n := range idle[1+tc.taken : 1+tc.taken+tc.removed] {
 				s.RemoveNode(n)
+				s.RemoveNode(n) // a second time changes nothing
 			}
 			r := compile(t, s, tc.pod)
 			if got := s.Score(idle[0], r); got.Err != nil || !near(got.ScarcityCost, tc.want) {
