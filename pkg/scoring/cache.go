@@ -50,9 +50,13 @@ type NodeCache struct {
 	// migPlacements backs migGPUs' placements.
 	migPlacements []gpu.Placement
 	migIdx        []int
-	shareGPUs     []topology.ShareGPU
-	dropBuf       []float64
-	one           [1]int
+	// reg is the node's index in its scorer's nodes, hosts the pods of
+	// each of the scorer's host shapes it can host (shapes.go).
+	reg       int
+	hosts     []int32
+	shareGPUs []topology.ShareGPU
+	dropBuf   []float64
+	one       [1]int
 }
 
 // memoEntry is a cached score: what its key is made of first (the scoring
@@ -125,13 +129,28 @@ func (s *Scorer) NewNode(st NodeState) (*NodeCache, error) {
 		n.free += n.gpuCapacity(i, true)
 	}
 	s.addPresent(n, 1)
+	n.reg = len(s.nodes)
+	s.nodes = append(s.nodes, n)
+	s.updateHosts(n, 1)
 	return n, nil
 }
 
 // RemoveNode tells the scorer that n left the cluster: its products no
 // longer count as present for the product score, nor its free capacity
-// for the scarcity cost.
-func (s *Scorer) RemoveNode(n *NodeCache) { s.addPresent(n, -1) }
+// for the scarcity cost, nor the multi-GPU pods it could host for the
+// shape cost. Removing a node twice changes nothing.
+func (s *Scorer) RemoveNode(n *NodeCache) {
+	if n.reg < 0 || n.reg >= len(s.nodes) || s.nodes[n.reg] != n {
+		return // removed before, or another scorer's
+	}
+	s.addPresent(n, -1)
+	s.updateHosts(n, -1)
+	last := s.nodes[len(s.nodes)-1]
+	s.nodes[n.reg], last.reg = last, n.reg
+	s.nodes[len(s.nodes)-1] = nil
+	s.nodes = s.nodes[:len(s.nodes)-1]
+	n.reg = -1
+}
 
 // addPresent counts n's GPUs, and their free capacity, in (or out of) the
 // present products; when a product appears or disappears, cached scores are
@@ -323,6 +342,7 @@ func (n *NodeCache) apply(r *Request, a Assignment, take bool) error {
 	}
 	n.free += after - before
 	n.version++
+	n.s.updateHosts(n, 1)
 	return nil
 }
 
@@ -343,6 +363,7 @@ func (n *NodeCache) SetHealthy(i int, healthy bool) error {
 	n.s.productFree[n.prod[i]] += now - was
 	n.s.clusterFree += now - was
 	n.version++
+	n.s.updateHosts(n, 1)
 	return nil
 }
 
@@ -752,8 +773,9 @@ func (w *demandWorkload) observe(r *Request) {
 }
 
 // shapes returns the heaviest requests covering coverage of the weight,
-// at most limit of them, probabilities summing to 1, appended to dst.
-func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) []targetShape {
+// at most limit of them, probabilities summing to 1, appended to dst, and
+// the weight they cover (a shape's probability is its weight over it).
+func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) ([]targetShape, float64) {
 	idx := make([]int, 0, len(w.reqs))
 	sum := 0.0
 	for i, wt := range w.weight {
@@ -771,7 +793,7 @@ func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) 
 	for _, i := range idx[:n] {
 		dst = append(dst, targetShape{r: w.reqs[i], p: w.weight[i] / cum})
 	}
-	return dst
+	return dst, cum
 }
 
 // dropCaches forgets every derived value (tests measure the cold path).

@@ -11,7 +11,8 @@
 // that arrive (FGD's measure generalised to MIG slices and shares, plus the
 // GPU capacity the node's CPU cannot feed and the expected residue of
 // partly used GPUs, less the cost of taking a GPU model that constrained
-// pods need while it is scarce), then tie-breakers (NVLink islands kept,
+// pods need while it is scarce and of breaking one of the few nodes that
+// can still host a multi-GPU pod), then tie-breakers (NVLink islands kept,
 // packing).
 //
 // It is pure: it imports no Kubernetes framework code (k8s.io/kubernetes)

@@ -84,6 +84,13 @@ type Config struct {
 	// target's product-constrained pods need while its free capacity is
 	// scarce (0 turns it off).
 	Scarcity float64 `json:"scarcity"`
+	// ShapeScarcity weighs the cost of the pods of the learned workload's
+	// multi-GPU shapes that a placement leaves the node unable to host (by
+	// its free whole GPUs and CPU), each at the shape's GPUs per arriving
+	// pod times how much scarcer than free capacity in general the
+	// capacity that can still host the shape is (0 turns it off; see
+	// shapes.go).
+	ShapeScarcity float64 `json:"shapeScarcity"`
 	// Saturation, when positive, bounds the value of the drop less the
 	// scarcity cost (x, in GPUs) before the hardware costs are taken off:
 	// c·x/(c+|x|), which is x for small x and tends to ±c, so that a large
@@ -107,6 +114,7 @@ func DefaultConfig() Config {
 		CPUStranded:    0.3,
 		HoleResidue:    0.3,
 		Scarcity:       0.25,
+		ShapeScarcity:  0.25,
 		Saturation:     5,
 	}
 }
@@ -153,7 +161,7 @@ func (c *Config) Validate() field.ErrorList {
 	for _, t := range []struct {
 		name string
 		v    float64
-	}{{"cpuStranded", c.CPUStranded}, {"holeResidue", c.HoleResidue}, {"scarcity", c.Scarcity}, {"saturation", c.Saturation}} {
+	}{{"cpuStranded", c.CPUStranded}, {"holeResidue", c.HoleResidue}, {"scarcity", c.Scarcity}, {"shapeScarcity", c.ShapeScarcity}, {"saturation", c.Saturation}} {
 		if !nonNegative(t.v) {
 			errs = append(errs, field.Invalid(field.NewPath(t.name), t.v, "must be a non-negative finite number"))
 		}
@@ -190,6 +198,14 @@ type Scorer struct {
 	pressure    []float64
 	// holes caches the hole-residue tables of the current epoch.
 	holes map[holeKey]*holeTable
+	// nodes are the scorer's nodes (NewNode, RemoveNode), each at its
+	// NodeCache.reg; hostShapes are the learned workload's multi-GPU
+	// shapes, with their probabilities on the target's scale, and
+	// hostFree, per host shape, the GPUs of the pods of it the cluster's
+	// nodes can host (ShapeScarcity).
+	nodes      []*NodeCache
+	hostShapes []targetShape
+	hostFree   []float64
 }
 
 // NewScorer validates cfg and returns a scorer.
@@ -377,8 +393,9 @@ type Result struct {
 	// residue to it.
 	FragmentationDrop, Drop float64
 	// ScarcityCost is the weighted cost, in GPUs of fragmentation, of the
-	// product the pod takes (Config.Scarcity); it depends on the whole
-	// cluster's free capacity.
+	// product the pod takes (Config.Scarcity) and of the multi-GPU target
+	// shapes' pods the node can no longer host (Config.ShapeScarcity); it
+	// depends on the whole cluster's free capacity.
 	ScarcityCost float64
 	// Quality is the interconnect of a whole-GPU set.
 	Quality    topology.Quality
@@ -389,6 +406,8 @@ type Result struct {
 	product  int
 	drop     float64 // Drop in units of Resolution, rounded down
 	tie      float64 // Packing, or 0 when its weight is 0
+	// losses are the host shapes' pods the placement loses (shapes.go).
+	losses []shapeLoss
 }
 
 // Feasible reports whether Err is nil.
@@ -434,7 +453,8 @@ func (s *Scorer) ObserveArrival(id string, r *Request) {
 
 // refresh recomputes the target shapes and what derives from them.
 func (s *Scorer) refresh() {
-	s.shapes = s.target.shapes(s.cfg.TargetShapes, s.cfg.TargetCoverage, s.shapes[:0])
+	var cum float64
+	s.shapes, cum = s.target.shapes(s.cfg.TargetShapes, s.cfg.TargetCoverage, s.shapes[:0])
 	var g, c float64
 	for _, sh := range s.shapes {
 		g += sh.p * sh.r.gpus
@@ -445,6 +465,7 @@ func (s *Scorer) refresh() {
 		s.ratio = g / c
 	}
 	s.refreshPressure()
+	s.refreshHostShapes(cum)
 	clear(s.holes)
 	s.epoch++
 }
@@ -502,7 +523,7 @@ func (s *Scorer) Score(n *NodeCache, r *Request) Result {
 	e := s.cached(n, r)
 	res := e.res
 	if res.Err == nil {
-		res.ScarcityCost = s.scarcity(r, int(e.product), e.capacity)
+		res.ScarcityCost = s.scarcity(r, int(e.product), e.capacity) + s.shapeScarcity(res.losses)
 		res.Key = s.key(res.drop, res.ScarcityCost, res.HardwareCost, res.tie)
 	}
 	return res
@@ -515,7 +536,7 @@ func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
 	if !e.feasible {
 		return 0, e.res.Err
 	}
-	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity), e.cost, e.tie), nil
+	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity)+s.shapeScarcity(e.res.losses), e.cost, e.tie), nil
 }
 
 // Cached returns the node's cached Result of r when it is current (what
@@ -563,7 +584,7 @@ func (s *Scorer) cached(n *NodeCache, r *Request) *memoEntry {
 		e = &got
 	}
 	if !e.set || e.version != n.version || e.epoch != s.epoch {
-		e.res = s.score(n, r)
+		e.res = s.score(n, r, e.res.losses[:0])
 		res := &e.res
 		e.version, e.epoch, e.cost, e.drop, e.tie = n.version, s.epoch, res.HardwareCost, res.drop, res.tie
 		e.capacity, e.product, e.feasible, e.set = res.capacity, int32(res.product), res.Err == nil, true
@@ -619,7 +640,8 @@ func (s *Scorer) Feasible(n *NodeCache, r *Request) error {
 	return res.Err
 }
 
-func (s *Scorer) score(n *NodeCache, r *Request) Result {
+// score scores r on n afresh; losses is the buffer for Result.losses.
+func (s *Scorer) score(n *NodeCache, r *Request, losses []shapeLoss) Result {
 	st := &n.st
 	d := &r.Demand
 	if st.CPUFree < d.CPU {
@@ -659,6 +681,7 @@ func (s *Scorer) score(n *NodeCache, r *Request) Result {
 	res.FragmentationDrop = m.frag - after.frag
 	res.Drop = m.total(s) - after.total(s)
 	res.drop = math.Floor(res.Drop/s.cfg.Resolution + 1e-6)
+	res.losses = s.hostLosses(n, &dl, losses)
 	if n.capacity > 0 {
 		res.Packing = 1 - (n.free-res.capacity)/n.capacity
 	}

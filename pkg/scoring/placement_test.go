@@ -2,6 +2,7 @@ package scoring_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -109,6 +110,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "coverage", mutate: func(c *scoring.Config) { c.TargetCoverage = 1.5 }, wantErr: "targetCoverage"},
 		{name: "hole residue", mutate: func(c *scoring.Config) { c.HoleResidue = -0.1 }, wantErr: "holeResidue: Invalid value: -0.1"},
 		{name: "scarcity", mutate: func(c *scoring.Config) { c.Scarcity = math.NaN() }, wantErr: "scarcity: Invalid value"},
+		{name: "shape scarcity", mutate: func(c *scoring.Config) { c.ShapeScarcity = -1 }, wantErr: "shapeScarcity: Invalid value"},
 		{name: "share policy", mutate: func(c *scoring.Config) { c.SharePolicy = "spread" }, wantErr: `sharePolicy: Unsupported value: "spread"`},
 		{name: "lookahead", mutate: func(c *scoring.Config) { c.Lookahead = []int{8, 1} }, wantErr: "lookahead[1]: Invalid value: 1"},
 		{name: "decay", mutate: func(c *scoring.Config) { c.TargetDecay = 1.5 }, wantErr: "targetDecay"},
@@ -520,6 +522,71 @@ func TestStrandedPrice(t *testing.T) {
 			}
 			if !near(res.HardwareCost, tc.want) {
 				t.Errorf("HardwareCost %v, want %v (product score %v)", res.HardwareCost, tc.want, res.Product)
+			}
+		})
+	}
+}
+
+// TestShapeScarcity: the target is half 8-GPU pods of 64 cores, half 1-GPU
+// pods. Four idle 8-GPU nodes can host an 8-GPU pod, four with 4 GPUs free
+// cannot. Taking a GPU (or 70 of 128 cores) of an idle node loses one 8-GPU
+// pod: 0.25 × 0.5 × 8 GPUs × (free capacity / capacity that hosts 8-GPU
+// pods − 1); the nodes with 4 free lose none. The cost grows as the hosts
+// are taken or leave the cluster, and is 0 without the weight.
+func TestShapeScarcity(t *testing.T) {
+	spec := func(name string, used ...int) scoring.NodeState {
+		sp := scoring.NodeSpec{Name: name, CPU: 128_000, Memory: 1 << 20}
+		for range 8 {
+			sp.GPUs = append(sp.GPUs, scoring.GPUSpec{Product: "X", NUMANode: -1, Healthy: true})
+		}
+		if len(used) > 0 {
+			sp.Allocations = []scoring.Allocation{{GPUs: used}}
+		}
+		st, err := scoring.NewNodeState(sp)
+		if err != nil {
+			t.Fatalf("NewNodeState(%s): %v", name, err)
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		name   string
+		weight float64
+		// taken idle nodes get an 8-GPU pod, removed ones leave (twice).
+		taken, removed int
+		pod            scoring.Demand
+		want           float64 // the cost on an idle node
+	}{
+		{name: "one GPU, 32 of 48 free GPUs host", weight: 0.25, pod: scoring.Demand{GPUs: 1, CPU: 8000}, want: 0.25 * 0.5 * 8 * (48.0/32 - 1)},
+		{name: "CPU alone", weight: 0.25, pod: scoring.Demand{CPU: 70_000}, want: 0.25 * 0.5 * 8 * (48.0/32 - 1)},
+		{name: "CPU left for the shape", weight: 0.25, pod: scoring.Demand{CPU: 64_000}, want: 0},
+		{name: "two hosts taken", weight: 0.25, taken: 2, pod: scoring.Demand{GPUs: 1, CPU: 8000}, want: 0.25 * 0.5 * 8 * (32.0/16 - 1)},
+		{name: "two taken, one removed", weight: 0.25, taken: 2, removed: 1, pod: scoring.Demand{GPUs: 1, CPU: 8000}, want: 0.25 * 0.5 * 8 * (24.0/8 - 1)},
+		{name: "off", weight: 0, taken: 2, pod: scoring.Demand{GPUs: 1, CPU: 8000}, want: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newScorer(t, func(c *scoring.Config) { c.ShapeScarcity = tc.weight })
+			big := compile(t, s, scoring.Demand{GPUs: 8, CPU: 64_000})
+			if err := s.SetTarget([]*scoring.Request{big, compile(t, s, scoring.Demand{GPUs: 1, CPU: 8000})}, []float64{1, 1}); err != nil {
+				t.Fatal(err)
+			}
+			var idle, part []*scoring.NodeCache
+			for i := range 4 {
+				idle = append(idle, newNode(t, s, spec(fmt.Sprintf("idle%d", i))))
+				part = append(part, newNode(t, s, spec(fmt.Sprintf("part%d", i), 0, 1, 2, 3)))
+			}
+			for _, n := range idle[1 : 1+tc.taken] {
+				take(t, s, n, big)
+			}
+			for _, n := range idle[1+tc.taken : 1+tc.taken+tc.removed] {
+				s.RemoveNode(n)
+				s.RemoveNode(n) // a second time changes nothing
+			}
+			r := compile(t, s, tc.pod)
+			if got := s.Score(idle[0], r); got.Err != nil || !near(got.ScarcityCost, tc.want) {
+				t.Errorf("idle node: scarcity cost %v (%v), want %v", got.ScarcityCost, got.Err, tc.want)
+			}
+			if got := s.Score(part[0], r); got.Err != nil || got.ScarcityCost != 0 {
+				t.Errorf("node with 4 GPUs free: scarcity cost %v (%v), want 0", got.ScarcityCost, got.Err)
 			}
 		})
 	}

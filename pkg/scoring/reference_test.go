@@ -240,6 +240,26 @@ func refDemand(rng *rand.Rand) Demand {
 	return d
 }
 
+// refHosts is hostCount by gpuUse: the pods of whole-GPU shape r the node
+// can host, with dl applied when not nil, by GPUs and CPU.
+func (n *NodeCache) refHosts(r *Request, dl *delta) int {
+	gpus := 0
+	for i := range n.st.GPUs {
+		if _, ok := n.gpuUse(r, i, dl); ok {
+			gpus++
+		}
+	}
+	c := gpus / r.Demand.GPUs
+	if r.Demand.CPU > 0 {
+		cpu := n.st.CPUFree
+		if dl != nil {
+			cpu -= dl.cpu
+		}
+		c = min(c, int(max(cpu, 0)/r.Demand.CPU))
+	}
+	return c
+}
+
 // TestScoreMatchesReference scores random pods on random nodes, assuming
 // some of them, and checks the parts that were made faster against their
 // reference: the fragmentation before and after (up to rounding: the
@@ -295,7 +315,7 @@ func TestScoreMatchesReference(t *testing.T) {
 			fresh.dropCaches()
 			cached := res
 			cached.Key, cached.ScarcityCost = 0, 0 // set by Score outside the caches
-			if want := s.score(&fresh, r); fmt.Sprint(want) != fmt.Sprint(cached) {
+			if want := s.score(&fresh, r, nil); fmt.Sprint(want) != fmt.Sprint(cached) {
 				t.Fatalf("%s: Score = %+v, without caches %+v", where, res, want)
 			}
 			s.Fragmentation(n) // the shapes' use of the node, which frag starts from
@@ -324,9 +344,25 @@ func TestScoreMatchesReference(t *testing.T) {
 					t.Fatalf("%s: keep %v, the reference %v", where, res.Keep, want)
 				}
 			}
+			var wantLoss []shapeLoss
+			for j, sh := range s.hostShapes {
+				if lost := n.refHosts(sh.r, nil) - n.refHosts(sh.r, &dl); lost > 0 {
+					wantLoss = append(wantLoss, shapeLoss{j: int32(j), lost: int32(lost)})
+				}
+			}
+			if fmt.Sprint(res.losses) != fmt.Sprint(wantLoss) {
+				t.Fatalf("%s: host shapes' pods lost %v, the reference %v", where, res.losses, wantLoss)
+			}
 			if rng.IntN(4) == 0 {
 				if err := n.Assume(r, res.Assignment); err != nil {
 					t.Fatal(err)
+				}
+				// The scorer's count of the host shapes' pods follows the node.
+				for j, sh := range s.hostShapes {
+					want := n.refHosts(sh.r, nil)
+					if int(n.hosts[j]) != want || math.Abs(s.hostFree[j]-float64(want)*sh.r.gpus) > 1e-9 {
+						t.Fatalf("%s: after Assume, host shape %d: node hosts %d, cluster %v GPUs; the reference %d pods", where, j, n.hosts[j], s.hostFree[j], want)
+					}
 				}
 			}
 		}
