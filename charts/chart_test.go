@@ -342,8 +342,8 @@ func TestChart(t *testing.T) {
 			checkAgent(t, objs, tt.namespace, tt.wantKubelet)
 			checkScheduler(t, objs, tt.wantSched, tt.wantLease)
 			if tt.wantScrape {
-				token := scrapeauth.CheckSchedulerPodMonitor(t, cp, objs, tt.namespace)
-				scrapeauth.CheckRealScheduler(t, cp, objs, tt.namespace, token)
+				token := scrapeauth.CheckSchedulerPodMonitor(ctx, t, cp, objs, tt.namespace)
+				scrapeauth.CheckRealScheduler(ctx, t, cp, objs, tt.namespace, token)
 			} else if find(objs, "PodMonitor", scrapeauth.PodMonitorName) != nil {
 				t.Errorf("PodMonitor %s rendered without monitoring and the scheduler", scrapeauth.PodMonitorName)
 			}

@@ -51,6 +51,6 @@ func TestMonitoringApply(t *testing.T) {
 	applyObjects(t, cfg, "monitoring", monitoring)
 
 	objs := append(slices.Clone(base), monitoring...)
-	token := scrapeauth.CheckSchedulerPodMonitor(t, cp, objs, "tessera-system")
-	scrapeauth.CheckRealScheduler(t, cp, objs, "tessera-system", token)
+	token := scrapeauth.CheckSchedulerPodMonitor(t.Context(), t, cp, objs, "tessera-system")
+	scrapeauth.CheckRealScheduler(t.Context(), t, cp, objs, "tessera-system", token)
 }

@@ -60,9 +60,8 @@ func SchedulerBinary(t testing.TB) string {
 // (tessera_scheduler_gpunodes, once a GPUNode exists);
 // without a token, and with the token of a ServiceAccount no role lets read
 // /metrics, it must refuse.
-func CheckRealScheduler(t testing.TB, cp *k8stest.ControlPlane, objs []*unstructured.Unstructured, namespace, readerToken string) {
+func CheckRealScheduler(ctx context.Context, t testing.TB, cp *k8stest.ControlPlane, objs []*unstructured.Unstructured, namespace, readerToken string) {
 	t.Helper()
-	ctx := t.Context()
 	kc := cp.Client()
 	dir := t.TempDir()
 
@@ -128,10 +127,11 @@ func CheckRealScheduler(t testing.TB, cp *k8stest.ControlPlane, objs []*unstruct
 		stopped = true
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			t.Logf("gpu-scheduler stopped: %v", err)
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("gpu-scheduler killed after 10s: %v", <-exited)
 		}
 	}
 	t.Cleanup(stop)
@@ -150,7 +150,7 @@ func CheckRealScheduler(t testing.TB, cp *k8stest.ControlPlane, objs []*unstruct
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
 		select {
 		case err := <-exited:
-			return false, fmt.Errorf("gpu-scheduler exited: %v", err)
+			return false, fmt.Errorf("gpu-scheduler exited: %w", err)
 		default:
 		}
 		code, _, err := get(ctx, client, base+"/healthz", "")
@@ -179,8 +179,11 @@ func CheckRealScheduler(t testing.TB, cp *k8stest.ControlPlane, objs []*unstruct
 	var body string
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		code, body, err = get(ctx, client, base+"/metrics", readerToken)
-		if err != nil || code != http.StatusOK {
-			return false, fmt.Errorf("HTTP %d, %v: %.300s", code, err, body)
+		if err != nil {
+			return false, fmt.Errorf("GET /metrics: %w", err)
+		}
+		if code != http.StatusOK {
+			return false, fmt.Errorf("GET /metrics: HTTP %d: %.300s", code, body)
 		}
 		return strings.Contains(body, want), nil
 	})

@@ -140,7 +140,7 @@ var MetricsOnly = []rbacv1.PolicyRule{{Verbs: []string{"get"}, NonResourceURLs: 
 //     and read the client-CA ConfigMap, or it could not check the token.
 //
 // It returns the reader's token, for CheckRealScheduler.
-func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*unstructured.Unstructured, namespace string) string {
+func CheckSchedulerPodMonitor(ctx context.Context, t testing.TB, cp *k8stest.ControlPlane, objs []*unstructured.Unstructured, namespace string) string {
 	t.Helper()
 	pmObj := find(objs, "PodMonitor", PodMonitorName)
 	if pmObj == nil {
@@ -227,7 +227,6 @@ func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*un
 	}
 	checkReaderRBAC(t, objs, namespace, saName)
 
-	ctx := t.Context()
 	kc := cp.Client()
 	var token string
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -295,7 +294,7 @@ func CheckSchedulerPodMonitor(t testing.TB, cp *k8stest.ControlPlane, objs []*un
 		t.Errorf("GET /metrics as an unbound ServiceAccount: err = %v, want Forbidden", err)
 	}
 
-	checkSchedulerDelegation(t, kc, objs, namespace)
+	checkSchedulerDelegation(ctx, t, kc, objs, namespace)
 	return token
 }
 
@@ -353,7 +352,7 @@ func checkReaderRBAC(t testing.TB, objs []*unstructured.Unstructured, namespace,
 // checkSchedulerDelegation: the scheduler's ServiceAccount may create
 // TokenReviews and SubjectAccessReviews and read the client-CA ConfigMap, as
 // kube-scheduler's delegated authentication and authorization need.
-func checkSchedulerDelegation(t testing.TB, kc kubernetes.Interface, objs []*unstructured.Unstructured, namespace string) {
+func checkSchedulerDelegation(ctx context.Context, t testing.TB, kc kubernetes.Interface, objs []*unstructured.Unstructured, namespace string) {
 	t.Helper()
 	if find(objs, "ServiceAccount", schedulerName) == nil {
 		t.Fatalf("no ServiceAccount %s installed beside the PodMonitor", schedulerName)
@@ -365,7 +364,7 @@ func checkSchedulerDelegation(t testing.TB, kc kubernetes.Interface, objs []*uns
 		{Verb: "create", Group: "authorization.k8s.io", Resource: "subjectaccessreviews"},
 		{Verb: "get", Resource: "configmaps", Namespace: "kube-system", Name: "extension-apiserver-authentication"},
 	} {
-		sar, err := kc.AuthorizationV1().SubjectAccessReviews().Create(t.Context(), &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		sar, err := kc.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 			User: user, Groups: groups, ResourceAttributes: &ra,
 		}}, metav1.CreateOptions{})
 		if err != nil {
