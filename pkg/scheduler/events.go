@@ -166,9 +166,11 @@ const signKey = "gpu.tessera.dev/PodDemand()"
 //     trace replay through the scheduler) and a best effort for a burst,
 //     whose batched pods may still cross a refresh.
 //
-// The scarcity cost (product-constrained pods in the learned target) also
-// depends on the whole cluster's free capacity, which a batch's ranking
-// does not follow; we accept that.
+// The scarcity costs (product-constrained pods in the learned target, and
+// the multi-GPU shapes a node could still host) also depend on the whole
+// cluster's free capacity, which a batch's ranking does not follow; we
+// accept that: a batch holds pods of one shape, and one placement moves
+// those totals by a node's worth at most.
 func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	p.mu.RLock()
 	d, err := ReadPod(pod, p.c.isShared)
