@@ -221,9 +221,7 @@ func (p *Plugin) request(cd *cycleData, mode resMode) (*scoring.Request, error) 
 // syncFree makes the node's free CPU and memory in the scoring model those
 // of the scheduler's NodeInfo (which counts every pod, GPU or not).
 func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
-	alloc, req := ni.GetAllocatable(), ni.GetRequested()
-	cpu := max(0, alloc.GetMilliCPU()-req.GetMilliCPU())
-	mem := max(0, alloc.GetMemory()-req.GetMemory()) >> 20
+	cpu, mem := nodeInfoFree(ni)
 	st := e.cache.State()
 	e.cpuKnown = true
 	dc, dm := st.CPUFree-cpu, st.MemFree-mem
@@ -319,9 +317,16 @@ func (p *Plugin) filterCached(cd *cycleData, ni fwk.NodeInfo, now time.Time) (st
 // freeInSync reports whether the scoring model's free CPU and memory of the
 // node are the NodeInfo's (syncFree would change nothing).
 func (p *Plugin) freeInSync(e *nodeEntry, ni fwk.NodeInfo) bool {
-	alloc, req := ni.GetAllocatable(), ni.GetRequested()
+	cpu, mem := nodeInfoFree(ni)
 	st := e.cache.State()
-	return e.cpuKnown && st.CPUFree == max(0, alloc.GetMilliCPU()-req.GetMilliCPU()) && st.MemFree == max(0, alloc.GetMemory()-req.GetMemory())>>20
+	return e.cpuKnown && st.CPUFree == cpu && st.MemFree == mem
+}
+
+// nodeInfoFree is the node's free milli-CPU and memory (MiB) as the
+// scheduler's NodeInfo counts them (every pod, GPU or not).
+func nodeInfoFree(ni fwk.NodeInfo) (cpu, mem int64) {
+	alloc, req := ni.GetAllocatable(), ni.GetRequested()
+	return max(0, alloc.GetMilliCPU()-req.GetMilliCPU()), max(0, alloc.GetMemory()-req.GetMemory()) >> 20
 }
 
 // advertisesNo refuses a node that does not advertise the pod's resource.
