@@ -235,7 +235,7 @@ func (p *Plugin) gpuNodeHandler(logger klog.Logger) cache.ResourceEventHandler {
 			defer p.mu.Unlock()
 			p.c.saw(gn.Name, gn.ResourceVersion)
 			p.c.remove(gn.Name)
-			p.refreshGauges()
+			p.gaugesDirty = true
 		},
 	}
 }
@@ -252,7 +252,7 @@ func (p *Plugin) applyGPUNode(logger klog.Logger, gn *v1alpha1.GPUNode) {
 	}
 	p.c.saw(gn.Name, gn.ResourceVersion)
 	p.c.upsert(logger, gn)
-	p.refreshGauges()
+	p.gaugesDirty = true
 }
 
 // isNewer reports whether resourceVersion rv of node's GPUNode is later than
@@ -299,14 +299,28 @@ func (p *Plugin) onPod(logger klog.Logger, obj any) {
 	if !ok {
 		return
 	}
+	// Every pod event of the cluster comes here: the write lock, which
+	// stops every Filter, is taken only when the model changes.
+	ended := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil
+	v, planned := pod.Annotations[AnnotationDevices]
+	if !ended && (!planned || pod.Spec.NodeName == "") {
+		return
+	}
+	p.mu.RLock()
+	known := p.c.assumed[pod.UID] != nil
+	p.mu.RUnlock()
+	if ended != known {
+		// An ended pod the assume cache does not hold, or a running one
+		// it holds already.
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
+	if ended {
 		p.c.forget(pod.UID)
 		return
 	}
-	v, ok := pod.Annotations[AnnotationDevices]
-	if !ok || pod.Spec.NodeName == "" || p.c.assumed[pod.UID] != nil {
+	if p.c.assumed[pod.UID] != nil {
 		return
 	}
 	p.c.restore(logger, pod, v1alpha1.ParseDevices(v))

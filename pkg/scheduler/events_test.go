@@ -39,6 +39,9 @@ func TestRequeuedPodMeetsTheNewGPUNode(t *testing.T) {
 	b := dgxH100("dgx", t0)
 	b.mig(6, "3g.40gb", "3g.40gb").mig(7, "3g.40gb", "3g.40gb")
 	after := withRV(b.obj(), "11")
+	// The kubelet advertises the new slices (the node's allocatable, which
+	// counting reads); the GPUNode's update is what races.
+	h.nodes["dgx"] = h.nodeInfo(after)
 	hint, err := h.p.gpuNodeHint(klogFrom(h.ctx), pod, before, after)
 	if err != nil || hint != fwk.Queue {
 		t.Fatalf("hint = %v, %v; want Queue", hint, err)

@@ -53,6 +53,13 @@ type nodeModel struct {
 	// reported are the device IDs the agent reports per pod (all
 	// containers and resources together), as GPU or MIG UUIDs.
 	reported map[podRef][]string
+	// uncountable says why counting the node's allocatable does not decide
+	// whether a pod of one device, or of whole GPUs, fits ("" when it does):
+	// an advertised device is unhealthy (the kubelet drops it from the
+	// allocatable only at its next status update), or GPUs are advertised
+	// whole beside their shares (a whole GPU taken leaves its units in the
+	// allocatable). See countable.
+	uncountable string
 }
 
 // buildModel translates a GPUNode. It fails, saying what is inconsistent or
@@ -99,6 +106,9 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 			return nil, fmt.Errorf("gpu %d: uuid %q and product %q must be set", g.Index, g.UUID, g.Product)
 		}
 		sg := scoring.GPU{Product: g.Product, NUMANode: -1, Healthy: g.Health == v1alpha1.Healthy}
+		if !sg.Healthy && (g.MIGEnabled || g.Sharing != nil) && m.uncountable == "" {
+			m.uncountable = fmt.Sprintf("gpu %d is %s", g.Index, g.Health)
+		}
 		if g.NUMANode != nil {
 			sg.NUMANode = int(*g.NUMANode)
 		}
@@ -118,6 +128,9 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 				if sl.Health != v1alpha1.Healthy {
 					// An unhealthy slice is never handed out: model it as held.
 					sg.MIGSlices[len(sg.MIGSlices)-1].Used = true
+					if sl.Sharing != nil && m.uncountable == "" {
+						m.uncountable = fmt.Sprintf("mig slice %s of gpu %d is %s", sl.UUID, g.Index, sl.Health)
+					}
 				}
 				if sl.Sharing == nil {
 					sg.MIGSlices[len(sg.MIGSlices)-1].Used = true // not advertised (MIG strategy none)
@@ -154,6 +167,9 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 					return nil, fmt.Errorf("gpu %d: advertised whole as %s beside %d units of %s: want it beside a time-shared resource of another name", g.Index, w, g.Sharing.Replicas, r)
 				}
 				sg.ShareWhole = true
+				if m.uncountable == "" {
+					m.uncountable = fmt.Sprintf("gpu %d is advertised whole as %s beside its units of %s", g.Index, w, r)
+				}
 			}
 		}
 		m.gpuIDs = append(m.gpuIDs, g.UUID)

@@ -51,6 +51,14 @@ type Plugin struct {
 
 	mu sync.RWMutex
 	c  *cluster
+	// gaugesDirty is set when a GPUNode changed since the gauges were
+	// last computed (refreshGaugesEvery).
+	gaugesDirty bool
+
+	// nodeInfo reads a node from the cycle's snapshot (the handle's
+	// SnapshotSharedLister): Reserve takes the chosen node's free CPU and
+	// memory from it when neither Filter nor PreScore ran on the node.
+	nodeInfo func(name string) (fwk.NodeInfo, error)
 
 	// bindOnce decides binds: whether this profile runs Tessera's Bind
 	// before any other binder (see bindsPods).
@@ -61,6 +69,7 @@ type Plugin struct {
 var (
 	_ fwk.PreFilterPlugin   = (*Plugin)(nil)
 	_ fwk.FilterPlugin      = (*Plugin)(nil)
+	_ fwk.PostFilterPlugin  = (*Plugin)(nil)
 	_ fwk.PreScorePlugin    = (*Plugin)(nil)
 	_ fwk.ScorePlugin       = (*Plugin)(nil)
 	_ fwk.ScoreExtensions   = (*Plugin)(nil)
@@ -102,6 +111,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		}
 	}
 	go inf.RunWithContext(ctx)
+	defer func() { go p.refreshGaugesEvery(ctx, time.Second, 15) }()
 	// Until GPUNodes are listed every node is one Tessera cannot judge,
 	// which is safe (neutral scores, no verdicts) but places the first pods
 	// blindly: wait a bounded time for the list — unless the GPUNode
@@ -120,6 +130,9 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if !cache.WaitForCacheSync(syncCtx.Done(), reg.HasSynced) {
 		klog.FromContext(ctx).Info("GPUNodes not listed yet; nodes are neutral to Tessera until they are", "plugin", Name)
 	}
+	p.mu.Lock()
+	p.refreshGauges()
+	p.mu.Unlock()
 	return p, nil
 }
 
@@ -129,7 +142,17 @@ func newPlugin(args Args, h fwk.Handle, clk clock.PassiveClock) (*Plugin, error)
 		return nil, fmt.Errorf("creating %s scorer: %w", Name, err)
 	}
 	mustRegisterMetrics()
-	return &Plugin{handle: h, args: args, clock: clk, c: newCluster(scorer, args.StaleAfter.Duration)}, nil
+	p := &Plugin{handle: h, args: args, clock: clk, c: newCluster(scorer, args.StaleAfter.Duration)}
+	if h != nil {
+		p.nodeInfo = func(name string) (fwk.NodeInfo, error) {
+			l := h.SnapshotSharedLister()
+			if l == nil {
+				return nil, errors.New("the scheduler has no snapshot")
+			}
+			return l.NodeInfos().Get(name)
+		}
+	}
+	return p, nil
 }
 
 // Name implements fwk.Plugin.
@@ -139,13 +162,22 @@ func (p *Plugin) Name() string { return Name }
 type cycleData struct {
 	d                  PodDemand
 	allowed, preferred []string
+	// modes are the ways the nodes Tessera can judge advertise the pod's
+	// resource (the survey's); countable is set when counting filters the
+	// pod and Tessera's Filter is skipped (see countable).
+	modes     []resMode
+	countable bool
 	// reqs are the compiled requests by how a node advertises the pod's
-	// resource; scores are PreScore's, by node. Both are written under
-	// the plugin's lock (reqs) or before Score runs (scores).
+	// resource (PreFilter compiles one per mode, under the plugin's write
+	// lock, so Filter reads them under the read lock); scores are
+	// PreScore's, by node.
 	reqs   map[resMode]*scoring.Request
 	scores map[string]int64
-	// hint is the cluster-wide part of a Filter refusal, computed once.
-	hint map[resMode]string
+	// hint is the cluster-wide part of a Filter refusal, computed once
+	// per mode by the first Filter call that needs it (under hintMu: Filter
+	// runs in parallel under the plugin's read lock).
+	hintMu sync.Mutex
+	hint   map[resMode]string
 }
 
 // Clone shares the data: what changes after PreFilter changes under the
@@ -192,8 +224,49 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	if msg := s.refusal(&d, allowed); msg != "" {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg)
 	}
-	state.Write(stateKey, &cycleData{d: d, allowed: allowed, preferred: preferred, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}})
+	cd := &cycleData{d: d, allowed: allowed, preferred: preferred, modes: s.modes, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}}
+	for _, mode := range s.modes {
+		// An error is Filter's to report, node by node.
+		_, _ = p.request(cd, mode)
+	}
+	state.Write(stateKey, cd)
+	if p.c.countable(cd) {
+		cd.countable = true
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
 	return nil, nil
+}
+
+// countable reports whether counting — NodeResourcesFit on the nodes'
+// allocatable — filters the pod exactly as Tessera's Filter would, so that
+// Filter is skipped for it (PreFilter's Skip), which takes the plugin out of
+// the 16 goroutines that filter every node for every pod. That holds for a
+// pod without a product constraint asking for one device (a whole GPU, a
+// MIG slice, a share unit: any free one fits) or for whole GPUs without a
+// required interconnect, on a cluster where counting decides every node
+// (no unhealthy advertised device, no GPU advertised whole beside its
+// shares: cluster.uncountable) — given that the model and the NodeInfo
+// count the same pods, which syncFree and the assume cache keep. Filter
+// still runs for share units (they must fit on one GPU), required NVLink
+// sets, allowed products and every pod while a node is uncountable.
+// PostFilter gives skipped pods Filter's refusal words when no node has
+// the GPUs.
+func (c *cluster) countable(cd *cycleData) bool {
+	if c.uncountable > 0 || cd.allowed != nil || cd.d.Resource == "" {
+		return false
+	}
+	if cd.d.Count == 1 {
+		return true
+	}
+	if cd.d.Interconnect == InterconnectNVLink {
+		return false
+	}
+	for _, m := range cd.modes {
+		if m.kind != scoring.KindWhole {
+			return false
+		}
+	}
+	return true
 }
 
 // PreFilterExtensions implements fwk.PreFilterPlugin; Tessera has none
@@ -243,6 +316,7 @@ func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
 // Filter judges only what counting cannot see: whether the share units fit
 // on one GPU, the required interconnect, unhealthy devices, free MIG slices
 // of the profile and allowed products. A node Tessera cannot judge passes.
+// It does not run for pods counting filters exactly (see countable).
 func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
 	defer observe("Filter", time.Now())
 	cd := getCycle(state)
@@ -277,16 +351,17 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 	res := p.c.scorer.Score(e.cache, r)
 	if res.Err != nil {
 		klog.FromContext(ctx).V(5).Info("Node refused", "pod", klog.KObj(pod), "node", ni.Node().Name, "reason", res.Err)
-		return fwk.NewStatus(fwk.Unschedulable, p.refusal(cd, mode, e, r))
+		return fwk.NewStatus(fwk.Unschedulable, p.refusal(cd, mode, e))
 	}
 	return nvlinkVerdict(cd, mode, res)
 }
 
 // filterCached is Filter's verdict from what is already known — the node's
 // entry, the compiled request, the node's free CPU and memory as the
-// NodeInfo has them and the node's cached score of the request, and the
-// refusal's words — without changing anything, under the read lock. done is
-// false when any of them must be computed first.
+// NodeInfo has them and the node's cached score of the request — without
+// changing the model, under the read lock (a refusal's words are computed
+// once per pod, see refusal). done is false when the request or the score
+// must be computed first.
 func (p *Plugin) filterCached(cd *cycleData, ni fwk.NodeInfo, now time.Time) (st *fwk.Status, done bool) {
 	e, ok := p.c.fresh(ni.Node().Name, now)
 	if !ok {
@@ -305,11 +380,7 @@ func (p *Plugin) filterCached(cd *cycleData, ni fwk.NodeInfo, now time.Time) (st
 		return nil, false
 	}
 	if res.Err != nil {
-		h, ok := cd.hint[mode]
-		if st := e.cache.State(); !ok || st.CPUFree < cd.d.CPU || st.MemFree < cd.d.Memory {
-			return nil, false
-		}
-		return fwk.NewStatus(fwk.Unschedulable, h), true
+		return fwk.NewStatus(fwk.Unschedulable, p.refusal(cd, mode, e)), true
 	}
 	return nvlinkVerdict(cd, mode, res), true
 }
@@ -345,16 +416,26 @@ func nvlinkVerdict(cd *cycleData, mode resMode, res scoring.Result) *fwk.Status 
 
 // refusal is the reason a node cannot host the pod, in words shared by every
 // node that cannot for the same reason (so `kubectl describe` aggregates
-// them), with the best the cluster has. Call with the lock held.
-func (p *Plugin) refusal(cd *cycleData, mode resMode, e *nodeEntry, r *scoring.Request) string {
+// them), with the best the cluster has. Call with the lock held, read or
+// write: the cluster-wide part is computed once per pod and mode.
+func (p *Plugin) refusal(cd *cycleData, mode resMode, e *nodeEntry) string {
 	st := e.cache.State()
 	if st.CPUFree < cd.d.CPU || st.MemFree < cd.d.Memory {
 		return "not enough free CPU or memory beside the free GPUs"
 	}
+	cd.hintMu.Lock()
+	defer cd.hintMu.Unlock()
 	if h, ok := cd.hint[mode]; ok {
 		return h
 	}
-	b := p.c.bestFree(cd, mode, p.clock.Now())
+	h := hintText(cd, mode, p.c.bestFree(cd, mode, p.clock.Now()))
+	cd.hint[mode] = h
+	return h
+}
+
+// hintText words the lack of free devices of a mode for the pod, with b,
+// the most the cluster has free (bestFree).
+func hintText(cd *cycleData, mode resMode, b best) string {
 	var h string
 	switch mode.kind {
 	case scoring.KindShare:
@@ -373,9 +454,39 @@ func (p *Plugin) refusal(cd *cycleData, mode resMode, e *nodeEntry, r *scoring.R
 			h += fmt.Sprintf("; the most: %d on node %s", b.n, b.node)
 		}
 	}
-	cd.hint[mode] = h
-	_ = r
 	return h
+}
+
+// PostFilter words the refusal of a pod whose Filter counting did
+// (countable) when no node Tessera can judge has the devices it asks for:
+// the words Filter would have given, with the most the cluster has free.
+// kube-scheduler appends them to the pod's condition after counting's
+// summary ("Insufficient nvidia.com/gpu") and DefaultPreemption's, which
+// runs first. When some node has the devices, what stopped the pod is not
+// Tessera's to word. It never nominates a node.
+func (p *Plugin) PostFilter(_ context.Context, state fwk.CycleState, _ *corev1.Pod, _ fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
+	defer observe("PostFilter", time.Now())
+	cd := getCycle(state)
+	if cd == nil || !cd.countable {
+		return nil, fwk.NewStatus(fwk.Unschedulable)
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	now := p.clock.Now()
+	var hints []string
+	for _, mode := range cd.modes {
+		b := p.c.bestFree(cd, mode, now)
+		need := int(cd.d.Count)
+		if mode.kind == scoring.KindMIG {
+			need = 1
+		}
+		if b.n >= need {
+			return nil, fwk.NewStatus(fwk.Unschedulable)
+		}
+		hints = append(hints, hintText(cd, mode, b))
+	}
+	slices.Sort(hints)
+	return nil, fwk.NewStatus(fwk.Unschedulable, hints...)
 }
 
 // PreScore scores every node that passed filtering, at once under the lock,
@@ -497,6 +608,15 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 			return nil
 		}
 		return fwk.AsStatus(err)
+	}
+	// Neither Filter (a countable pod) nor PreScore (kube-scheduler scores
+	// no node when one is feasible) may have run on the node.
+	if p.nodeInfo != nil {
+		ni, err := p.nodeInfo(nodeName)
+		if err != nil {
+			return fwk.AsStatus(fmt.Errorf("reading node %s from the scheduler's snapshot: %w", nodeName, err))
+		}
+		p.syncFree(e, ni)
 	}
 	if mode.kind == scoring.KindNone {
 		// Its CPU and memory reach the model through the NodeInfo (syncFree).

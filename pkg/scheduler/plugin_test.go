@@ -2,18 +2,21 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/component-base/metrics/testutil"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
 	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/noderesources"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/tessera-gpu/tessera/pkg/inventory/v1alpha1"
@@ -135,6 +138,12 @@ func newHarness(t *testing.T, gns ...*v1alpha1.GPUNode) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, ctx: ctx, p: p, clock: clk, nodes: map[string]*framework.NodeInfo{}}
+	p.nodeInfo = func(name string) (fwk.NodeInfo, error) {
+		if ni, ok := h.nodes[name]; ok {
+			return ni, nil
+		}
+		return nil, fmt.Errorf("node %q not found", name)
+	}
 	for _, gn := range gns {
 		h.upsert(gn)
 		ni := framework.NewNodeInfo()
@@ -165,23 +174,40 @@ func (h *harness) nodeInfos() []fwk.NodeInfo {
 }
 
 // schedule runs one cycle up to Reserve and returns the chosen node (highest
-// normalized score, ties by name) or the status that stopped it.
+// normalized score, ties by name) or the status that stopped it. For a pod
+// whose Filter PreFilter skips (countable), counting filters — kube-
+// scheduler's own NodeResourcesFit — and the harness checks on every node
+// that Tessera's Filter would have said the same.
 func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 	state := framework.NewCycleState()
-	if _, st := h.p.PreFilter(h.ctx, state, pod, h.nodeInfos()); !st.IsSuccess() {
+	_, st := h.p.PreFilter(h.ctx, state, pod, h.nodeInfos())
+	cd := getCycle(state)
+	counting := st.IsSkip() && cd != nil && cd.d.Resource != ""
+	if !st.IsSuccess() && !counting {
 		return "", st
 	}
 	var feasible []fwk.NodeInfo
 	var reasons []string
 	for _, ni := range h.nodeInfos() {
 		st := h.p.Filter(h.ctx, state, pod, ni)
-		// Asked again, Filter answers from the cached verdict
-		// (filterCached), which must be the same.
-		h.p.mu.RLock()
-		again, done := h.p.filterCached(getCycle(state), ni, h.clock.Now())
-		h.p.mu.RUnlock()
-		if getCycle(state) != nil && getCycle(state).d.Resource != "" && (!done || again.Code() != st.Code() || again.Message() != st.Message()) {
-			h.t.Errorf("pod %s on node %s: cached Filter verdict %v (answered: %v), computed %v", pod.Name, ni.Node().Name, again, done, st)
+		if counting {
+			var fit *fwk.Status
+			if short := noderesources.Fits(pod, ni, nil, noderesources.ResourceRequestsOptions{}); len(short) > 0 {
+				fit = fwk.NewStatus(fwk.Unschedulable, "Insufficient "+string(short[0].ResourceName))
+			}
+			if fit.IsSuccess() != st.IsSuccess() {
+				h.t.Errorf("pod %s on node %s: counting says %v, Tessera's Filter (skipped) %v", pod.Name, ni.Node().Name, fit, st)
+			}
+			st = fit
+		} else {
+			// Asked again, Filter answers from the cached verdict
+			// (filterCached), which must be the same.
+			h.p.mu.RLock()
+			again, done := h.p.filterCached(cd, ni, h.clock.Now())
+			h.p.mu.RUnlock()
+			if cd != nil && cd.d.Resource != "" && (!done || again.Code() != st.Code() || again.Message() != st.Message()) {
+				h.t.Errorf("pod %s on node %s: cached Filter verdict %v (answered: %v), computed %v", pod.Name, ni.Node().Name, again, done, st)
+			}
 		}
 		if st.IsSuccess() {
 			feasible = append(feasible, ni)
@@ -190,7 +216,16 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 		}
 	}
 	if len(feasible) == 0 {
+		if _, pst := h.p.PostFilter(h.ctx, state, pod, nil); pst.Code() != fwk.Unschedulable || !counting && len(pst.Reasons()) > 0 {
+			h.t.Errorf("pod %s: PostFilter %v, want Unschedulable with words only for a pod counting filtered", pod.Name, pst)
+		} else {
+			reasons = append(reasons, pst.Reasons()...)
+		}
 		return "", fwk.NewStatus(fwk.Unschedulable, reasons...)
+	}
+	if len(feasible) == 1 {
+		// kube-scheduler scores no node when one is feasible.
+		return h.reserve(state, pod, feasible[0].Node().Name)
 	}
 	if st := h.p.PreScore(h.ctx, state, pod, feasible); !st.IsSuccess() {
 		return "", st
@@ -212,11 +247,25 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 			best = s
 		}
 	}
-	if st := h.p.Reserve(h.ctx, state, pod, best.Name); !st.IsSuccess() {
+	return h.reserve(state, pod, best.Name)
+}
+
+func (h *harness) reserve(state fwk.CycleState, pod *corev1.Pod, node string) (string, *fwk.Status) {
+	if st := h.p.Reserve(h.ctx, state, pod, node); !st.IsSuccess() {
 		return "", st
 	}
-	h.nodes[best.Name].AddPod(pod)
-	return best.Name, nil
+	h.nodes[node].AddPod(pod)
+	return node, nil
+}
+
+// unreserve gives a reserved pod's devices back, as kube-scheduler does
+// when a later extension point fails: Tessera's Unreserve and the
+// scheduler's cache forgetting the pod.
+func (h *harness) unreserve(pod *corev1.Pod, node string) {
+	h.p.Unreserve(h.ctx, nil, pod, node)
+	if err := h.nodes[node].RemovePod(klog.FromContext(h.ctx), pod); err != nil {
+		h.t.Fatalf("removing pod %s from node %s: %v", pod.Name, node, err)
+	}
 }
 
 func (h *harness) devices(pod *corev1.Pod) []string {
@@ -251,7 +300,7 @@ func TestBackToBackPodsNeverPlanTheSameGPU(t *testing.T) {
 		t.Errorf("ninth pod: %v, want a refusal for lack of a free GPU", st)
 	}
 	// Unreserve gives a GPU back.
-	h.p.Unreserve(h.ctx, nil, newPod("pa").obj(), "dgx")
+	h.unreserve(newPod("pa").container("c", "nvidia.com/gpu=1", "cpu=1").obj(), "dgx")
 	if _, st := h.schedule(newPod("tenth").container("c", "nvidia.com/gpu=1").obj()); !st.IsSuccess() {
 		t.Errorf("after Unreserve: %v", st)
 	}
@@ -485,6 +534,70 @@ func TestBindsPodsOnlyAsTheFirstBinder(t *testing.T) {
 			}
 			if st := p.Bind(context.Background(), nil, &corev1.Pod{}, "n"); !st.IsSkip() {
 				t.Errorf("Bind of a pod without a plan = %v, want Skip", st)
+			}
+		})
+	}
+}
+
+// TestCountingFiltersWhatItCan: PreFilter skips Tessera's Filter exactly for
+// the pods and clusters where counting decides (countable), and the
+// harness's schedule checks, node by node, that counting then says what
+// Tessera's Filter would have said.
+func TestCountingFiltersWhatItCan(t *testing.T) {
+	tests := []struct {
+		name  string
+		nodes []*v1alpha1.GPUNode
+		pod   *podBuilder
+		want  bool // Filter skipped
+	}{
+		{name: "one whole GPU", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0).obj(), l40sServer("l", t0).obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu=1"), want: true},
+		{name: "whole GPUs without an interconnect", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0).obj(), l40sServer("l", t0).obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu=4"), want: true},
+		{name: "whole GPUs that must be NVLink-connected", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0).obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu=4").annotate(AnnotationInterconnect, "nvlink"), want: false},
+		{name: "a MIG slice", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0, 6, 7).obj()},
+			pod: newPod("p").container("c", "nvidia.com/mig-1g.10gb=1"), want: true},
+		{name: "one share unit", nodes: []*v1alpha1.GPUNode{sharedNode("ts", t0, 2, 4).obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu.shared=1"), want: true},
+		{name: "share units that must fit on one GPU", nodes: []*v1alpha1.GPUNode{sharedNode("ts", t0, 2, 4).obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu.shared=2"), want: false},
+		{name: "an allowed product", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0).obj(), l40sServer("l", t0).obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu=1").requireProducts(corev1.NodeSelectorOpIn, "NVIDIA-L40S"), want: false},
+		{name: "an unhealthy GPU anywhere", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0).obj(), l40sServer("l", t0).unhealthy(2, "XID 79").obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu=1"), want: false},
+		{name: "GPUs advertised whole beside their shares", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0).obj(), wholeAndShared("ws", t0, 2, 1000).obj()},
+			pod: newPod("p").container("c", "nvidia.com/gpu=1"), want: false},
+		{name: "whole GPUs where a node shares the resource", nodes: []*v1alpha1.GPUNode{dgxH100("dgx", t0).obj(), func() *v1alpha1.GPUNode {
+			gn := sharedNode("ts", t0, 2, 4).obj()
+			for i := range gn.Status.GPUs {
+				gn.Status.GPUs[i].Sharing.Resource = "nvidia.com/gpu"
+			}
+			return gn
+		}()}, pod: newPod("p").container("c", "nvidia.com/gpu=2"), want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, tt.nodes...)
+			state := framework.NewCycleState()
+			_, st := h.p.PreFilter(h.ctx, state, tt.pod.obj(), h.nodeInfos())
+			if got := st.IsSkip(); got != tt.want || !got && !st.IsSuccess() {
+				t.Fatalf("PreFilter = %v, want Filter skipped: %t", st, tt.want)
+			}
+			if cd := getCycle(state); cd == nil || cd.countable != tt.want {
+				t.Errorf("cycle data %+v, want countable %t", cd, tt.want)
+			}
+			// Scheduled until the cluster is full: every verdict on the
+			// way is checked against counting when Filter is skipped.
+			for i := range 40 {
+				pod := tt.pod.obj()
+				pod.Name, pod.UID = fmt.Sprintf("p%d", i), types.UID(fmt.Sprintf("uid-p%d", i))
+				if _, st := h.schedule(pod); !st.IsSuccess() {
+					if tt.want && !strings.Contains(st.Message(), "no ") {
+						t.Errorf("pod %s refused with %q, want PostFilter's words", pod.Name, st.Message())
+					}
+					break
+				}
 			}
 		})
 	}

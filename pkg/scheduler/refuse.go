@@ -27,6 +27,9 @@ type survey struct {
 	shareMax        best // most units on one GPU of the resource
 	sharedSomewhere bool
 	wholeSomewhere  bool
+	// modes are the ways the nodes Tessera can judge advertise the
+	// resource (PreFilter compiles the pod's request for each).
+	modes []resMode
 }
 
 // best is a maximum and where it is.
@@ -113,6 +116,9 @@ func (c *cluster) surveyNodes(d *PodDemand, nodes []fwk.NodeInfo, now time.Time)
 			continue
 		}
 		s.advertised = true
+		if !slices.Contains(s.modes, mode) {
+			s.modes = append(s.modes, mode)
+		}
 		st := e.cache.State()
 		switch mode.kind {
 		case scoring.KindWhole:

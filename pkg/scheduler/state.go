@@ -54,6 +54,10 @@ type cluster struct {
 	// shared counts, per resource, the nodes that advertise it as
 	// time-shared units (isShared, asked for every container of every pod).
 	shared map[corev1.ResourceName]int
+	// uncountable counts the nodes whose allocatable counting does not
+	// decide a fit (nodeModel.uncountable); while it is zero PreFilter
+	// lets counting alone filter the pods it can (countable).
+	uncountable int
 	// versions is the resourceVersion of the newest GPUNode applied or
 	// deleted, by node (see Plugin.applyGPUNode).
 	versions map[string]string
@@ -76,11 +80,14 @@ func (c *cluster) fresh(name string, now time.Time) (*nodeEntry, bool) {
 // isShared reports whether any node advertises r as time-shared units.
 func (c *cluster) isShared(r corev1.ResourceName) bool { return c.shared[r] > 0 }
 
-// count adds (sign 1) or removes (sign -1) a node model's shared resources
-// to the cluster's counts.
+// count adds (sign 1) or removes (sign -1) a node model's shared resources,
+// and whether counting decides its fits, to the cluster's counts.
 func (c *cluster) count(m *nodeModel, sign int) {
 	if m == nil {
 		return
+	}
+	if m.uncountable != "" {
+		c.uncountable += sign
 	}
 	for r, mode := range m.resources {
 		if mode.kind == scoring.KindShare {
