@@ -43,8 +43,12 @@ type nodeModel struct {
 	// position and slice.
 	gpuIDs   []string
 	sliceIDs [][]string
-	// resources says how each advertised GPU resource maps to the model.
+	// resources says how each advertised GPU resource maps to the model;
+	// modes lists the same pairs for mode, which looks one up for every
+	// feasible node of every pod (one to three entries: a scan of a slice
+	// in the model beats hashing the name into a map).
 	resources map[corev1.ResourceName]resMode
+	modes     []resourceMode
 	// shareUnits is the largest number of units any GPU of a shared resource has.
 	shareUnits map[corev1.ResourceName]int
 	products   []string
@@ -251,10 +255,19 @@ func buildModel(gn *v1alpha1.GPUNode) (*nodeModel, error) {
 	}
 	slices.Sort(m.products)
 	slices.Sort(m.profiles)
+	for r, mode := range m.resources {
+		m.modes = append(m.modes, resourceMode{res: r, mode: mode})
+	}
 	if err := m.state.Validate(); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// resourceMode is how a node advertises one resource.
+type resourceMode struct {
+	res  corev1.ResourceName
+	mode resMode
 }
 
 func describeMode(m resMode) string {
@@ -297,8 +310,12 @@ func (m *nodeModel) mode(r corev1.ResourceName) (resMode, bool) {
 	if r == "" {
 		return resMode{kind: scoring.KindNone}, true
 	}
-	mode, ok := m.resources[r]
-	return mode, ok
+	for i := range m.modes {
+		if m.modes[i].res == r {
+			return m.modes[i].mode, true
+		}
+	}
+	return resMode{}, false
 }
 
 // demandOn turns the pod's demand into a scoring demand for a node that

@@ -332,11 +332,12 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e, ok := p.c.fresh(ni.Node().Name, now)
-	if !ok {
+	e := p.c.entryOf(ni.Node())
+	if !p.c.freshEntry(e, now) {
 		return nil
 	}
-	mode, has := e.model.resources[cd.d.Resource]
+	p.c.index(ni.Node(), e)
+	mode, has := e.model.mode(cd.d.Resource)
 	if !has {
 		return advertisesNo(cd.d.Resource)
 	}
@@ -363,11 +364,11 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 // once per pod, see refusal). done is false when the request or the score
 // must be computed first.
 func (p *Plugin) filterCached(cd *cycleData, ni fwk.NodeInfo, now time.Time) (st *fwk.Status, done bool) {
-	e, ok := p.c.fresh(ni.Node().Name, now)
-	if !ok {
+	e := p.c.entryOf(ni.Node())
+	if !p.c.freshEntry(e, now) {
 		return nil, true
 	}
-	mode, has := e.model.resources[cd.d.Resource]
+	mode, has := e.model.mode(cd.d.Resource)
 	if !has {
 		return advertisesNo(cd.d.Resource), true
 	}
@@ -503,23 +504,33 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 	defer p.mu.Unlock()
 	now := p.clock.Now()
 	scores := make(map[string]int64, len(nodes))
+	var (
+		lastMode resMode
+		r        *scoring.Request
+	)
 	for _, ni := range nodes {
-		name := ni.Node().Name
-		e, ok := p.c.fresh(name, now)
-		if !ok {
-			if cd.d.Resource == "" && !advertisesGPUs(ni.Node()) {
-				scores[name] = noGPUsRaw
+		n := ni.Node()
+		e := p.c.entryOf(n)
+		if !p.c.freshEntry(e, now) {
+			if cd.d.Resource == "" && !advertisesGPUs(n) {
+				scores[n.Name] = noGPUsRaw
 			}
 			continue
 		}
+		p.c.index(n, e)
 		mode, has := e.model.mode(cd.d.Resource)
 		if !has {
 			continue
 		}
-		r, err := p.request(cd, mode)
-		if err != nil {
-			continue
+		if r == nil || mode != lastMode {
+			var err error
+			if r, err = p.request(cd, mode); err != nil {
+				r = nil
+				continue
+			}
+			lastMode = mode
 		}
+		name := n.Name
 		p.c.scorer.ObserveArrival(string(pod.UID), r)
 		p.syncFree(e, ni)
 		res := p.c.scorer.Score(e.cache, r)
