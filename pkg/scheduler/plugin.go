@@ -318,7 +318,7 @@ func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
 // of the profile and allowed products. A node Tessera cannot judge passes.
 // It does not run for pods counting filters exactly (see countable).
 func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
-	defer observe("Filter", time.Now())
+	defer observeFilter(time.Now())
 	cd := getCycle(state)
 	if cd == nil || cd.d.Resource == "" {
 		return nil
@@ -693,8 +693,8 @@ func (p *Plugin) bindsPods() bool {
 // planned returns the devices planned for the pod, joined as the
 // annotation carries them, and whether it has a plan.
 func (p *Plugin) planned(uid types.UID) (string, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
 	ap := p.c.assumed[uid]
 	if ap == nil {
 		return "", false
