@@ -533,12 +533,13 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 		name := n.Name
 		p.c.scorer.ObserveArrival(string(pod.UID), r)
 		p.syncFree(e, ni)
-		res := p.c.scorer.Score(e.cache, r)
-		if res.Err != nil {
+		// Rank is Score's Key without copying the Result.
+		key, err := p.c.scorer.Rank(e.cache, r)
+		if err != nil {
 			scores[name] = -1
 			continue
 		}
-		scores[name] = res.Key // only its order means anything
+		scores[name] = key // only its order means anything
 	}
 	cd.scores = scores
 	return nil

@@ -318,6 +318,11 @@ func TestScoreMatchesReference(t *testing.T) {
 			if want := s.score(&fresh, r, nil); fmt.Sprint(want) != fmt.Sprint(cached) {
 				t.Fatalf("%s: Score = %+v, without caches %+v", where, res, want)
 			}
+			// Rank, which the plugin's PreScore and the replay call, is
+			// Score's Key or its Err.
+			if key, err := s.Rank(n, r); (err != nil) != (res.Err != nil) || err == nil && key != res.Key {
+				t.Fatalf("%s: Rank = %d, %v; Score's key %d, error %v", where, key, err, res.Key, res.Err)
+			}
 			s.Fragmentation(n) // the shapes' use of the node, which frag starts from
 			if got, want := n.frag(s.shapes, nil), n.refFrag(s.shapes, nil); math.Abs(got-want) > 1e-9 {
 				t.Fatalf("%s: fragmentation %v, the reference %v", where, got, want)
