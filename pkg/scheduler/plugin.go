@@ -162,6 +162,8 @@ func (p *Plugin) Name() string { return Name }
 type cycleData struct {
 	d                  PodDemand
 	allowed, preferred []string
+	// resID is the pod's resource, interned (nodeEntry.mode).
+	resID int32
 	// modes are the ways the nodes Tessera can judge advertise the pod's
 	// resource (the survey's); countable is set when counting filters the
 	// pod and Tessera's Filter is skipped (see countable).
@@ -169,10 +171,11 @@ type cycleData struct {
 	countable bool
 	// reqs are the compiled requests by how a node advertises the pod's
 	// resource (PreFilter compiles one per mode, under the plugin's write
-	// lock, so Filter reads them under the read lock); scores are
-	// PreScore's, by node.
-	reqs   map[resMode]*scoring.Request
-	scores map[string]int64
+	// lock, so Filter reads them under the read lock).
+	reqs map[resMode]*scoring.Request
+	// scores are PreScore's, by the scheduler's Node object: Score gets
+	// the NodeInfos PreScore got.
+	scores map[*corev1.Node]int64
 	// hint is the cluster-wide part of a Filter refusal, computed once
 	// per mode by the first Filter call that needs it (under hintMu: Filter
 	// runs in parallel under the plugin's read lock).
@@ -224,7 +227,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	if msg := s.refusal(&d, allowed); msg != "" {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg)
 	}
-	cd := &cycleData{d: d, allowed: allowed, preferred: preferred, modes: s.modes, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}}
+	cd := &cycleData{d: d, resID: p.c.resID(d.Resource), allowed: allowed, preferred: preferred, modes: s.modes, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}}
 	for _, mode := range s.modes {
 		// An error is Filter's to report, node by node.
 		_, _ = p.request(cd, mode)
@@ -337,7 +340,7 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 		return nil
 	}
 	p.c.index(ni.Node(), e)
-	mode, has := e.model.mode(cd.d.Resource)
+	mode, has := e.mode(cd)
 	if !has {
 		return advertisesNo(cd.d.Resource)
 	}
@@ -368,7 +371,7 @@ func (p *Plugin) filterCached(cd *cycleData, ni fwk.NodeInfo, now time.Time) (st
 	if !p.c.freshEntry(e, now) {
 		return nil, true
 	}
-	mode, has := e.model.mode(cd.d.Resource)
+	mode, has := e.mode(cd)
 	if !has {
 		return advertisesNo(cd.d.Resource), true
 	}
@@ -503,7 +506,7 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.clock.Now()
-	scores := make(map[string]int64, len(nodes))
+	scores := make(map[*corev1.Node]int64, len(nodes))
 	var (
 		lastMode resMode
 		r        *scoring.Request
@@ -513,12 +516,12 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 		e := p.c.entryOf(n)
 		if !p.c.freshEntry(e, now) {
 			if cd.d.Resource == "" && !advertisesGPUs(n) {
-				scores[n.Name] = noGPUsRaw
+				scores[n] = noGPUsRaw
 			}
 			continue
 		}
 		p.c.index(n, e)
-		mode, has := e.model.mode(cd.d.Resource)
+		mode, has := e.mode(cd)
 		if !has {
 			continue
 		}
@@ -530,16 +533,15 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 			}
 			lastMode = mode
 		}
-		name := n.Name
 		p.c.scorer.ObserveArrival(string(pod.UID), r)
 		p.syncFree(e, ni)
 		// Rank is Score's Key without copying the Result.
 		key, err := p.c.scorer.Rank(e.cache, r)
 		if err != nil {
-			scores[name] = -1
+			scores[n] = -1
 			continue
 		}
-		scores[name] = key // only its order means anything
+		scores[n] = key // only its order means anything
 	}
 	cd.scores = scores
 	return nil
@@ -552,7 +554,7 @@ func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *corev1.Pod, n
 	if cd == nil || cd.scores == nil {
 		return NeutralScore, nil
 	}
-	s, ok := cd.scores[ni.Node().Name]
+	s, ok := cd.scores[ni.Node()]
 	if !ok {
 		return neutralRaw, nil
 	}
