@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"time"
@@ -81,34 +80,9 @@ func observe(point string, start time.Time) {
 	extensionDuration.WithLabelValues(point).Observe(time.Since(start).Seconds())
 }
 
-// refreshGaugesEvery recomputes the gauges (refreshGauges) once a period
-// when a GPUNode changed since the last time, and every staleEvery periods
-// regardless (a node turns stale without an event), until ctx ends.
-// Recomputing walks every node under the write lock: done on every GPUNode
-// event, as it was, it cost O(nodes²) per heartbeat round — 2 s of CPU to
-// take 1,000 GPUNodes in, and with 5,000 nodes heartbeating every 30 s about
-// a core, with every Filter waiting.
-func (p *Plugin) refreshGaugesEvery(ctx context.Context, period time.Duration, staleEvery int) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for n := 1; ; n++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		p.mu.Lock()
-		if p.gaugesDirty || n%staleEvery == 0 {
-			p.refreshGauges()
-		}
-		p.mu.Unlock()
-	}
-}
-
 // refreshGauges recomputes the GPUNode, fragmentation and stranded-GPU
 // gauges from the model. Call with the plugin's lock held.
 func (p *Plugin) refreshGauges() {
-	p.gaugesDirty = false
 	now := p.clock.Now()
 	var fresh, stale, bad int
 	frag := map[string]float64{}

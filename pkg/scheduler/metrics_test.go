@@ -2,12 +2,10 @@ package scheduler
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"math"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -125,42 +123,5 @@ func checkWithPromtool(t *testing.T) {
 	}
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
-}
-
-// TestGaugesFollowGPUNodeChanges: a GPUNode change marks the gauges dirty
-// and the refresh loop, not the event handler, recomputes them.
-func TestGaugesFollowGPUNodeChanges(t *testing.T) {
-	h := newHarness(t)
-	fresh := func() float64 {
-		v, err := testutil.GetGaugeMetricValue(gpuNodes.WithLabelValues("fresh"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-	h.p.mu.Lock()
-	h.p.refreshGauges()
-	h.p.applyGPUNode(klogFrom(h.ctx), l40sServer("a", t0).obj())
-	h.p.applyGPUNode(klogFrom(h.ctx), l40sServer("b", t0).obj())
-	dirty := h.p.gaugesDirty
-	h.p.mu.Unlock()
-	if got := fresh(); !dirty || got != 0 {
-		t.Fatalf("after two GPUNode events: fresh gauge %v, dirty %t; want 0 and dirty (the handler does not walk the nodes)", got, dirty)
-	}
-	ctx, cancel := context.WithCancel(h.ctx)
-	defer cancel()
-	go h.p.refreshGaugesEvery(ctx, time.Millisecond, 1000)
-	deadline := time.Now().Add(30 * time.Second)
-	for fresh() != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("fresh gauge %v after 30 s, want 2", fresh())
-		}
-		runtime.Gosched()
-	}
-	h.p.mu.Lock()
-	defer h.p.mu.Unlock()
-	if h.p.gaugesDirty {
-		t.Error("the gauges are still dirty after the refresh")
 	}
 }

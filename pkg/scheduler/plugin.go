@@ -51,9 +51,6 @@ type Plugin struct {
 
 	mu sync.RWMutex
 	c  *cluster
-	// gaugesDirty is set when a GPUNode changed since the gauges were
-	// last computed (refreshGaugesEvery).
-	gaugesDirty bool
 
 	// nodeInfo reads a node from the cycle's snapshot (the handle's
 	// SnapshotSharedLister): Reserve takes the chosen node's free CPU and
@@ -111,7 +108,6 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		}
 	}
 	go inf.RunWithContext(ctx)
-	defer func() { go p.refreshGaugesEvery(ctx, time.Second, 15) }()
 	// Until GPUNodes are listed every node is one Tessera cannot judge,
 	// which is safe (neutral scores, no verdicts) but places the first pods
 	// blindly: wait a bounded time for the list — unless the GPUNode
@@ -130,9 +126,6 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if !cache.WaitForCacheSync(syncCtx.Done(), reg.HasSynced) {
 		klog.FromContext(ctx).Info("GPUNodes not listed yet; nodes are neutral to Tessera until they are", "plugin", Name)
 	}
-	p.mu.Lock()
-	p.refreshGauges()
-	p.mu.Unlock()
 	return p, nil
 }
 
