@@ -679,55 +679,165 @@ type holeKey struct {
 }
 
 // holeTable gives, for every free amount h = 0..units of one shared GPU,
-// the units expected to stay free on it for good if the target's pods keep
-// arriving at random and each one that fits goes into it, over units (in
-// GPUs): E(h) = h when no shape fits, else the mean of E(h − u) over the
-// shapes that fit, weighted by their probability. Share shapes of u units
-// fit when u <= h; whole-GPU shapes (any K) fit a GPU with ShareWhole when
+// the units expected to stay free on it for good, over units (in GPUs):
+// E(h) = h when no target shape fits, else, for a GPU with every unit free,
+// the mean of E(h − u) over the shapes that fit, weighted by their
+// probability (such a GPU takes whatever comes: every pod that finds no
+// hole opens one), and for a partly used GPU (a hole) the same mean over
+// the shapes whose pods will still come to it, weighted by how likely that
+// is, plus h times the chance that none does. Share shapes of u units fit
+// when u <= h; whole-GPU shapes (any K) fit a GPU with ShareWhole when
 // every unit is free and leave nothing. It ranks the holes a shared pod can
 // leave by how well the workload's sizes pair up in them (350 milli beside
-// a 650-milli pod is filled by a 320-milli pod; 210 beside 470 + 320 waits
-// for a rare 160), which the fragmentation does not see while some shape
-// still fits.
+// a 650-milli pod is filled by a 320-milli pod), which the fragmentation
+// does not see while some shape still fits.
+//
+// Holes compete for the pods that fit them: a pod goes to the tightest
+// hole it fits (best fit, which the drop in fragmentation approximates:
+// a tighter hole has less free capacity that other shapes could use, and
+// the rule keeps the model simple), so a hole of h
+// gets a pod of shape u only if the pods of u still to come outnumber the
+// holes of u to h − 1 units that take them first (holeFill). Without
+// this, a 190-milli hole beside an 810-milli pod reads as filled by the
+// next 160-milli pod although thousands of such holes wait for the few of
+// them (gpushare60: 1 % of the pods), and a pod that leaves 210 milli
+// looks as good as one that leaves 60.
 type holeTable struct{ e []float64 }
 
 func (t *holeTable) at(free int) float64 { return t.e[min(max(free, 0), len(t.e)-1)] }
 
 // holeTable returns the table of g's kind of GPU against the current
-// target, computing it on first use in the epoch.
+// target and the cluster's holes, computing it on first use in the epoch.
 func (s *Scorer) holeTable(product int, g *GPU) *holeTable {
 	k := holeKey{product: product, units: g.ShareTotal, whole: g.ShareWhole}
 	if t, ok := s.holes[k]; ok {
 		return t
 	}
-	e := make([]float64, g.ShareTotal+1)
+	if len(s.holes) == 0 {
+		s.countHoles()
+	}
+	units := g.ShareTotal
+	// below[h] is the number of the cluster's holes of this kind with
+	// fewer than h units free.
+	below := make([]float64, units+1)
+	if n := s.census[k]; n != nil {
+		for h := 1; h <= units; h++ {
+			below[h] = below[h-1] + float64(n[h-1])
+		}
+	}
+	type fill struct {
+		u    int
+		p, a float64 // probability; pods still to come to this kind of GPU
+	}
+	var fills []fill
+	e := make([]float64, units+1)
+	var wholeP float64
+	for _, sh := range s.shapes {
+		r := sh.r
+		if !r.allows(product) {
+			continue
+		}
+		switch {
+		case r.kind == KindShare:
+			fills = append(fills, fill{u: r.Demand.ShareUnits, p: sh.p, a: s.podsToCome(r, product, sh.p)})
+		case r.kind == KindWhole && g.ShareWhole:
+			wholeP += sh.p
+		}
+	}
 	for h := range e {
-		var sum, w float64
-		for _, sh := range s.shapes {
-			r := sh.r
-			if !r.allows(product) {
+		var sum, w, none float64
+		none = 1
+		for _, f := range fills {
+			if f.u > h {
 				continue
 			}
-			switch {
-			case r.kind == KindShare && r.Demand.ShareUnits <= h:
-				sum += sh.p * e[h-r.Demand.ShareUnits]
-				w += sh.p
-			case r.kind == KindWhole && g.ShareWhole && h == g.ShareTotal:
-				w += sh.p // E(0) = 0
+			phi := 1.0
+			if h < units {
+				phi = holeFill(f.a, below[h]-below[f.u], float64(s.census[k].at(h)))
 			}
+			sum += f.p * phi * e[h-f.u]
+			w += f.p * phi
+			none *= 1 - phi
+		}
+		if h == units {
+			w += wholeP // E(0) = 0
+			none = 0
 		}
 		if w == 0 {
 			e[h] = float64(h)
 		} else {
-			e[h] = sum / w
+			e[h] = (1-none)*sum/w + none*float64(h)
 		}
 	}
 	for h := range e {
-		e[h] /= float64(g.ShareTotal)
+		e[h] /= float64(units)
 	}
 	t := &holeTable{e: e}
 	s.holes[k] = t
 	return t
+}
+
+// holeFill is the chance that a hole gets one of the a pods of a shape
+// still to come: the tighter holes the shape fits (tighter of them) take
+// the first pods, one each, and what is left is shared among the holes of
+// this hole's size (same of them, counted as at least this one).
+func holeFill(a, tighter, same float64) float64 {
+	return min(1, max(0, (a-tighter)/max(same, 1)))
+}
+
+// podsToCome is how many pods of a shape of probability p that the GPUs of
+// product can expect before the cluster's free capacity is taken: the pods
+// that arrive while it is (its free capacity over the target's GPUs per
+// pod), the product's part of them (its share of the free capacity of the
+// products the shape allows).
+func (s *Scorer) podsToCome(r *Request, product int, p float64) float64 {
+	if s.gpusPerPod <= 0 {
+		return 0
+	}
+	allowed := s.clusterFree
+	if r.allowed != nil {
+		allowed = 0
+		for _, id := range r.allowed {
+			allowed += s.productFree[id]
+		}
+	}
+	if allowed <= 0 {
+		return 0
+	}
+	return p * s.clusterFree / s.gpusPerPod * s.productFree[product] / allowed
+}
+
+// holeCount counts holes by free units.
+type holeCount []int32
+
+func (c holeCount) at(h int) int32 {
+	if h < 0 || h >= len(c) {
+		return 0
+	}
+	return c[h]
+}
+
+// countHoles counts the cluster's holes (healthy shared GPUs that are
+// partly used) by kind and free units, for the hole tables of the epoch.
+func (s *Scorer) countHoles() {
+	for k := range s.census {
+		clear(s.census[k])
+	}
+	for _, n := range s.nodes {
+		for i := range n.st.GPUs {
+			g := &n.st.GPUs[i]
+			if g.Mode != ModeShared || !g.Healthy || g.Used || g.ShareFree <= 0 || g.ShareFree >= g.ShareTotal {
+				continue
+			}
+			k := holeKey{product: n.prod[i], units: g.ShareTotal, whole: g.ShareWhole}
+			c := s.census[k]
+			if c == nil {
+				c = make(holeCount, g.ShareTotal+1)
+				s.census[k] = c
+			}
+			c[g.ShareFree]++
+		}
+	}
 }
 
 // targetShape is one request of the target workload with its probability.

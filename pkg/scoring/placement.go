@@ -77,8 +77,9 @@ type Config struct {
 	// GPU-per-CPU ratio (0 turns it off).
 	CPUStranded float64 `json:"cpuStranded"`
 	// HoleResidue weighs, as extra fragmentation, the expected residue of
-	// the shared GPUs' free units once the target's pods have filled them
-	// (0 turns it off).
+	// the shared GPUs' free units once the target's pods have filled them,
+	// a partly used GPU counting only the pods that the cluster's other
+	// holes leave it (0 turns it off).
 	HoleResidue float64 `json:"holeResidue"`
 	// Scarcity weighs the cost, per GPU taken, of a product that the
 	// target's product-constrained pods need while its free capacity is
@@ -198,6 +199,11 @@ type Scorer struct {
 	pressure    []float64
 	// holes caches the hole-residue tables of the current epoch.
 	holes map[holeKey]*holeTable
+	// census counts the cluster's holes by kind and free units as of the
+	// first hole table of the epoch; gpusPerPod is the target's GPUs per
+	// arriving pod.
+	census     map[holeKey]holeCount
+	gpusPerPod float64
 	// nodes are the scorer's nodes (NewNode, RemoveNode), each at its
 	// NodeCache.reg; hostShapes are the learned workload's multi-GPU
 	// shapes, with their probabilities on the target's scale, and
@@ -226,6 +232,7 @@ func NewScorer(cfg Config) (*Scorer, error) {
 		epoch:      1,
 		presentGen: 1,
 		holes:      map[holeKey]*holeTable{},
+		census:     map[holeKey]holeCount{},
 	}, nil
 }
 
@@ -460,7 +467,7 @@ func (s *Scorer) refresh() {
 		g += sh.p * sh.r.gpus
 		c += sh.p * float64(sh.r.Demand.CPU)
 	}
-	s.ratio = 0
+	s.ratio, s.gpusPerPod = 0, g
 	if c > 0 {
 		s.ratio = g / c
 	}
