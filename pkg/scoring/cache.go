@@ -747,25 +747,35 @@ func (s *Scorer) holeTable(product int, g *GPU) *holeTable {
 	for h := range e {
 		var sum, w, none float64
 		none = 1
+		fits := false
 		for _, f := range fills {
 			if f.u > h {
 				continue
 			}
-			phi := 1.0
-			if h < units {
-				phi = holeFill(f.a, below[h]-below[f.u], float64(s.census[k].at(h)))
-			}
+			fits = true
+			// A GPU with every unit free competes too, as the loosest
+			// hole: a share pod opens it only when the pods of its shape
+			// outnumber the partly used holes that fit them (best fit).
+			phi := holeFill(f.a, below[h]-below[f.u], float64(s.census[k].at(h)))
 			sum += f.p * phi * e[h-f.u]
 			w += f.p * phi
 			none *= 1 - phi
 		}
-		if h == units {
+		switch {
+		case h == units && (fits || wholeP > 0):
+			// A GPU that no share pod opens strands nothing: its units stay
+			// whole for whatever comes (a whole-GPU pod, if ShareWhole, or
+			// pods beyond the target's horizon). Counting it as stranded
+			// would make a fresh GPU look worse than a hole that the pods
+			// to come are expected to fill, and the pod being placed, which
+			// is one of them, would open a fresh GPU rather than fill it.
 			w += wholeP // E(0) = 0
-			none = 0
-		}
-		if w == 0 {
+			if w > 0 {
+				e[h] = (1 - none) * sum / w
+			}
+		case w == 0:
 			e[h] = float64(h)
-		} else {
+		default:
 			e[h] = (1-none)*sum/w + none*float64(h)
 		}
 	}
@@ -826,7 +836,7 @@ func (s *Scorer) countHoles() {
 	for _, n := range s.nodes {
 		for i := range n.st.GPUs {
 			g := &n.st.GPUs[i]
-			if g.Mode != ModeShared || !g.Healthy || g.Used || g.ShareFree <= 0 || g.ShareFree >= g.ShareTotal {
+			if g.Mode != ModeShared || !g.Healthy || g.Used || g.ShareFree <= 0 {
 				continue
 			}
 			k := holeKey{product: n.prod[i], units: g.ShareTotal, whole: g.ShareWhole}
