@@ -479,7 +479,7 @@ func (n *NodeCache) measure(s *Scorer, dl *delta) measures {
 				continue
 			}
 			t := n.holeT[i]
-			m.hole += t.at(dl.unitsLeft(g)) - t.at(g.ShareFree)
+			m.hole += t.entered(dl.unitsLeft(g)) - t.at(g.ShareFree)
 		}
 	}
 	return m
@@ -702,9 +702,55 @@ type holeKey struct {
 // next 160-milli pod although thousands of such holes wait for the few of
 // them (gpushare60: 1 % of the pods), and a pod that leaves 210 milli
 // looks as good as one that leaves 60.
-type holeTable struct{ e []float64 }
+type holeTable struct {
+	e []float64
+	// What the table was computed from, for entered: the target's share
+	// shapes that fit the kind, the holes below each size and the holes
+	// of each size (fresh GPUs included).
+	fills []holeFillShape
+	below []float64
+	same  []float64
+}
+
+// holeFillShape is a share shape of the target: its units, probability and
+// pods still to come to the table's kind of GPU.
+type holeFillShape struct {
+	u    int
+	p, a float64
+}
 
 func (t *holeTable) at(free int) float64 { return t.e[min(max(free, 0), len(t.e)-1)] }
+
+// entered is E(free) for a GPU that a placement leaves with free units
+// (0 < free < units) when it was not a hole of that size before: that hole
+// is new, so it competes with the census's holes of its size for the pods
+// to come (one hole more of that size). The table, computed from the census
+// alone, does not count it: a pod that leaves a hole beside one the census
+// expects the pods to come to fill would read as leaving a hole as sure to
+// be filled, and a small cluster's pods would spread over two GPUs, each
+// half filled, rather than fill one.
+func (t *holeTable) entered(free int) float64 {
+	units := len(t.e) - 1
+	if free <= 0 || free >= units {
+		return t.at(free)
+	}
+	var sum, w float64
+	none := 1.0
+	for _, f := range t.fills {
+		if f.u > free {
+			continue
+		}
+		phi := holeFill(f.a, t.below[free]-t.below[f.u], t.same[free]+1)
+		sum += f.p * phi * t.e[free-f.u]
+		w += f.p * phi
+		none *= 1 - phi
+	}
+	h := float64(free) / float64(units)
+	if w == 0 {
+		return h
+	}
+	return (1-none)*sum/w + none*h
+}
 
 // holeTable returns the table of g's kind of GPU against the current
 // target and the cluster's holes, computing it on first use in the epoch.
@@ -725,10 +771,7 @@ func (s *Scorer) holeTable(product int, g *GPU) *holeTable {
 			below[h] = below[h-1] + float64(n[h-1])
 		}
 	}
-	type fill struct {
-		u    int
-		p, a float64 // probability; pods still to come to this kind of GPU
-	}
+	type fill = holeFillShape
 	var fills []fill
 	e := make([]float64, units+1)
 	var wholeP float64
@@ -782,7 +825,11 @@ func (s *Scorer) holeTable(product int, g *GPU) *holeTable {
 	for h := range e {
 		e[h] /= float64(units)
 	}
-	t := &holeTable{e: e}
+	same := make([]float64, units+1)
+	for h := range same {
+		same[h] = float64(s.census[k].at(h))
+	}
+	t := &holeTable{e: e, fills: fills, below: below, same: same}
 	s.holes[k] = t
 	return t
 }
