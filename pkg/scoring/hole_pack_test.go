@@ -64,3 +64,71 @@ func TestHolePackSmallCluster(t *testing.T) {
 		t.Errorf("the 1-, 1- and 2-unit pods went to GPUs %v, want one GPU", gpus)
 	}
 }
+
+// TestHolePackAfterCensus places a 2-unit pod beside a 2-unit hole that
+// the census of the epoch counts (as in the e2e fleet, where the target
+// refreshes between the notebooks): a target of 4-GPU pods and 1-unit
+// share pods, whose pods to come (about 1.8 on the time-shared GPUs) are
+// expected to fill the hole and to open one of the three fresh GPUs now
+// and then. The pod must fill the hole: a second hole of 2 units would
+// compete with it for those pods.
+func TestHolePackAfterCensus(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		whole int // whole GPUs beside the time-shared node
+	}{
+		{"e2e-sized cluster", 8},
+		{"a few more whole GPUs", 16},
+		{"no whole GPUs", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewScorer(DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			mk := func(d Demand) *Request {
+				d.CPU, d.Memory = 1000, 4<<10
+				r, err := s.Compile(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			add := func(name string, gpus, units int) *NodeCache {
+				spec := NodeSpec{Name: name, CPU: 64000, Memory: 1 << 30}
+				for range gpus {
+					spec.GPUs = append(spec.GPUs, GPUSpec{Product: "L40S", NUMANode: -1, Healthy: true, ShareUnits: units})
+				}
+				st, err := NewNodeState(spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := s.NewNode(st)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			if tc.whole > 0 {
+				add("whole", tc.whole, 0)
+			}
+			ts := add("ts", 4, 4)
+			one := mk(Demand{ShareUnits: 1, UnitsPerGPU: 4})
+			for range 2 {
+				if err := ts.Assume(one, Assignment{GPUs: []int{0}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.SetTarget([]*Request{mk(Demand{GPUs: 4}), one}, []float64{0.75, 0.25}); err != nil {
+				t.Fatal(err)
+			}
+			res := s.Score(ts, mk(Demand{ShareUnits: 2, UnitsPerGPU: 4}))
+			if res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			if g := res.Assignment.GPUs[0]; g != 0 {
+				t.Errorf("the 2-unit pod went to GPU %d, want GPU 0 (2 units free) rather than a fresh one", g)
+			}
+		})
+	}
+}
