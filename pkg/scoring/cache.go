@@ -680,12 +680,12 @@ type holeKey struct {
 
 // holeTable gives, for every free amount h = 0..units of one shared GPU,
 // the units expected to stay free on it for good, over units (in GPUs):
-// E(h) = h when no target shape fits, else, for a GPU with every unit free,
-// the mean of E(h − u) over the shapes that fit, weighted by their
-// probability (such a GPU takes whatever comes: every pod that finds no
-// hole opens one), and for a partly used GPU (a hole) the same mean over
-// the shapes whose pods will still come to it, weighted by how likely that
-// is, plus h times the chance that none does. Share shapes of u units fit
+// E(h) = h when no target shape fits, else the mean of E(h − u) over the
+// shapes whose pods will still come to the GPU, weighted by their
+// probability and how likely that is, plus, for a partly used GPU (a
+// hole), h times the chance that none does; a GPU with every unit free
+// that no pod opens strands nothing (0), and whole-GPU shapes always come
+// to it when they fit. Share shapes of u units fit
 // when u <= h; whole-GPU shapes (any K) fit a GPU with ShareWhole when
 // every unit is free and leave nothing. It ranks the holes a shared pod can
 // leave by how well the workload's sizes pair up in them (350 milli beside
@@ -701,7 +701,10 @@ type holeKey struct {
 // this, a 190-milli hole beside an 810-milli pod reads as filled by the
 // next 160-milli pod although thousands of such holes wait for the few of
 // them (gpushare60: 1 % of the pods), and a pod that leaves 210 milli
-// looks as good as one that leaves 60.
+// looks as good as one that leaves 60. A GPU with every unit free is the
+// loosest hole: share pods open it only when the partly used holes that
+// fit them are outnumbered. The census is the cluster's as of the epoch's
+// first table; a placement that leaves a new hole counts it in (entered).
 type holeTable struct {
 	e []float64
 	// What the table was computed from, for entered: the target's share
@@ -874,8 +877,9 @@ func (c holeCount) at(h int) int32 {
 	return c[h]
 }
 
-// countHoles counts the cluster's holes (healthy shared GPUs that are
-// partly used) by kind and free units, for the hole tables of the epoch.
+// countHoles counts the cluster's holes (healthy shared GPUs with units
+// free: partly used, or fresh at ShareTotal) by kind and free units, for
+// the hole tables of the epoch.
 func (s *Scorer) countHoles() {
 	for k := range s.census {
 		clear(s.census[k])

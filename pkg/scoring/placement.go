@@ -78,8 +78,8 @@ type Config struct {
 	CPUStranded float64 `json:"cpuStranded"`
 	// HoleResidue weighs, as extra fragmentation, the expected residue of
 	// the shared GPUs' free units once the target's pods have filled them,
-	// a partly used GPU counting only the pods that the cluster's other
-	// holes leave it (0 turns it off).
+	// a GPU counting only the pods that the cluster's tighter holes leave
+	// it (0 turns it off).
 	HoleResidue float64 `json:"holeResidue"`
 	// Scarcity weighs the cost, per GPU taken, of a product that the
 	// target's product-constrained pods need while its free capacity is
