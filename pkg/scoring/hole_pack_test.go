@@ -4,6 +4,51 @@ import (
 	"testing"
 )
 
+// packScorer is a scorer with the small fixtures of the packing tests.
+type packScorer struct {
+	t *testing.T
+	*Scorer
+}
+
+func newPackScorer(t *testing.T) packScorer {
+	t.Helper()
+	s, err := NewScorer(DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return packScorer{t: t, Scorer: s}
+}
+
+// req compiles a demand of 1 CPU and 4 GiB besides its GPUs.
+func (p packScorer) req(d Demand) *Request {
+	p.t.Helper()
+	d.CPU, d.Memory = 1000, 4<<10
+	r, err := p.Compile(d)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return r
+}
+
+// node adds a node of gpus GPUs of product, each of units share units
+// (0: whole GPUs).
+func (p packScorer) node(name, product string, gpus, units int) *NodeCache {
+	p.t.Helper()
+	spec := NodeSpec{Name: name, CPU: 64000, Memory: 1 << 30}
+	for range gpus {
+		spec.GPUs = append(spec.GPUs, GPUSpec{Product: product, NUMANode: -1, Healthy: true, ShareUnits: units})
+	}
+	st, err := NewNodeState(spec)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	n, err := p.NewNode(st)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return n
+}
+
 // TestHolePackSmallCluster mimics the e2e fleet (test/e2e TestFleet): a
 // small cluster whose one time-shared node has 4 GPUs in quarters, and
 // notebooks of 1, 1 and 2 units that arrive after a few whole-GPU pods.
@@ -14,33 +59,8 @@ import (
 // fresh GPU would look worse than that hole and the 2-unit pod would open
 // one rather than fill it.
 func TestHolePackSmallCluster(t *testing.T) {
-	s, err := NewScorer(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk := func(d Demand) *Request {
-		d.CPU, d.Memory = 1000, 4<<10
-		r, err := s.Compile(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	add := func(name, product string, gpus, units int) *NodeCache {
-		spec := NodeSpec{Name: name, CPU: 64000, Memory: 1 << 30}
-		for range gpus {
-			spec.GPUs = append(spec.GPUs, GPUSpec{Product: product, NUMANode: -1, Healthy: true, ShareUnits: units})
-		}
-		st, err := NewNodeState(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := s.NewNode(st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	s := newPackScorer(t)
+	mk, add := s.req, s.node
 	add("h100", "H100", 8, 0)
 	add("l40s", "L40S", 4, 0)
 	ts := add("ts", "L40S", 4, 4)
@@ -82,33 +102,9 @@ func TestHolePackAfterCensus(t *testing.T) {
 		{"no whole GPUs", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := NewScorer(DefaultConfig())
-			if err != nil {
-				t.Fatal(err)
-			}
-			mk := func(d Demand) *Request {
-				d.CPU, d.Memory = 1000, 4<<10
-				r, err := s.Compile(d)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return r
-			}
-			add := func(name string, gpus, units int) *NodeCache {
-				spec := NodeSpec{Name: name, CPU: 64000, Memory: 1 << 30}
-				for range gpus {
-					spec.GPUs = append(spec.GPUs, GPUSpec{Product: "L40S", NUMANode: -1, Healthy: true, ShareUnits: units})
-				}
-				st, err := NewNodeState(spec)
-				if err != nil {
-					t.Fatal(err)
-				}
-				n, err := s.NewNode(st)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
+			s := newPackScorer(t)
+			mk := s.req
+			add := func(name string, gpus, units int) *NodeCache { return s.node(name, "L40S", gpus, units) }
 			if tc.whole > 0 {
 				add("whole", tc.whole, 0)
 			}
