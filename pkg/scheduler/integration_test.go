@@ -251,6 +251,10 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 			// PostFilter adds Tessera's words after counting's summary.
 			{newPod("no-free-dgx").container("c", "nvidia.com/gpu=8"), "Insufficient nvidia.com/gpu"},
 			{newPod("no-free-dgx-2").container("c", "nvidia.com/gpu=8"), "no node has 8 free healthy GPUs (nvidia.com/gpu) of an allowed product; the most: "},
+			// PreFilter names the one node with MIG slices; kube-scheduler
+			// words the six others by plugin, PostFilter by resource.
+			{newPod("mig-no-cpu").container("c", "nvidia.com/mig-1g.10gb=1", "cpu=500"), "6 node(s) didn't satisfy plugin(s) [TesseraGPU]"},
+			{newPod("mig-no-cpu-2").container("c", "nvidia.com/mig-1g.10gb=1", "cpu=500"), "6 node(s) advertise no nvidia.com/mig-1g.10gb"},
 		} {
 			pod := create(t, tc.b)
 			var msg string

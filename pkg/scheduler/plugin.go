@@ -162,6 +162,9 @@ type cycleData struct {
 	// pod and Tessera's Filter is skipped (see countable).
 	modes     []resMode
 	countable bool
+	// absent is how many nodes PreFilter's result left out (they
+	// advertise no such resource; see survey.preFilterResult).
+	absent int
 	// reqs are the compiled requests by how a node advertises the pod's
 	// resource (PreFilter compiles one per mode, under the plugin's write
 	// lock, so Filter reads them under the read lock).
@@ -220,17 +223,22 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	if msg := s.refusal(&d, allowed); msg != "" {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg)
 	}
-	cd := &cycleData{d: d, resID: p.c.resID(d.Resource), allowed: allowed, preferred: preferred, modes: s.modes, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}}
+	cd := &cycleData{d: d, resID: p.c.resID(d.Resource), allowed: allowed, preferred: preferred, modes: s.modes, absent: s.absent, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}}
 	for _, mode := range s.modes {
 		// An error is Filter's to report, node by node.
 		_, _ = p.request(cd, mode)
 	}
 	state.Write(stateKey, cd)
+	res := s.preFilterResult()
 	if p.c.countable(cd) {
 		cd.countable = true
-		return nil, fwk.NewStatus(fwk.Skip)
+		if res == nil {
+			return nil, fwk.NewStatus(fwk.Skip)
+		}
+		// A Skip would drop the result (the framework ignores a skipping
+		// plugin's): Filter runs, and returns at once (cd.countable).
 	}
-	return nil, nil
+	return res, nil
 }
 
 // countable reports whether counting — NodeResourcesFit on the nodes'
@@ -316,7 +324,7 @@ func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
 func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
 	defer observeFilter(time.Now())
 	cd := getCycle(state)
-	if cd == nil || cd.d.Resource == "" {
+	if cd == nil || cd.d.Resource == "" || cd.countable {
 		return nil
 	}
 	now := p.clock.Now()
@@ -454,18 +462,26 @@ func hintText(cd *cycleData, mode resMode, b best) string {
 	return h
 }
 
-// PostFilter words the refusal of a pod whose Filter counting did
-// (countable) when no node Tessera can judge has the devices it asks for:
-// the words Filter would have given, with the most the cluster has free.
-// kube-scheduler appends them to the pod's condition after counting's
-// summary ("Insufficient nvidia.com/gpu") and DefaultPreemption's, which
-// runs first. When some node has the devices, what stopped the pod is not
-// Tessera's to word. It never nominates a node.
+// PostFilter words what Filter did not: why the nodes PreFilter's result
+// left out were not filtered (they advertise no such resource), and, for a
+// pod whose Filter counting did (countable) when no node Tessera can judge
+// has the devices it asks for, the words Filter would have given, with the
+// most the cluster has free. kube-scheduler appends them to the pod's
+// condition after the nodes' summary ("Insufficient nvidia.com/gpu") and
+// DefaultPreemption's, which runs first. When some node has the devices,
+// what stopped the pod is not Tessera's to word. It never nominates a node.
 func (p *Plugin) PostFilter(_ context.Context, state fwk.CycleState, _ *corev1.Pod, _ fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
 	defer observe("PostFilter", time.Now())
 	cd := getCycle(state)
-	if cd == nil || !cd.countable {
+	if cd == nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable)
+	}
+	var words []string
+	if cd.absent > 0 {
+		words = append(words, fmt.Sprintf("%d node(s) advertise no %s", cd.absent, cd.d.Resource))
+	}
+	if !cd.countable {
+		return nil, fwk.NewStatus(fwk.Unschedulable, words...)
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -478,12 +494,12 @@ func (p *Plugin) PostFilter(_ context.Context, state fwk.CycleState, _ *corev1.P
 			need = 1
 		}
 		if b.n >= need {
-			return nil, fwk.NewStatus(fwk.Unschedulable)
+			return nil, fwk.NewStatus(fwk.Unschedulable, words...)
 		}
 		hints = append(hints, hintText(cd, mode, b))
 	}
 	slices.Sort(hints)
-	return nil, fwk.NewStatus(fwk.Unschedulable, hints...)
+	return nil, fwk.NewStatus(fwk.Unschedulable, append(words, hints...)...)
 }
 
 // PreScore scores every node that passed filtering, at once under the lock,

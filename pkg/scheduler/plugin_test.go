@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/component-base/metrics/testutil"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
@@ -180,22 +181,43 @@ func (h *harness) nodeInfos() []fwk.NodeInfo {
 // that Tessera's Filter would have said the same.
 func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 	state := framework.NewCycleState()
-	_, st := h.p.PreFilter(h.ctx, state, pod, h.nodeInfos())
+	res, st := h.p.PreFilter(h.ctx, state, pod, h.nodeInfos())
 	cd := getCycle(state)
-	counting := st.IsSkip() && cd != nil && cd.d.Resource != ""
-	if !st.IsSuccess() && !counting {
+	counting := cd != nil && cd.countable
+	if !st.IsSuccess() && !st.IsSkip() {
 		return "", st
+	}
+	if st.IsSkip() && res != nil {
+		h.t.Errorf("pod %s: PreFilter skips and names nodes %v: the framework would drop them", pod.Name, sets.List(res.NodeNames))
 	}
 	var feasible []fwk.NodeInfo
 	var reasons []string
 	for _, ni := range h.nodeInfos() {
+		if !res.AllNodes() && !res.NodeNames.Has(ni.Node().Name) {
+			// Left out by PreFilter: Filter would refuse the node as
+			// advertising no such resource, and so would counting.
+			if why := h.filterUnskipped(state, pod, ni); why.Code() != fwk.UnschedulableAndUnresolvable || !strings.HasPrefix(why.Message(), "node advertises no ") {
+				h.t.Errorf("pod %s: PreFilter left out node %s, which Filter would answer %v", pod.Name, ni.Node().Name, why)
+			}
+			if short := noderesources.Fits(pod, ni, nil, noderesources.ResourceRequestsOptions{}); len(short) == 0 {
+				h.t.Errorf("pod %s: PreFilter left out node %s, which counting passes", pod.Name, ni.Node().Name)
+			}
+			reasons = append(reasons, "node(s) didn't satisfy plugin(s) [TesseraGPU]")
+			continue
+		}
 		st := h.p.Filter(h.ctx, state, pod, ni)
 		if counting {
+			if !st.IsSuccess() {
+				h.t.Errorf("pod %s on node %s: Filter %v for a pod counting filters", pod.Name, ni.Node().Name, st)
+			}
+			st = h.filterUnskipped(state, pod, ni)
 			var fit *fwk.Status
 			if short := noderesources.Fits(pod, ni, nil, noderesources.ResourceRequestsOptions{}); len(short) > 0 {
 				fit = fwk.NewStatus(fwk.Unschedulable, "Insufficient "+string(short[0].ResourceName))
 			}
-			if fit.IsSuccess() != st.IsSuccess() {
+			// On a node Tessera judges, counting and Filter agree (on
+			// others Filter gives no verdict and counting decides).
+			if fit.IsSuccess() != st.IsSuccess() && h.judges(ni) {
 				h.t.Errorf("pod %s on node %s: counting says %v, Tessera's Filter (skipped) %v", pod.Name, ni.Node().Name, fit, st)
 			}
 			st = fit
@@ -216,8 +238,13 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 		}
 	}
 	if len(feasible) == 0 {
-		if _, pst := h.p.PostFilter(h.ctx, state, pod, nil); pst.Code() != fwk.Unschedulable || !counting && len(pst.Reasons()) > 0 {
-			h.t.Errorf("pod %s: PostFilter %v, want Unschedulable with words only for a pod counting filtered", pod.Name, pst)
+		// Words for the nodes left out, and for a pod counting filtered.
+		words := 0
+		if !res.AllNodes() {
+			words = 1
+		}
+		if _, pst := h.p.PostFilter(h.ctx, state, pod, nil); pst.Code() != fwk.Unschedulable || !counting && len(pst.Reasons()) != words || len(pst.Reasons()) < words {
+			h.t.Errorf("pod %s: PostFilter %v, want Unschedulable with %d words for the nodes left out, and more only for a pod counting filtered", pod.Name, pst, words)
 		} else {
 			reasons = append(reasons, pst.Reasons()...)
 		}
@@ -248,6 +275,25 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 		}
 	}
 	return h.reserve(state, pod, best.Name)
+}
+
+// judges reports whether Tessera judges the node (a fresh GPUNode).
+func (h *harness) judges(ni fwk.NodeInfo) bool {
+	h.p.mu.RLock()
+	defer h.p.mu.RUnlock()
+	return h.p.c.freshEntry(h.p.c.entryOf(ni.Node()), h.clock.Now())
+}
+
+// filterUnskipped is Tessera's Filter verdict as if the pod's Filter were
+// not skipped (countable).
+func (h *harness) filterUnskipped(state fwk.CycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
+	cd := getCycle(state)
+	if cd == nil || !cd.countable {
+		return h.p.Filter(h.ctx, state, pod, ni)
+	}
+	cd.countable = false
+	defer func() { cd.countable = true }()
+	return h.p.Filter(h.ctx, state, pod, ni)
 }
 
 func (h *harness) reserve(state fwk.CycleState, pod *corev1.Pod, node string) (string, *fwk.Status) {
@@ -353,6 +399,63 @@ func TestShareRefusalNamesTheLargestFree(t *testing.T) {
 	_, st := h.schedule(newPod("p").container("c", "nvidia.com/gpu.shared=4").obj())
 	if want := "no GPU has 4 free units of nvidia.com/gpu.shared; largest free: 3 on node ts, GPU 1"; st.IsSuccess() || !strings.Contains(st.Message(), want) {
 		t.Errorf("refusal = %v, want %q", st, want)
+	}
+}
+
+func TestPreFilterNamesTheNodesThatAdvertise(t *testing.T) {
+	nodes := func() []*v1alpha1.GPUNode {
+		return []*v1alpha1.GPUNode{dgxH100("dgx", t0, 7).obj(), l40sServer("l40s", t0).obj(), sharedNode("ts", t0, 2, 4).obj(),
+			l40sServer("old", t0.Add(-time.Hour)).obj()}
+	}
+	tests := []struct {
+		name string
+		pod  *podBuilder
+		want []string // nil: every node
+	}{
+		// The stale node is named: Tessera cannot judge it.
+		{name: "a MIG slice", pod: newPod("p").container("c", "nvidia.com/mig-1g.10gb=1"), want: []string{"dgx", "old"}},
+		{name: "share units", pod: newPod("p").container("c", "nvidia.com/gpu.shared=2"), want: []string{"old", "ts"}},
+		{name: "whole GPUs, on most nodes", pod: newPod("p").container("c", "nvidia.com/gpu=1")},
+		{name: "no GPU", pod: newPod("p").container("c", "cpu=1")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, nodes()...)
+			res, st := h.p.PreFilter(h.ctx, framework.NewCycleState(), tt.pod.obj(), h.nodeInfos())
+			if !st.IsSuccess() && !st.IsSkip() {
+				t.Fatalf("PreFilter: %v", st)
+			}
+			if tt.want == nil {
+				if !res.AllNodes() {
+					t.Errorf("PreFilter named %v, want every node", sets.List(res.NodeNames))
+				}
+				return
+			}
+			if res.AllNodes() || !slices.Equal(sets.List(res.NodeNames), tt.want) {
+				t.Errorf("PreFilter named %v, want %v", res, tt.want)
+			}
+			if st.IsSkip() {
+				t.Errorf("PreFilter skips Filter and names nodes: the framework would drop the names")
+			}
+		})
+	}
+	// Until the slices run out: the refusal says why the other nodes were
+	// not filtered (the harness checks each was refused rightly).
+	h := newHarness(t, nodes()...)
+	for i := range 8 {
+		pod := newPod(fmt.Sprintf("p%d", i)).container("c", "nvidia.com/mig-1g.10gb=1").obj()
+		_, st := h.schedule(pod)
+		if i < 7 {
+			if !st.IsSuccess() {
+				t.Fatalf("pod %d: %v", i, st)
+			}
+			continue
+		}
+		for _, want := range []string{"2 node(s) advertise no nvidia.com/mig-1g.10gb", "no free MIG slice 1g.10gb on a healthy GPU of an allowed product"} {
+			if st.IsSuccess() || !strings.Contains(st.Message(), want) {
+				t.Errorf("eighth pod: %v, want %q", st, want)
+			}
+		}
 	}
 }
 
