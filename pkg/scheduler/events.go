@@ -235,7 +235,6 @@ func (p *Plugin) gpuNodeHandler(logger klog.Logger) cache.ResourceEventHandler {
 			defer p.mu.Unlock()
 			p.c.saw(gn.Name, gn.ResourceVersion)
 			p.c.remove(gn.Name)
-			p.refreshGauges()
 		},
 	}
 }
@@ -252,7 +251,6 @@ func (p *Plugin) applyGPUNode(logger klog.Logger, gn *v1alpha1.GPUNode) {
 	}
 	p.c.saw(gn.Name, gn.ResourceVersion)
 	p.c.upsert(logger, gn)
-	p.refreshGauges()
 }
 
 // isNewer reports whether resourceVersion rv of node's GPUNode is later than

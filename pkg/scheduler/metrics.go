@@ -25,26 +25,6 @@ var (
 		Help:           "GPUNode versions the scheduler refused to trust (the node is treated as stale), by node.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"node"})
-	gpuNodes = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Name:           "tessera_scheduler_gpunodes",
-		Help:           "GPUNodes the scheduler knows, by state: fresh (scored), stale (heartbeat older than staleAfter) or inconsistent.",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"state"})
-	fragmentation = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Name:           "tessera_scheduler_fragmentation_gpus",
-		Help:           "Expected fragmentation of the free GPU capacity against the learned target workload, in GPUs, for the cluster (pool=\"\") and per node pool (the GPU product).",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"pool"})
-	freeGPUs = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Name:           "tessera_scheduler_free_gpus",
-		Help:           "Free healthy GPU capacity, in GPUs, of fresh GPUNodes, for the cluster (pool=\"\") and per node pool (the GPU product).",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"pool"})
-	strandedGPUs = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Name:           "tessera_scheduler_stranded_gpus",
-		Help:           "Free GPU capacity, in GPUs, that pods cannot use, by cause: no_cpu (free GPUs on nodes without a free CPU, as of the node's last scheduling cycle), wrong_product (free capacity weighted by the share of the learned workload whose required nvidia.com/gpu.product excludes the GPU's product), share_holes (free units on partly used shared GPUs), broken_nvlink (free whole GPUs of an NVLink machine with no free NVLink pair left), unhealthy (GPUs marked unhealthy).",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"cause"})
 	extensionDuration = metrics.NewHistogramVec(&metrics.HistogramOpts{
 		Name:           "tessera_scheduler_plugin_duration_seconds",
 		Help:           "Duration of the Tessera plugin's work at each extension point, per call.",
@@ -52,6 +32,84 @@ var (
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"extension_point"})
 )
+
+// The gauges of the GPUNodes, their free capacity, its fragmentation and
+// what is stranded. gpuGauges computes them when /metrics is scraped.
+var (
+	gpuNodesDesc = metrics.NewDesc("tessera_scheduler_gpunodes",
+		"GPUNodes the scheduler knows, by state: fresh (scored), stale (heartbeat older than staleAfter) or inconsistent.",
+		[]string{"state"}, nil, metrics.ALPHA, "")
+	fragmentationDesc = metrics.NewDesc("tessera_scheduler_fragmentation_gpus",
+		"Expected fragmentation of the free GPU capacity against the learned target workload, in GPUs, for the cluster (pool=\"\") and per node pool (the GPU product).",
+		[]string{"pool"}, nil, metrics.ALPHA, "")
+	freeGPUsDesc = metrics.NewDesc("tessera_scheduler_free_gpus",
+		"Free healthy GPU capacity, in GPUs, of fresh GPUNodes, for the cluster (pool=\"\") and per node pool (the GPU product).",
+		[]string{"pool"}, nil, metrics.ALPHA, "")
+	strandedGPUsDesc = metrics.NewDesc("tessera_scheduler_stranded_gpus",
+		"Free GPU capacity, in GPUs, that pods cannot use, by cause: no_cpu (free GPUs on nodes without a free CPU, as of the node's last scheduling cycle), wrong_product (free capacity weighted by the share of the learned workload whose required nvidia.com/gpu.product excludes the GPU's product), share_holes (free units on partly used shared GPUs), broken_nvlink (free whole GPUs of an NVLink machine with no free NVLink pair left), unhealthy (GPUs marked unhealthy).",
+		[]string{"cause"}, nil, metrics.ALPHA, "")
+)
+
+// gpuGauges computes the GPU gauges from a plugin's model when /metrics is
+// scraped. They were recomputed at every GPUNode event before: a pass over
+// every node per event is a pass over every node per node per heartbeat
+// round (O(nodes²): 2.1 s of CPU to take 1,000 GPUNodes in, about a core
+// at 5,000 nodes heartbeating every 30 s), under the lock every extension
+// point takes. A scrape every 15 or 30 s costs one pass, and the values
+// are those of the scrape's moment, staleness included.
+type gpuGauges struct {
+	metrics.BaseStableCollector
+	mu sync.Mutex
+	p  *Plugin
+}
+
+// gauges serves the scheduler's /metrics (the legacy registry): it reports
+// the model of the plugin instance the scheduler created last (New). Every
+// profile's instance reads the same GPUNodes.
+var gauges = &gpuGauges{}
+
+// use makes the collector report p's model.
+func (g *gpuGauges) use(p *Plugin) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.p = p
+}
+
+// DescribeWithStability implements metrics.StableCollector.
+func (g *gpuGauges) DescribeWithStability(ch chan<- *metrics.Desc) {
+	ch <- gpuNodesDesc
+	ch <- fragmentationDesc
+	ch <- freeGPUsDesc
+	ch <- strandedGPUsDesc
+}
+
+// CollectWithStability implements metrics.StableCollector.
+func (g *gpuGauges) CollectWithStability(ch chan<- metrics.Metric) {
+	g.mu.Lock()
+	p := g.p
+	g.mu.Unlock()
+	if p == nil {
+		return
+	}
+	s := p.gaugeSample()
+	for state, v := range s.nodes {
+		ch <- metrics.NewLazyConstMetric(gpuNodesDesc, metrics.GaugeValue, v, state)
+	}
+	for pool, v := range s.frag {
+		ch <- metrics.NewLazyConstMetric(fragmentationDesc, metrics.GaugeValue, v, pool)
+	}
+	for pool, v := range s.free {
+		ch <- metrics.NewLazyConstMetric(freeGPUsDesc, metrics.GaugeValue, v, pool)
+	}
+	for cause, v := range s.stranded {
+		ch <- metrics.NewLazyConstMetric(strandedGPUsDesc, metrics.GaugeValue, v, cause)
+	}
+}
+
+// gaugeSample is the gauges' values, by label value.
+type gaugeSample struct {
+	nodes, frag, free, stranded map[string]float64
+}
 
 // strandedCauses are the cause label values of tessera_scheduler_stranded_gpus.
 var strandedCauses = []string{"no_cpu", "wrong_product", "share_holes", "broken_nvlink", "unhealthy"}
@@ -65,7 +123,8 @@ var filterDuration metrics.ObserverMetric
 
 func mustRegisterMetrics() {
 	registerMetrics.Do(func() {
-		legacyregistry.MustRegister(planMismatches, gpuNodesInconsistent, gpuNodes, fragmentation, freeGPUs, strandedGPUs, extensionDuration)
+		legacyregistry.MustRegister(planMismatches, gpuNodesInconsistent, extensionDuration)
+		legacyregistry.CustomMustRegister(gauges)
 		filterDuration = extensionDuration.WithLabelValues("Filter")
 	})
 }
@@ -80,9 +139,12 @@ func observe(point string, start time.Time) {
 	extensionDuration.WithLabelValues(point).Observe(time.Since(start).Seconds())
 }
 
-// refreshGauges recomputes the GPUNode, fragmentation and stranded-GPU
-// gauges from the model. Call with the plugin's lock held.
-func (p *Plugin) refreshGauges() {
+// gaugeSample computes the GPUNode, fragmentation, free and stranded-GPU
+// gauges from the model, under the plugin's lock (the fragmentation
+// measures are cached in the nodes).
+func (p *Plugin) gaugeSample() gaugeSample {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	now := p.clock.Now()
 	var fresh, stale, bad int
 	frag := map[string]float64{}
@@ -91,7 +153,7 @@ func (p *Plugin) refreshGauges() {
 	for _, cause := range strandedCauses {
 		stranded[cause] = 0
 	}
-	for name, e := range p.c.nodes {
+	for _, e := range p.c.nodes {
 		switch {
 		case e.model == nil || e.cache == nil:
 			bad++
@@ -145,20 +207,9 @@ func (p *Plugin) refreshGauges() {
 				stranded["broken_nvlink"] += float64(len(wholeFree))
 			}
 		}
-		_ = name
 	}
-	gpuNodes.WithLabelValues("fresh").Set(float64(fresh))
-	gpuNodes.WithLabelValues("stale").Set(float64(stale))
-	gpuNodes.WithLabelValues("inconsistent").Set(float64(bad))
-	fragmentation.Reset()
-	freeGPUs.Reset()
-	for pool, v := range frag {
-		fragmentation.WithLabelValues(pool).Set(v)
-	}
-	for pool, v := range free {
-		freeGPUs.WithLabelValues(pool).Set(v)
-	}
-	for cause, v := range stranded {
-		strandedGPUs.WithLabelValues(cause).Set(v)
+	return gaugeSample{
+		nodes: map[string]float64{"fresh": float64(fresh), "stale": float64(stale), "inconsistent": float64(bad)},
+		frag:  frag, free: free, stranded: stranded,
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"k8s.io/component-base/metrics/legacyregistry"
-	"k8s.io/component-base/metrics/testutil"
 
 	"github.com/tessera-gpu/tessera/pkg/scoring"
 )
@@ -35,19 +34,13 @@ func TestStrandedGPUsByCause(t *testing.T) {
 		full,
 	)
 	h.nodes["full"].SetNode(kubeNode(full, "0", "1Ti")) // every CPU requested
+	// The scheduler's /metrics collector reports this harness's plugin
+	// (New makes it report the scheduler's).
+	gauges.use(h.p)
+	t.Cleanup(func() { gauges.use(nil) })
 	gauge := func(cause string) float64 {
-		v, err := testutil.GetGaugeMetricValue(strandedGPUs.WithLabelValues(cause))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
+		return gatheredGauge(t, "tessera_scheduler_stranded_gpus", "cause", cause)
 	}
-	refresh := func() {
-		h.p.mu.Lock()
-		defer h.p.mu.Unlock()
-		h.p.refreshGauges()
-	}
-	refresh()
 	if got := gauge("no_cpu"); got != 0 {
 		t.Errorf("no_cpu before any scheduling cycle = %v, want 0 (the free CPU is not known yet)", got)
 	}
@@ -67,7 +60,6 @@ func TestStrandedGPUsByCause(t *testing.T) {
 	}
 	h.p.c.scorer.Observe(r)
 	h.p.mu.Unlock()
-	refresh()
 
 	want := map[string]float64{
 		"no_cpu":        4,                // full: 4 free L40S, no CPU
@@ -83,6 +75,30 @@ func TestStrandedGPUsByCause(t *testing.T) {
 	}
 	observe("Filter", time.Now())
 	checkWithPromtool(t)
+}
+
+// gatheredGauge is the value of the gauge name{label="value"} as the
+// scheduler's /metrics serves it (the legacy registry).
+func gatheredGauge(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	families, err := legacyregistry.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("%s{%s=%q} not gathered", name, label, value)
+	return 0
 }
 
 // checkWithPromtool runs `promtool check metrics` on the scheduler's
@@ -123,5 +139,24 @@ func checkWithPromtool(t *testing.T) {
 	}
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// TestGaugesAreComputedWhenScraped checks that the gauges are the model's at
+// the scrape, with no GPUNode event in between: a node whose heartbeat ages
+// past staleAfter counts as stale, and its free GPUs leave the pool.
+func TestGaugesAreComputedWhenScraped(t *testing.T) {
+	h := newHarness(t, dgxH100("dgx", t0).obj(), l40sServer("l40s", t0.Add(-time.Minute)).obj())
+	gauges.use(h.p)
+	t.Cleanup(func() { gauges.use(nil) })
+	if got := gatheredGauge(t, "tessera_scheduler_free_gpus", "pool", ""); got != 12 {
+		t.Errorf("free GPUs = %v, want 12 (8 H100, 4 L40S)", got)
+	}
+	h.clock.Step(90 * time.Second) // l40s is 2m30s old, past staleAfter (2m)
+	if got := gatheredGauge(t, "tessera_scheduler_gpunodes", "state", "stale"); got != 1 {
+		t.Errorf("stale GPUNodes = %v, want 1", got)
+	}
+	if got := gatheredGauge(t, "tessera_scheduler_free_gpus", "pool", ""); got != 8 {
+		t.Errorf("free GPUs = %v, want 8 (the stale node's do not count)", got)
 	}
 }

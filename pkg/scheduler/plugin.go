@@ -90,6 +90,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err != nil {
 		return nil, err
 	}
+	gauges.use(p)
 	if h.KubeConfig() == nil {
 		return nil, errors.New("creating the gpunode informer: the scheduler has no kubeconfig")
 	}
