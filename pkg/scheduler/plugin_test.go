@@ -705,3 +705,52 @@ func TestCountingFiltersWhatItCan(t *testing.T) {
 		})
 	}
 }
+
+// TestSurveyOutlivesHeartbeats checks which GPUNode updates void PreFilter's
+// surveys: not a heartbeat or an allocation (the agent confirms an unchanged
+// status every 30 s), but a health change, a new node, and the return of a
+// node every survey so far counted as stale.
+func TestSurveyOutlivesHeartbeats(t *testing.T) {
+	tests := []struct {
+		name   string
+		update func(hb time.Time) *v1alpha1.GPUNode
+		voids  bool
+	}{
+		{name: "heartbeat", update: func(hb time.Time) *v1alpha1.GPUNode { return dgxH100("dgx", hb, 7).obj() }},
+		{name: "allocation", update: func(hb time.Time) *v1alpha1.GPUNode {
+			return dgxH100("dgx", hb, 7).alloc("ml", "a", "GPU-dgx-0").obj()
+		}},
+		{name: "unhealthy GPU", update: func(hb time.Time) *v1alpha1.GPUNode { return dgxH100("dgx", hb, 7).unhealthy(3, "XID 79").obj() }, voids: true},
+		{name: "MIG layout", update: func(hb time.Time) *v1alpha1.GPUNode { return dgxH100("dgx", hb, 6, 7).obj() }, voids: true},
+		{name: "new node", update: func(hb time.Time) *v1alpha1.GPUNode { return l40sServer("new", hb).obj() }, voids: true},
+		{name: "inconsistent", update: func(hb time.Time) *v1alpha1.GPUNode {
+			return dgxH100("dgx", hb, 7).alloc("a", "b", "GPU-unknown").obj()
+		}, voids: true},
+	}
+	pod := newPod("p").container("c", "nvidia.com/mig-1g.10gb=1").obj()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, dgxH100("dgx", t0, 7).obj(), l40sServer("l40s", t0).obj())
+			if _, st := h.p.PreFilter(h.ctx, framework.NewCycleState(), pod, h.nodeInfos()); !st.IsSuccess() && !st.IsSkip() {
+				t.Fatal(st)
+			}
+			gen := h.p.c.gen
+			h.clock.Step(30 * time.Second)
+			h.upsert(tt.update(h.clock.Now()))
+			if voided := h.p.c.gen != gen; voided != tt.voids {
+				t.Errorf("survey voided: %t, want %t", voided, tt.voids)
+			}
+		})
+	}
+	t.Run("a stale node returns", func(t *testing.T) {
+		h := newHarness(t, dgxH100("dgx", t0, 7).obj(), l40sServer("l40s", t0.Add(-time.Hour)).obj())
+		if _, st := h.p.PreFilter(h.ctx, framework.NewCycleState(), pod, h.nodeInfos()); !st.IsSuccess() && !st.IsSkip() {
+			t.Fatal(st)
+		}
+		gen := h.p.c.gen
+		h.upsert(l40sServer("l40s", t0).obj())
+		if h.p.c.gen == gen {
+			t.Error("a node stale at the survey came back fresh and the survey stands")
+		}
+	})
+}

@@ -66,7 +66,8 @@ type cachedSurvey struct {
 //
 // A survey depends on the GPUNodes' capacity (not on what is free), on
 // which nodes are fresh and on the nodes Tessera cannot judge; it is kept
-// per resource until a GPUNode changes, the number of nodes changes or a
+// per resource until a GPUNode changes what surveys read (cluster.sameSurvey:
+// not a heartbeat, not an allocation), the number of nodes changes or a
 // surveyed GPUNode turns stale, so that PreFilter does not walk every node
 // for every pod. (A label or allocatable change on a node without a
 // GPUNode shows at the next of those.)
@@ -75,6 +76,9 @@ func (c *cluster) survey(d *PodDemand, nodes []fwk.NodeInfo, now time.Time) surv
 		return cs.s
 	}
 	s, until := c.surveyNodes(d, nodes, now)
+	if now.After(c.surveyedAt) {
+		c.surveyedAt = now
+	}
 	if c.surveys == nil {
 		c.surveys = map[corev1.ResourceName]cachedSurvey{}
 	}

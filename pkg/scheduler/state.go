@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -82,10 +83,13 @@ type cluster struct {
 	staleAfter time.Duration
 	nodes      map[string]*nodeEntry
 	assumed    map[types.UID]*assumedPod
-	// gen counts GPUNode changes (upsert, remove); surveys are PreFilter's
-	// per-resource surveys of the cluster, valid for one gen.
-	gen     uint64
-	surveys map[corev1.ResourceName]cachedSurvey
+	// gen counts the GPUNode changes a survey depends on (see
+	// sameSurvey); surveys are PreFilter's per-resource surveys of the
+	// cluster, valid for one gen, and surveyedAt is when the latest was
+	// made.
+	gen        uint64
+	surveys    map[corev1.ResourceName]cachedSurvey
+	surveyedAt time.Time
 	// shared counts, per resource, the nodes that advertise it as
 	// time-shared units (isShared, asked for every container of every pod).
 	shared map[corev1.ResourceName]int
@@ -194,12 +198,17 @@ func (c *cluster) count(m *nodeModel, sign int) {
 // planned devices on top of the report.
 func (c *cluster) upsert(logger klog.Logger, gn *v1alpha1.GPUNode) {
 	name := gn.Name
-	c.gen++
+	old := c.nodes[name]
 	e := &nodeEntry{}
+	defer func() {
+		if !c.sameSurvey(old, e) {
+			c.gen++
+		}
+	}()
 	// The free CPU and memory are the scheduler's, not the GPUNode's: they
 	// carry over, without the assumed pods' share, which apply takes again.
 	var cpu, mem int64
-	if old := c.nodes[name]; old != nil {
+	if old != nil {
 		if old.cache != nil {
 			st := old.cache.State()
 			cpu, mem, e.cpuKnown = st.CPUFree, st.MemFree, old.cpuKnown
@@ -258,6 +267,37 @@ func (c *cluster) upsert(logger klog.Logger, gn *v1alpha1.GPUNode) {
 			delete(c.assumed, uid)
 		}
 	}
+}
+
+// sameSurvey reports whether a new entry of a node leaves every survey as
+// it was: both are consistent, the old one was fresh at every survey made
+// (a survey counts a stale node as one Tessera cannot judge), and they
+// agree on everything a survey reads — products, MIG profiles, advertised
+// resources and each GPU's product, mode and health — none of which is a
+// heartbeat or an allocation. The gpu-agent confirms an unchanged status
+// every 30 s: at 5,000 nodes that is 166 GPUNode updates a second, and were
+// each to void the surveys, PreFilter would walk every node for nearly
+// every pod. A survey still ends when its first surveyed heartbeat turns
+// stale (cachedSurvey.until), renewed since or not.
+func (c *cluster) sameSurvey(old, e *nodeEntry) bool {
+	if old == nil || old.model == nil || old.cache == nil || e.model == nil || e.cache == nil {
+		return false
+	}
+	if c.surveyedAt.Sub(old.heartbeat) > c.staleAfter {
+		return false
+	}
+	a, b := old.model, e.model
+	if !slices.Equal(a.products, b.products) || !slices.Equal(a.profiles, b.profiles) || !maps.Equal(a.resources, b.resources) ||
+		len(a.state.GPUs) != len(b.state.GPUs) {
+		return false
+	}
+	for i := range a.state.GPUs {
+		g, h := &a.state.GPUs[i], &b.state.GPUs[i]
+		if g.Product != h.Product || g.Mode != h.Mode || g.ShareWhole != h.ShareWhole || g.Healthy != h.Healthy || g.ShareTotal != h.ShareTotal {
+			return false
+		}
+	}
+	return true
 }
 
 // remove forgets a node whose GPUNode was deleted; its assumed pods stay
