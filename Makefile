@@ -144,7 +144,7 @@ bench: ## Run the Go benchmarks (discovery + telemetry of a simulated DGX H100 w
 SCHEDPERF_FILTER ?= performance,-large
 SCHEDPERF_COUNT ?= 3
 .PHONY: bench-scheduler
-bench-scheduler: k8s-bins ## scheduler_perf: 1,000 GPU nodes, 5,000 mixed GPU pods, default profile vs Tessera's, SCHEDPERF_COUNT (3) runs of each; the median runs' pods/s and their ratio (SCHEDPERF_FILTER=performance for 5,000 nodes too).
+bench-scheduler: k8s-bins ## scheduler_perf: 1,000 GPU nodes, 5,000 mixed GPU pods, default profile vs Tessera's, SCHEDPERF_COUNT (3) runs of each; the median runs' pods/s and their ratio (SCHEDPERF_FILTER=performance for 5,000 nodes too, =whole for the whole-GPU control).
 	mkdir -p _output/schedperf
 	cd test/schedperf && PATH=$(BIN):$$PATH $(GO) test -run '^$$' -bench BenchmarkPerfScheduling -benchtime 1x -count $(SCHEDPERF_COUNT) -timeout 120m \
 		-perf-scheduling-label-filter=$(SCHEDPERF_FILTER) -data-items-dir $(CURDIR)/_output/schedperf 2>&1 \
