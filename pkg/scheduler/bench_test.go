@@ -16,9 +16,8 @@ import (
 // BenchmarkScore1000Nodes measures Tessera's scoring of one pod over a
 // 1,000-node cluster (800 DGX H100, 100 DGX H100 with two MIG GPUs, 100
 // servers of 4 time-shared A10s, as in test/schedperf), i.e. what the
-// plugin adds to one scheduling cycle after filtering: PreScore (learning
-// the pod) and the 1,000 Score calls, each ranking a node (serially here;
-// kube-scheduler runs them in 16 goroutines, warm ones under the read lock).
+// plugin adds to one scheduling cycle after filtering: PreScore (every
+// node scored under one lock) and the 1,000 Score look-ups.
 //
 // cold: the node caches were just rebuilt (a GPUNode change, or the first
 // pod of its shape), so nothing is memoized; warm: the same pod shape was

@@ -170,9 +170,9 @@ type cycleData struct {
 	// resource (PreFilter compiles one per mode, under the plugin's write
 	// lock, so Filter reads them under the read lock).
 	reqs map[resMode]*scoring.Request
-	// scoring is set by PreScore: the pod is learned and its requests are
-	// prepared for Score.
-	scoring bool
+	// scores are PreScore's, by the scheduler's Node object: Score gets
+	// the NodeInfos PreScore got.
+	scores map[*corev1.Node]int64
 	// hint is the cluster-wide part of a Filter refusal, computed once
 	// per mode by the first Filter call that needs it (under hintMu: Filter
 	// runs in parallel under the plugin's read lock).
@@ -503,14 +503,10 @@ func (p *Plugin) PostFilter(_ context.Context, state fwk.CycleState, _ *corev1.P
 	return nil, fwk.NewStatus(fwk.Unschedulable, append(words, hints...)...)
 }
 
-// PreScore learns the pod (scoring.ObserveArrival) before any node is
-// scored, with the request of the first node Tessera judges, and prepares
-// the pod's requests so that Score can rank nodes concurrently. The nodes
-// are ranked in Score, which kube-scheduler runs for the feasible nodes in
-// 16 goroutines: ranking them all here, under the write lock, was a serial
-// pass over up to 500 nodes per pod, as slow as the memory it touches
-// (1.2 ms per pod in scheduler_perf at 5,000 nodes, against the default
-// profile's 0.06 for all of its PreScore plugins).
+// PreScore scores every node that passed filtering, at once under the lock,
+// so that Score is a look-up; nodes Tessera cannot judge get NeutralScore,
+// except that a CPU-only pod's best place is a node without GPUs. The pod
+// is learned (scoring.ObserveArrival) before the first score.
 func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
 	defer observe("PreScore", time.Now())
 	cd := getCycle(state)
@@ -520,117 +516,59 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.clock.Now()
+	scores := make(map[*corev1.Node]int64, len(nodes))
+	var (
+		lastMode resMode
+		r        *scoring.Request
+	)
 	for _, ni := range nodes {
-		e := p.c.entryOf(ni.Node())
+		n := ni.Node()
+		e := p.c.entryOf(n)
 		if !p.c.freshEntry(e, now) {
+			if cd.d.Resource == "" && !advertisesGPUs(n) {
+				scores[n] = noGPUsRaw
+			}
 			continue
 		}
+		p.c.index(n, e)
 		mode, has := e.mode(cd)
 		if !has {
 			continue
 		}
-		r, err := p.request(cd, mode)
-		if err != nil {
-			continue
+		if r == nil || mode != lastMode {
+			var err error
+			if r, err = p.request(cd, mode); err != nil {
+				r = nil
+				continue
+			}
+			lastMode = mode
 		}
 		p.c.scorer.ObserveArrival(string(pod.UID), r)
-		break
+		p.syncFree(e, ni)
+		// Rank is Score's Key without copying the Result.
+		key, err := p.c.scorer.Rank(e.cache, r)
+		if err != nil {
+			scores[n] = -1
+			continue
+		}
+		scores[n] = key // only its order means anything
 	}
-	for _, r := range cd.reqs {
-		p.c.scorer.PrepareRank(r)
-	}
-	cd.scoring = true
+	cd.scores = scores
 	return nil
 }
 
-// Score ranks the node for the pod (Scorer.Rank's key: only its order means
-// anything; NormalizeScore maps it to the framework's range): under the
-// read lock from the node's cached result when it is current, else under
-// the write lock. Nodes Tessera cannot judge get neutralRaw, except that a
-// CPU-only pod's best place is a node without GPUs (noGPUsRaw). A GPUNode
-// that changes while a pod's nodes are ranked changes the keys of the
-// nodes ranked after it, as it would the next pod's.
+// Score returns PreScore's raw score; NormalizeScore maps it to the
+// framework's range.
 func (p *Plugin) Score(_ context.Context, state fwk.CycleState, _ *corev1.Pod, ni fwk.NodeInfo) (int64, *fwk.Status) {
 	cd := getCycle(state)
-	if cd == nil || !cd.scoring {
+	if cd == nil || cd.scores == nil {
 		return NeutralScore, nil
 	}
-	now := p.clock.Now()
-	p.mu.RLock()
-	key, done := p.rankCached(cd, ni, now)
-	p.mu.RUnlock()
-	if done {
-		return key, nil
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.rank(cd, ni, now), nil
-}
-
-// rankCached is Score's key from what is already known, under the read
-// lock; done is false when rank must compute or record something first
-// (the node's score, its free CPU and memory, its index entry).
-func (p *Plugin) rankCached(cd *cycleData, ni fwk.NodeInfo, now time.Time) (key int64, done bool) {
-	n := ni.Node()
-	e, indexed := p.c.byNode[n]
-	if !indexed {
-		e = p.c.nodes[n.Name]
-	}
-	if !p.c.freshEntry(e, now) {
-		return unjudgedRaw(cd, n), true
-	}
-	if !indexed {
-		return 0, false
-	}
-	mode, has := e.mode(cd)
-	if !has {
-		return neutralRaw, true
-	}
-	r, ok := cd.reqs[mode]
-	if !ok || !p.freeInSync(e, ni) {
-		return 0, false
-	}
-	key, ok, err := p.c.scorer.RankCached(e.cache, r)
+	s, ok := cd.scores[ni.Node()]
 	if !ok {
-		return 0, false
+		return neutralRaw, nil
 	}
-	if err != nil {
-		return -1, true
-	}
-	return key, true
-}
-
-// rank is Score's key, computing what must be. Call with the write lock.
-func (p *Plugin) rank(cd *cycleData, ni fwk.NodeInfo, now time.Time) int64 {
-	n := ni.Node()
-	e := p.c.entryOf(n)
-	if !p.c.freshEntry(e, now) {
-		return unjudgedRaw(cd, n)
-	}
-	p.c.index(n, e)
-	mode, has := e.mode(cd)
-	if !has {
-		return neutralRaw
-	}
-	r, err := p.request(cd, mode)
-	if err != nil {
-		return neutralRaw
-	}
-	p.c.scorer.PrepareRank(r)
-	p.syncFree(e, ni)
-	key, err := p.c.scorer.Rank(e.cache, r)
-	if err != nil {
-		return -1
-	}
-	return key
-}
-
-// unjudgedRaw is the raw score of a node Tessera cannot judge.
-func unjudgedRaw(cd *cycleData, n *corev1.Node) int64 {
-	if cd.d.Resource == "" && !advertisesGPUs(n) {
-		return noGPUsRaw
-	}
-	return neutralRaw
+	return s, nil
 }
 
 // neutralRaw marks a node Tessera cannot judge among the raw scores,

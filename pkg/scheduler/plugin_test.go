@@ -263,14 +263,6 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 		if !st.IsSuccess() {
 			return "", st
 		}
-		// Asked again, Score answers from the cached result under the
-		// read lock (rankCached), which must be the same.
-		h.p.mu.RLock()
-		again, done := h.p.rankCached(cd, ni, h.clock.Now())
-		h.p.mu.RUnlock()
-		if !done || again != s {
-			h.t.Errorf("pod %s on node %s: cached rank %d (answered: %t), computed %d", pod.Name, ni.Node().Name, again, done, s)
-		}
 		scores = append(scores, fwk.NodeScore{Name: ni.Node().Name, Score: s})
 	}
 	if st := h.p.NormalizeScore(h.ctx, state, pod, scores); !st.IsSuccess() {

@@ -546,40 +546,6 @@ func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
 	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity)+s.shapeScarcity(e.res.losses), e.cost, e.tie), nil
 }
 
-// PrepareRank computes what RankCached needs of r besides the nodes' cached
-// results (r's product price range for the cluster's products). Call it
-// with the Scorer to yourself before ranking nodes for r in parallel.
-func (s *Scorer) PrepareRank(r *Request) { s.costRange(r) }
-
-// RankCached is Rank from the node's cached result of r, without changing
-// anything: ok is false when Rank would compute the result first (the
-// node or the target changed) or r's product price range is not known yet
-// for the cluster's products (PrepareRank). Calls may run concurrently
-// with each other (the scheduler ranks a pod's feasible nodes in
-// parallel), not with the Scorer's or the node's other methods.
-func (s *Scorer) RankCached(n *NodeCache, r *Request) (key int64, ok bool, err error) {
-	var e *memoEntry
-	if r.id < denseMemo {
-		if int(r.id) >= len(n.memo) {
-			return 0, false, nil
-		}
-		e = &n.memo[r.id]
-	} else {
-		got, ok := n.memoMore.get(r.id)
-		if !ok {
-			return 0, false, nil
-		}
-		e = &got
-	}
-	if !e.set || e.version != n.version || e.epoch != s.epoch || r.costGen != s.presentGen {
-		return 0, false, nil
-	}
-	if !e.feasible {
-		return 0, true, e.res.Err
-	}
-	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity)+s.shapeScarcity(e.res.losses), e.cost, e.tie), true, nil
-}
-
 // Cached returns the node's cached Result of r when it is current (what
 // Score returns, less the scarcity cost and the key, which depend on the
 // whole cluster), and false when Score would compute it. It changes

@@ -323,12 +323,6 @@ func TestScoreMatchesReference(t *testing.T) {
 			if key, err := s.Rank(n, r); (err != nil) != (res.Err != nil) || err == nil && key != res.Key {
 				t.Fatalf("%s: Rank = %d, %v; Score's key %d, error %v", where, key, err, res.Key, res.Err)
 			}
-			// RankCached, which the plugin's Score calls under a read
-			// lock, answers from the result Rank left, once prepared.
-			s.PrepareRank(r)
-			if key, ok, err := s.RankCached(n, r); !ok || (err != nil) != (res.Err != nil) || err == nil && key != res.Key {
-				t.Fatalf("%s: RankCached = %d, %t, %v; Score's key %d, error %v", where, key, ok, err, res.Key, res.Err)
-			}
 			s.Fragmentation(n) // the shapes' use of the node, which frag starts from
 			if got, want := n.frag(s.shapes, nil), n.refFrag(s.shapes, nil); math.Abs(got-want) > 1e-9 {
 				t.Fatalf("%s: fragmentation %v, the reference %v", where, got, want)
