@@ -298,7 +298,19 @@ func (p *Plugin) request(cd *cycleData, mode resMode) (*scoring.Request, error) 
 
 // syncFree makes the node's free CPU and memory in the scoring model those
 // of the scheduler's NodeInfo (which counts every pod, GPU or not).
+//
+// It is asked for every node of every pod PreScore scores, and the answer
+// rarely changes, so it first asks whether anything did: kube-scheduler
+// gives a NodeInfo a new generation (from one counter for all nodes)
+// whenever it changes, and the cache's version changes with its state.
+// Reading the NodeInfo's resources instead was a fifth of the plugin's
+// cost per pod in BenchmarkCycle5000Nodes.
 func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
+	gen := ni.GetGeneration()
+	if e.cpuKnown && gen == e.syncedGen && e.cache.Version() == e.syncedVer {
+		return
+	}
+	defer func() { e.syncedGen, e.syncedVer = gen, e.cache.Version() }()
 	cpu, mem := nodeInfoFree(ni)
 	st := e.cache.State()
 	e.cpuKnown = true
@@ -521,9 +533,14 @@ func (p *Plugin) PreScore(ctx context.Context, state fwk.CycleState, pod *corev1
 		lastMode resMode
 		r        *scoring.Request
 	)
-	for _, ni := range nodes {
+	var first *scoring.Request // the request of most nodes, usually all
+	if len(cd.modes) > 0 {
+		first = cd.reqs[cd.modes[0]]
+	}
+	entries := p.c.entries(nodes, first)
+	for i, ni := range nodes {
 		n := ni.Node()
-		e := p.c.entryOf(n)
+		e := entries[i]
 		if !p.c.freshEntry(e, now) {
 			if cd.d.Resource == "" && !advertisesGPUs(n) {
 				scores[n] = noGPUsRaw

@@ -15,7 +15,17 @@ import (
 // the node's cached scores, so scoring a pod on an unchanged node is a
 // look-up. Create nodes with Scorer.NewNode; a NodeCache belongs to its Scorer.
 type NodeCache struct {
-	s            *Scorer
+	// What Scorer.Rank reads comes first, in the first cache line: a
+	// scheduler ranks hundreds of nodes a pod, each cold by then
+	// (pkg/scheduler's BenchmarkCycle5000Nodes).
+	s       *Scorer
+	version uint64
+	// memo caches scores by Request.id: ids below denseMemo in slices
+	// (memo the part Rank reads, memoRes the Results), the others in a
+	// map.
+	memo         []memoEntry
+	memoRes      []Result
+	memoMore     lastMap[int32, memoFull]
 	st           NodeState
 	alloc        *topology.Allocator
 	prod         []int       // product id per GPU
@@ -23,15 +33,10 @@ type NodeCache struct {
 	sliceFrac    [][]float64 // per GPU, per MIG slice: its share of the GPU
 	capacity     float64     // healthy GPU capacity, in GPUs
 	free         float64     // free healthy GPU capacity, in GPUs
-	version      uint64
 	// linked is true when the link matrix says anything: some pair has
 	// NVLinks or a known PCIe path.
 	linked bool
 
-	// memo caches scores by Request.id: ids below denseMemo in a slice,
-	// the others in a map.
-	memo     []memoEntry
-	memoMore lastMap[int32, memoEntry]
 	mVer     uint64
 	mEpoch   uint64
 	mVal     measures
@@ -59,15 +64,50 @@ type NodeCache struct {
 	one       [1]int
 }
 
-// memoEntry is a cached score: what its key is made of first (the scoring
-// loops read only that, one cache line), then the whole result.
+// memoEntry is the part of a cached score that Rank reads: what the key
+// is made of, with the host-shape losses packed in, in 64 bytes (one cache
+// line where the slice's allocation is aligned, as Go's size classes for
+// multiples of 64 bytes mostly are). The Result is kept beside it
+// (NodeCache.memoRes).
 type memoEntry struct {
 	version, epoch uint64
 	cost, drop     float64
 	tie, capacity  float64
 	product        int32
 	feasible, set  bool
-	res            Result
+	// nloss is how many of losses are the Result's, or lossesInResult
+	// when they did not fit (more of them, or numbers past a byte).
+	nloss  uint8
+	losses [4]packedLoss
+}
+
+// packedLoss is a shapeLoss in two bytes.
+type packedLoss struct{ j, lost uint8 }
+
+const lossesInResult = 255
+
+// fill makes e the memo of res, computed at the node's version and the
+// scorer's epoch.
+func (e *memoEntry) fill(res *Result, version, epoch uint64) {
+	e.version, e.epoch, e.cost, e.drop, e.tie = version, epoch, res.HardwareCost, res.drop, res.tie
+	e.capacity, e.product, e.feasible, e.set = res.capacity, int32(res.product), res.Err == nil, true
+	e.nloss = lossesInResult
+	if len(res.losses) > len(e.losses) {
+		return
+	}
+	for i, l := range res.losses {
+		if l.j < 0 || l.j > 255 || l.lost < 0 || l.lost > 255 {
+			return
+		}
+		e.losses[i] = packedLoss{j: uint8(l.j), lost: uint8(l.lost)}
+	}
+	e.nloss = uint8(len(res.losses))
+}
+
+// memoFull is a memo of a request id past denseMemo.
+type memoFull struct {
+	memoEntry
+	res Result
 }
 
 type bestQ struct {
@@ -184,6 +224,11 @@ func cloneState(st NodeState) NodeState {
 
 // State returns the node's current state; callers must not modify it.
 func (n *NodeCache) State() *NodeState { return &n.st }
+
+// Version changes whenever the node's state does (Assume, Forget,
+// SetHealthy): a caller that saw the state at one version knows it is the
+// same while the version is.
+func (n *NodeCache) Version() uint64 { return n.version }
 
 // Allocator returns the node's device-set allocator.
 func (n *NodeCache) Allocator() *topology.Allocator { return n.alloc }
@@ -970,7 +1015,8 @@ func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) 
 // dropCaches forgets every derived value (tests measure the cold path).
 func (n *NodeCache) dropCaches() {
 	clear(n.memo)
-	n.memoMore, n.whole, n.bestOK, n.migMemo = lastMap[int32, memoEntry]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}
+	clear(n.memoRes)
+	n.memoMore, n.whole, n.bestOK, n.migMemo = lastMap[int32, memoFull]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}
 	n.mVer = 0
 }
 

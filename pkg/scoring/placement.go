@@ -527,8 +527,8 @@ func (s *Scorer) SetTarget(reqs []*Request, weights []float64) error {
 // cost, which depends on the whole cluster, is recomputed. The returned
 // Assignment must not be modified.
 func (s *Scorer) Score(n *NodeCache, r *Request) Result {
-	e := s.cached(n, r)
-	res := e.res
+	e, cached := s.cached(n, r)
+	res := *cached
 	if res.Err == nil {
 		res.ScarcityCost = s.scarcity(r, int(e.product), e.capacity) + s.shapeScarcity(res.losses)
 		res.Key = s.key(res.drop, res.ScarcityCost, res.HardwareCost, res.tie)
@@ -537,13 +537,23 @@ func (s *Scorer) Score(n *NodeCache, r *Request) Result {
 }
 
 // Rank is Score's Key alone, or its Err: the cheap call for ranking many
-// nodes.
+// nodes. It reads the node's memo entry and, unless the score is computed
+// afresh, nothing else of the node.
 func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
-	e := s.cached(n, r)
+	e, res := s.cached(n, r)
 	if !e.feasible {
-		return 0, e.res.Err
+		return 0, res.Err
 	}
-	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity)+s.shapeScarcity(e.res.losses), e.cost, e.tie), nil
+	lossCost := 0.0
+	if e.nloss == lossesInResult {
+		lossCost = s.shapeScarcity(res.losses)
+	} else {
+		for _, l := range e.losses[:e.nloss] {
+			lossCost += s.lossCost(int(l.j), int(l.lost))
+		}
+		lossCost *= s.cfg.ShapeScarcity
+	}
+	return s.key(e.drop, s.scarcity(r, int(e.product), e.capacity)+lossCost, e.cost, e.tie), nil
 }
 
 // Cached returns the node's cached Result of r when it is current (what
@@ -552,23 +562,37 @@ func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
 // nothing: calls may run concurrently with each other, not with the
 // Scorer's or the node's other methods.
 func (s *Scorer) Cached(n *NodeCache, r *Request) (Result, bool) {
-	var e memoEntry
+	var (
+		e   memoEntry
+		res *Result
+	)
 	if r.id < denseMemo {
 		if int(r.id) >= len(n.memo) {
 			return Result{}, false
 		}
-		e = n.memo[r.id]
+		e, res = n.memo[r.id], &n.memoRes[r.id]
 	} else {
 		got, ok := n.memoMore.get(r.id)
 		if !ok {
 			return Result{}, false
 		}
-		e = got
+		e, res = got.memoEntry, &got.res
 	}
 	if !e.set || e.version != n.version || e.epoch != s.epoch {
 		return Result{}, false
 	}
-	return e.res, true
+	return *res, true
+}
+
+// Prefetch reads the node's memo entry of r, which Rank reads first, and
+// returns a word of it (callers keep it, so that the read stays): a caller
+// about to rank many cold nodes reads ahead with it, many nodes at once
+// (pkg/scheduler's cluster.entries).
+func (n *NodeCache) Prefetch(r *Request) uint64 {
+	if r.id < denseMemo && int(r.id) < len(n.memo) {
+		return n.memo[r.id].version
+	}
+	return 0
 }
 
 // denseMemo is how many request ids a node caches in a slice (the others go
@@ -578,28 +602,29 @@ const (
 	maxMemoEntries = 512
 )
 
-// cached returns the node's cached score of r, computing it when stale.
-func (s *Scorer) cached(n *NodeCache, r *Request) *memoEntry {
-	var e *memoEntry
-	if r.id < denseMemo {
-		if int(r.id) >= len(n.memo) {
-			n.memo = append(n.memo, make([]memoEntry, int(r.id)+1-len(n.memo))...)
-		}
-		e = &n.memo[r.id]
-	} else {
+// cached returns the node's cached score of r, computing it when stale:
+// the part Rank reads and the Result.
+func (s *Scorer) cached(n *NodeCache, r *Request) (*memoEntry, *Result) {
+	if r.id >= denseMemo {
 		got, _ := n.memoMore.get(r.id)
-		e = &got
-	}
-	if !e.set || e.version != n.version || e.epoch != s.epoch {
-		e.res = s.score(n, r, e.res.losses[:0])
-		res := &e.res
-		e.version, e.epoch, e.cost, e.drop, e.tie = n.version, s.epoch, res.HardwareCost, res.drop, res.tie
-		e.capacity, e.product, e.feasible, e.set = res.capacity, int32(res.product), res.Err == nil, true
-		if r.id >= denseMemo {
-			n.memoMore.put(r.id, *e, maxMemoEntries)
+		if !got.set || got.version != n.version || got.epoch != s.epoch {
+			got.res = s.score(n, r, got.res.losses[:0])
+			got.fill(&got.res, n.version, s.epoch)
+			n.memoMore.put(r.id, got, maxMemoEntries)
 		}
+		return &got.memoEntry, &got.res
 	}
-	return e
+	if int(r.id) >= len(n.memo) {
+		grow := int(r.id) + 1 - len(n.memo)
+		n.memo = append(n.memo, make([]memoEntry, grow)...)
+		n.memoRes = append(n.memoRes, make([]Result, grow)...)
+	}
+	e, res := &n.memo[r.id], &n.memoRes[r.id]
+	if !e.set || e.version != n.version || e.epoch != s.epoch {
+		*res = s.score(n, r, res.losses[:0])
+		e.fill(res, n.version, s.epoch)
+	}
+	return e, res
 }
 
 // scarcity is the cost of taking capacity GPUs of product id for r: the

@@ -136,10 +136,17 @@ func (s *Scorer) shapeScarcity(losses []shapeLoss) float64 {
 	}
 	var c float64
 	for _, l := range losses {
-		sh := &s.hostShapes[l.j]
-		if free := s.hostFree[l.j]; free > 0 {
-			c += float64(l.lost) * sh.p * sh.r.gpus * max(0, s.clusterFree/free-1)
-		}
+		c += s.lossCost(int(l.j), int(l.lost))
 	}
 	return s.cfg.ShapeScarcity * c
+}
+
+// lossCost is shapeScarcity's term for lost pods of host shape j,
+// unweighted.
+func (s *Scorer) lossCost(j, lost int) float64 {
+	if free := s.hostFree[j]; free > 0 && s.clusterFree > 0 {
+		sh := &s.hostShapes[j]
+		return float64(lost) * sh.p * sh.r.gpus * max(0, s.clusterFree/free-1)
+	}
+	return 0
 }
