@@ -30,23 +30,10 @@ func BenchmarkScore1000Nodes(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var gns []*v1alpha1.GPUNode
-	var nodes []fwk.NodeInfo
-	for i := range 1000 {
-		name := fmt.Sprintf("node-%04d", i)
-		var gn *v1alpha1.GPUNode
-		switch i % 10 {
-		case 8:
-			gn = dgxH100(name, t0, 6, 7).obj()
-		case 9:
-			gn = sharedNode(name, t0, 4, 8).obj()
-		default:
-			gn = dgxH100(name, t0).obj()
-		}
-		gns = append(gns, gn)
-		ni := framework.NewNodeInfo()
-		ni.SetNode(kubeNode(gn, "224", "2Ti"))
-		nodes = append(nodes, ni)
+	gns, infos := benchFleet(1000)
+	nodes := make([]fwk.NodeInfo, len(infos))
+	for i, ni := range infos {
+		nodes[i] = ni
 	}
 	logger := klog.Background()
 	rebuild := func() {
@@ -140,24 +127,13 @@ func benchCycle(b *testing.B, nodeCount, window int, evict bool) {
 		b.Fatal(err)
 	}
 	logger := klog.Background()
-	var nodes []fwk.NodeInfo
+	gns, infos := benchFleet(nodeCount)
+	nodes := make([]fwk.NodeInfo, len(infos))
 	byName := map[string]*framework.NodeInfo{}
-	for i := range nodeCount {
-		name := fmt.Sprintf("node-%05d", i)
-		var gn *v1alpha1.GPUNode
-		switch i % 10 {
-		case 8:
-			gn = dgxH100(name, t0, 6, 7).obj()
-		case 9:
-			gn = sharedNode(name, t0, 4, 8).obj()
-		default:
-			gn = dgxH100(name, t0).obj()
-		}
+	for i, gn := range gns {
 		p.c.upsert(logger, gn)
-		ni := framework.NewNodeInfo()
-		ni.SetNode(kubeNode(gn, "224", "2Ti"))
-		nodes = append(nodes, ni)
-		byName[name] = ni
+		nodes[i] = infos[i]
+		byName[gn.Name] = infos[i]
 	}
 	// Emptying the caches: writing a buffer larger than the last-level
 	// cache of the machines this runs on.
@@ -229,4 +205,28 @@ func benchCycle(b *testing.B, nodeCount, window int, evict bool) {
 		}
 		byName[best.Name].AddPod(pod)
 	}
+}
+
+// benchFleet is the benchmarks' cluster, as in test/schedperf: of every 10
+// nodes, 8 DGX H100, 1 DGX H100 with GPUs 6–7 in MIG mode, 1 server of 4
+// A10s time-shared as 8 units each; GPUNodes and their NodeInfos.
+func benchFleet(n int) ([]*v1alpha1.GPUNode, []*framework.NodeInfo) {
+	gns := make([]*v1alpha1.GPUNode, 0, n)
+	infos := make([]*framework.NodeInfo, 0, n)
+	for i := range n {
+		name := fmt.Sprintf("node-%05d", i)
+		var gn *v1alpha1.GPUNode
+		switch i % 10 {
+		case 8:
+			gn = dgxH100(name, t0, 6, 7).obj()
+		case 9:
+			gn = sharedNode(name, t0, 4, 8).obj()
+		default:
+			gn = dgxH100(name, t0).obj()
+		}
+		ni := framework.NewNodeInfo()
+		ni.SetNode(kubeNode(gn, "224", "2Ti"))
+		gns, infos = append(gns, gn), append(infos, ni)
+	}
+	return gns, infos
 }
