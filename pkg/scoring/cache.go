@@ -60,8 +60,11 @@ type NodeCache struct {
 	reg       int
 	hosts     []int32
 	shareGPUs []topology.ShareGPU
-	dropBuf   []float64
-	one       [1]int
+	// class is the node's machine class for the shared memo, or noClass
+	// (shared.go).
+	class   int32
+	dropBuf []float64
+	one     [1]int
 }
 
 // memoEntry is the part of a cached score that Rank reads: what the key
@@ -168,6 +171,7 @@ func (s *Scorer) NewNode(st NodeState) (*NodeCache, error) {
 		n.capacity += n.gpuCapacity(i, false)
 		n.free += n.gpuCapacity(i, true)
 	}
+	n.class = s.classOf(n)
 	s.addPresent(n, 1)
 	n.reg = len(s.nodes)
 	s.nodes = append(s.nodes, n)
@@ -1012,8 +1016,10 @@ func (w *demandWorkload) shapes(limit int, coverage float64, dst []targetShape) 
 	return dst, cum
 }
 
-// dropCaches forgets every derived value (tests measure the cold path).
+// dropCaches forgets every derived value, the scorer's shared memo
+// included (tests measure the cold path).
 func (n *NodeCache) dropCaches() {
+	n.s.sharedDrop()
 	clear(n.memo)
 	clear(n.memoRes)
 	n.memoMore, n.whole, n.bestOK, n.migMemo = lastMap[int32, memoFull]{}, lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}

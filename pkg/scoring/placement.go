@@ -212,6 +212,13 @@ type Scorer struct {
 	nodes      []*NodeCache
 	hostShapes []targetShape
 	hostFree   []float64
+	// classes interns the machine classes of nodes whose scores are shared,
+	// shared indexes sharedScores, the shared memo of epoch sharedEpoch
+	// (shared.go).
+	classes      map[string]int32
+	shared       map[sharedKey]int32
+	sharedScores []sharedScore
+	sharedEpoch  uint64
 }
 
 // NewScorer validates cfg and returns a scorer.
@@ -233,6 +240,8 @@ func NewScorer(cfg Config) (*Scorer, error) {
 		presentGen: 1,
 		holes:      map[holeKey]*holeTable{},
 		census:     map[holeKey]holeCount{},
+		classes:    map[string]int32{},
+		shared:     map[sharedKey]int32{},
 	}, nil
 }
 
@@ -608,8 +617,7 @@ func (s *Scorer) cached(n *NodeCache, r *Request) (*memoEntry, *Result) {
 	if r.id >= denseMemo {
 		got, _ := n.memoMore.get(r.id)
 		if !got.set || got.version != n.version || got.epoch != s.epoch {
-			got.res = s.score(n, r, got.res.losses[:0])
-			got.fill(&got.res, n.version, s.epoch)
+			s.rescore(n, r, &got.memoEntry, &got.res)
 			n.memoMore.put(r.id, got, maxMemoEntries)
 		}
 		return &got.memoEntry, &got.res
@@ -621,10 +629,27 @@ func (s *Scorer) cached(n *NodeCache, r *Request) (*memoEntry, *Result) {
 	}
 	e, res := &n.memo[r.id], &n.memoRes[r.id]
 	if !e.set || e.version != n.version || e.epoch != s.epoch {
-		*res = s.score(n, r, res.losses[:0])
-		e.fill(res, n.version, s.epoch)
+		s.rescore(n, r, e, res)
 	}
 	return e, res
+}
+
+// rescore brings the node's stale memo of r, e and res, up to date: from
+// the shared memo (shared.go) when a node of the same class and state was
+// scored for r in this epoch, else afresh.
+func (s *Scorer) rescore(n *NodeCache, r *Request, e *memoEntry, res *Result) {
+	k, share := n.sharedKeyOf(r)
+	if share {
+		if ss, ok := s.sharedGet(k); ok {
+			n.copyShared(ss, e, res)
+			return
+		}
+	}
+	*res = s.score(n, r, res.losses[:0])
+	e.fill(res, n.version, s.epoch)
+	if share && res.Err == nil {
+		s.sharedPut(k, e, res)
+	}
 }
 
 // scarcity is the cost of taking capacity GPUs of product id for r: the

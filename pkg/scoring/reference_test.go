@@ -379,3 +379,265 @@ func TestScoreMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedMemoMatchesFreshScores runs racks of identical whole-GPU nodes
+// through random placements, releases, health changes and target refreshes,
+// and checks every score — many of them copied from another node of the
+// same class and state (shared.go) — against the same node's fresh score.
+func TestSharedMemoMatchesFreshScores(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	cfg := DefaultConfig()
+	cfg.TargetEpoch = 8 // many epochs: every refresh makes every memo stale
+	s, err := NewScorer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pool []*Request
+	for i := range 12 {
+		d := refDemand(rng)
+		if i < 8 { // mostly whole GPUs, the shared kind
+			d.MIGProfile, d.ShareUnits, d.UnitsPerGPU = "", 0, 0
+			d.GPUs = []int{1, 1, 2, 4, 8}[rng.IntN(5)]
+			// Few sizes, so that nodes meet in the same states again.
+			d.CPU, d.Memory = int64(rng.IntN(3))*8000, int64(rng.IntN(3))<<16
+		}
+		r, err := s.Compile(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool = append(pool, r)
+	}
+	// CPU-only pods move a node's free CPU or memory and nothing else, as
+	// the scheduler's other pods do.
+	var cpuOnly []*Request
+	for _, d := range []Demand{{CPU: 8000}, {Memory: 1 << 16}} {
+		r, err := s.Compile(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpuOnly = append(cpuOnly, r)
+	}
+	var nodes []*NodeCache
+	for c := range 4 {
+		st := refNode(rng)
+		for i := range st.GPUs {
+			g := &st.GPUs[i]
+			*g = GPU{Product: g.Product, NUMANode: g.NUMANode, Healthy: g.Healthy, Mode: ModeWhole, Used: rng.IntN(4) == 0}
+		}
+		// CPU and memory run out before the GPUs do on some nodes: both
+		// change scores (CPU-stranded GPUs, fit).
+		st.CPUFree, st.MemFree = 48_000, 5<<16
+		for k := range 8 {
+			st.Name = fmt.Sprintf("class%d-%d", c, k)
+			n, err := s.NewNode(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes = append(nodes, n)
+		}
+	}
+	type placed struct {
+		n *NodeCache
+		r *Request
+		a Assignment
+	}
+	var held []placed
+	hits, stale := 0, 0
+	for step := range 4000 {
+		n := nodes[rng.IntN(len(nodes))]
+		r := pool[rng.IntN(len(pool))]
+		switch op := rng.IntN(20); {
+		case op < 5: // place
+			if res := s.Score(n, r); res.Err == nil {
+				a := res.Assignment
+				a.GPUs = slices.Clone(a.GPUs)
+				if err := n.Assume(r, a); err != nil {
+					t.Fatalf("step %d: assume on %s: %v", step, n.st.Name, err)
+				}
+				held = append(held, placed{n, r, a})
+				s.Observe(r)
+			}
+		case op < 12 && len(held) > 0: // release
+			i := rng.IntN(len(held))
+			p := held[i]
+			if err := p.n.Forget(p.r, p.a); err != nil {
+				t.Fatalf("step %d: forget on %s: %v", step, p.n.st.Name, err)
+			}
+			held = slices.Delete(held, i, i+1)
+		case op < 14: // a CPU-only pod
+			c := cpuOnly[rng.IntN(len(cpuOnly))]
+			if s.Score(n, c).Err == nil {
+				if err := n.Assume(c, Assignment{}); err != nil {
+					t.Fatalf("step %d: assume on %s: %v", step, n.st.Name, err)
+				}
+				held = append(held, placed{n, c, Assignment{}})
+			}
+		case op == 14: // health
+			i := rng.IntN(len(n.st.GPUs))
+			if err := n.SetHealthy(i, !n.st.GPUs[i].Healthy); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Score r on every node, in a random order, as a scheduler ranks.
+		for _, i := range rng.Perm(len(nodes)) {
+			m := nodes[i]
+			if k, ok := m.sharedKeyOf(r); ok {
+				if _, cached := s.Cached(m, r); !cached {
+					stale++
+					if _, shared := s.sharedGet(k); shared {
+						hits++
+					}
+				}
+			}
+			res := s.Score(m, r)
+			fresh := *m
+			fresh.best = nil
+			fresh.memo, fresh.memoRes, fresh.memoMore = nil, nil, lastMap[int32, memoFull]{}
+			fresh.whole, fresh.bestOK, fresh.migMemo, fresh.mVer = lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}, 0
+			cached := res
+			cached.Key, cached.ScarcityCost = 0, 0
+			if want := s.score(&fresh, r, nil); fmt.Sprint(want) != fmt.Sprint(cached) {
+				t.Fatalf("step %d, node %s, %+v: Score = %+v, fresh %+v", step, m.st.Name, r.Demand, cached, want)
+			}
+			if key, err := s.Rank(m, r); (err != nil) != (res.Err != nil) || err == nil && key != res.Key {
+				t.Fatalf("step %d, node %s: Rank = %d, %v; Score's key %d, error %v", step, m.st.Name, key, err, res.Key, res.Err)
+			}
+		}
+	}
+	// Many stale memos of shared kinds must have been refilled from the
+	// shared memo, or
+	// this test checked nothing it is named for.
+	if hits < 1000 {
+		t.Fatalf("%d of %d stale scores came from the shared memo, want at least 1,000", hits, stale)
+	}
+	t.Logf("%d of %d stale scores of whole-GPU nodes and pods came from the shared memo", hits, stale)
+}
+
+// TestSharedMemoKeysEveryStateField scores a request on node a, changes one
+// thing that tells node b apart from a, and checks that b's score is its
+// own, not a's copied: each case is one field of the shared memo's key.
+func TestSharedMemoKeysEveryStateField(t *testing.T) {
+	template := func() NodeState {
+		st := NodeState{Name: "a", Topology: gpu.NewTopology(8), CPUFree: 64_000, MemFree: 1 << 20}
+		for i := range 8 {
+			for j := i + 1; j < 8; j++ {
+				l := gpu.Link{PCIe: gpu.PathSingleSwitch}
+				if i/4 == j/4 {
+					l.NVLinks = 12
+				}
+				st.Topology.Set(i, j, l)
+			}
+			st.GPUs = append(st.GPUs, GPU{Product: "NVIDIA-H100-80GB-HBM3", NUMANode: i / 4, Healthy: true})
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		name string
+		// state changes b's state before it is made; change changes b
+		// (or the scorer), before a is scored unless afterA.
+		state  func(*NodeState)
+		change func(t *testing.T, s *Scorer, b *NodeCache)
+		afterA bool
+	}{
+		{name: "free cpu", change: func(t *testing.T, s *Scorer, b *NodeCache) {
+			assumeDemand(t, s, b, Demand{CPU: 60_000}, Assignment{})
+		}},
+		{name: "free memory", change: func(t *testing.T, s *Scorer, b *NodeCache) {
+			assumeDemand(t, s, b, Demand{Memory: 1<<19 + 1}, Assignment{})
+		}},
+		{name: "used gpu", change: func(t *testing.T, s *Scorer, b *NodeCache) {
+			assumeDemand(t, s, b, Demand{GPUs: 1}, Assignment{GPUs: []int{0}})
+		}},
+		{name: "unhealthy gpu", change: func(t *testing.T, s *Scorer, b *NodeCache) {
+			if err := b.SetHealthy(0, false); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "target epoch", change: func(t *testing.T, s *Scorer, b *NodeCache) {
+			r, err := s.Compile(Demand{GPUs: 8, CPU: 8000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SetTarget([]*Request{r}, []float64{1}); err != nil {
+				t.Fatal(err)
+			}
+		}, afterA: true},
+		{name: "product", state: func(st *NodeState) {
+			for i := range st.GPUs {
+				st.GPUs[i].Product = "NVIDIA-A100-SXM4-80GB"
+			}
+		}},
+		{name: "links", state: func(st *NodeState) {
+			st.Topology.Set(0, 1, gpu.Link{PCIe: gpu.PathCrossCPU})
+		}},
+		{name: "numa", state: func(st *NodeState) {
+			st.GPUs[0].NUMANode = 1
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewScorer(DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.Compile(Demand{GPUs: 2, CPU: 8000, Memory: 1 << 19})
+			if err != nil {
+				t.Fatal(err)
+			}
+			other, err := s.Compile(Demand{GPUs: 1, CPU: 2000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SetTarget([]*Request{r, other}, []float64{1, 3}); err != nil {
+				t.Fatal(err)
+			}
+			a, err := s.NewNode(template())
+			if err != nil {
+				t.Fatal(err)
+			}
+			stB := template()
+			stB.Name = "b"
+			if tc.state != nil {
+				tc.state(&stB)
+			}
+			b, err := s.NewNode(stB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.change != nil && !tc.afterA {
+				tc.change(t, s, b)
+			}
+			resA := s.Score(a, r)
+			if resA.Err != nil {
+				t.Fatalf("node a: %v", resA.Err)
+			}
+			if tc.change != nil && tc.afterA {
+				tc.change(t, s, b)
+			}
+			got := s.Score(b, r)
+			fresh := *b
+			fresh.memo, fresh.memoRes, fresh.memoMore = nil, nil, lastMap[int32, memoFull]{}
+			fresh.whole, fresh.bestOK, fresh.best, fresh.mVer = lastMap[wholeKey, wholeEntry]{}, false, nil, 0
+			want := s.score(&fresh, r, nil)
+			got.Key, got.ScarcityCost = 0, 0
+			resA.Key, resA.ScarcityCost = 0, 0
+			if fmt.Sprint(want) == fmt.Sprint(resA) {
+				t.Fatalf("b scores as a does (%+v): the case tells nothing apart", want)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("b's Score = %+v, fresh %+v (a's %+v)", got, want, resA)
+			}
+		})
+	}
+}
+
+// assumeDemand takes d's pod on n with a.
+func assumeDemand(t *testing.T, s *Scorer, n *NodeCache, d Demand, a Assignment) {
+	t.Helper()
+	r, err := s.Compile(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Assume(r, a); err != nil {
+		t.Fatal(err)
+	}
+}
