@@ -35,6 +35,15 @@ import (
 
 const topic = "tessera"
 
+// rounds is how many of the newest result files the report covers: make
+// bench-scheduler runs the benchmark once per round, each round in a
+// fresh process with the default profile then Tessera's, so that the two
+// profiles' runs alternate (D T D T D T). With -count N in one process
+// instead, Go runs a test case's N runs back to back (D D D T T T): the
+// machine's load drifts over the minutes between them, and the later
+// profile runs in a process that ran the earlier ones.
+var rounds = flag.Int("tessera-rounds", 1, "report the throughput ratio over the newest `N` scheduler_perf result files in -data-items-dir (one per round)")
+
 func TestMain(m *testing.M) {
 	if err := perf.InitTests(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -253,16 +262,25 @@ func reportRatios(b *testing.B) error {
 		return fmt.Errorf("no scheduler_perf result in %s: %w", dir, err)
 	}
 	sort.Strings(files) // the names end in the date and time
-	data, err := os.ReadFile(files[len(files)-1])
-	if err != nil {
-		return err
+	if *rounds < 1 || *rounds > len(files) {
+		return fmt.Errorf("-tessera-rounds=%d: %s holds %d scheduler_perf results, want 1 to %d rounds", *rounds, dir, len(files), len(files))
 	}
+	files = files[len(files)-*rounds:]
 	var items dataItems
-	if err := json.Unmarshal(data, &items); err != nil {
-		return fmt.Errorf("reading %s: %w", files[len(files)-1], err)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var round dataItems
+		if err := json.Unmarshal(data, &round); err != nil {
+			return fmt.Errorf("reading %s: %w", f, err)
+		}
+		items.DataItems = append(items.DataItems, round.DataItems...)
 	}
 	// Name is BenchmarkPerfScheduling/<test case>/<workload>/<collector>;
-	// with -count N each test case has N results, in the order they ran.
+	// each test case has one result per run (-count) and round, in the
+	// order they ran.
 	tput := map[string]map[string][]map[string]float64{} // workload -> case -> runs
 	for _, it := range items.DataItems {
 		if it.Labels["Metric"] != "SchedulingThroughput" {
@@ -290,7 +308,7 @@ func reportRatios(b *testing.B) error {
 		ws = append(ws, w)
 	}
 	slices.Sort(ws)
-	fmt.Fprintf(os.Stdout, "\nscheduler_perf throughput (pods/s), %s\n", files[len(files)-1])
+	fmt.Fprintf(os.Stdout, "\nscheduler_perf throughput (pods/s), %s\n", strings.Join(files, " "))
 	fmt.Fprintf(os.Stdout, "%-28s %-10s %10s %10s %10s   %s\n", "workload", "profile", "average", "p50", "p90", "the runs' averages, sorted (the row is the median run)")
 	for _, w := range ws {
 		med := map[string]float64{}
