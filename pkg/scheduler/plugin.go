@@ -313,22 +313,8 @@ func (p *Plugin) syncFree(e *nodeEntry, ni fwk.NodeInfo) {
 	}
 	defer func() { e.syncedGen, e.syncedVer = gen, e.cache.Version() }()
 	cpu, mem := nodeInfoFree(ni)
-	st := e.cache.State()
 	e.cpuKnown = true
-	dc, dm := st.CPUFree-cpu, st.MemFree-mem
-	if dc == 0 && dm == 0 {
-		return
-	}
-	// A CPU-only request taken (or given back) moves the free CPU and
-	// memory without touching the GPUs.
-	take := scoring.Demand{CPU: max(dc, 0), Memory: max(dm, 0)}
-	give := scoring.Demand{CPU: max(-dc, 0), Memory: max(-dm, 0)}
-	if r, err := p.c.scorer.Compile(take); err == nil && (take.CPU > 0 || take.Memory > 0) {
-		_ = e.cache.Assume(r, scoring.Assignment{})
-	}
-	if r, err := p.c.scorer.Compile(give); err == nil && (give.CPU > 0 || give.Memory > 0) {
-		_ = e.cache.Forget(r, scoring.Assignment{})
-	}
+	_ = e.cache.SetFree(cpu, mem) // nodeInfoFree is never negative
 }
 
 // Filter judges only what counting cannot see: whether the share units fit

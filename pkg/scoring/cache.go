@@ -395,6 +395,24 @@ func (n *NodeCache) apply(r *Request, a Assignment, take bool) error {
 	return nil
 }
 
+// SetFree sets the node's free CPU (milli-CPU) and memory (MiB), as the
+// scheduler counts them with every pod, GPU or not; it invalidates cached
+// scores only when they change. (Taking the difference as a CPU-only
+// request, as the scheduler plugin did, compiled a request for every
+// difference it met: the scorer's requests grew without bound.)
+func (n *NodeCache) SetFree(cpu, mem int64) error {
+	if cpu < 0 || mem < 0 {
+		return fmt.Errorf("node %q: free cpu %d and memory %d must not be negative", n.st.Name, cpu, mem)
+	}
+	if cpu == n.st.CPUFree && mem == n.st.MemFree {
+		return nil
+	}
+	n.st.CPUFree, n.st.MemFree = cpu, mem
+	n.version++
+	n.s.updateHosts(n, 1)
+	return nil
+}
+
 // SetHealthy marks GPU i healthy or not (the agent's health state machine),
 // invalidating cached scores.
 func (n *NodeCache) SetHealthy(i int, healthy bool) error {

@@ -441,6 +441,48 @@ func TestCPUStranded(t *testing.T) {
 	}
 }
 
+// TestSetFree: setting a node's free CPU and memory is taking (or giving
+// back) a CPU-only pod of the difference, without compiling one, and a
+// negative amount is refused with the node's name.
+func TestSetFree(t *testing.T) {
+	s := newScorer(t, nil)
+	one := compile(t, s, scoring.Demand{GPUs: 1, CPU: 4000, Memory: 1 << 10})
+	if err := s.SetTarget([]*scoring.Request{one}, []float64{1}); err != nil {
+		t.Fatal(err)
+	}
+	set := newNode(t, s, nodeState(t, "set", "pcie-4xl40s", nil))
+	took := newNode(t, s, nodeState(t, "took", "pcie-4xl40s", nil))
+	cpu, mem := set.State().CPUFree, set.State().MemFree
+	for _, c := range []struct{ cpu, mem int64 }{{cpu - 1000, mem}, {cpu - 7000, mem - 3<<10}, {3000, 0}} {
+		// took gets a CPU-only pod of the difference.
+		d := scoring.Demand{CPU: took.State().CPUFree - c.cpu, Memory: took.State().MemFree - c.mem}
+		if err := took.Assume(compile(t, s, d), scoring.Assignment{}); err != nil {
+			t.Fatal(err)
+		}
+		ver := set.Version()
+		if err := set.SetFree(c.cpu, c.mem); err != nil {
+			t.Fatalf("SetFree(%d, %d): %v", c.cpu, c.mem, err)
+		}
+		if set.Version() == ver {
+			t.Errorf("SetFree(%d, %d) left the version at %d", c.cpu, c.mem, ver)
+		}
+		if got := set.State(); got.CPUFree != c.cpu || got.MemFree != c.mem {
+			t.Errorf("free %d milli-cpu, %d MiB after SetFree(%d, %d)", got.CPUFree, got.MemFree, c.cpu, c.mem)
+		}
+		a, b := s.Score(set, one), s.Score(took, one)
+		if (a.Err == nil) != (b.Err == nil) || a.Key != b.Key || a.Drop != b.Drop {
+			t.Errorf("free %d, %d: SetFree scores %v (%v), the CPU-only pod %v (%v)", c.cpu, c.mem, a.Key, a.Err, b.Key, b.Err)
+		}
+	}
+	ver := set.Version()
+	if err := set.SetFree(set.State().CPUFree, set.State().MemFree); err != nil || set.Version() != ver {
+		t.Errorf("SetFree to the same amounts: %v, version %d → %d", err, ver, set.Version())
+	}
+	if err := set.SetFree(-1, 0); err == nil || !strings.Contains(err.Error(), `"set"`) || !strings.Contains(err.Error(), "-1") {
+		t.Errorf("SetFree(-1, 0): %v, want an error naming the node and the amount", err)
+	}
+}
+
 func TestNodeStateValidate(t *testing.T) {
 	base := func() scoring.NodeState { return nodeState(t, "n", "pcie-4xl40s", nil) }
 	for _, tc := range []struct {
