@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/component-base/configz"
 	featuregatetesting "k8s.io/component-base/featuregate/testing"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
@@ -67,34 +68,56 @@ profiles:
 }
 
 // startScheduler runs the scheduler with Tessera's profile (args as in
-// schedulerConfig) until the test ends; the cleanup cancels ctx (cancel) and
-// waits for it.
+// schedulerConfig) until the test ends, when the cleanup stops it and waits
+// for it. A scheduler that stops by itself fails the test and cancels its
+// context (cancel), so that the test's waits for bindings end at once.
 func startScheduler(ctx context.Context, t *testing.T, cancel context.CancelFunc, kubeconfig, args string, binds bool) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- runScheduler(ctx, t, schedulerConfig(kubeconfig, args, binds)) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && ctx.Err() == nil {
-			t.Errorf("scheduler: %v", err)
+	path := writeConfig(t, schedulerConfig(kubeconfig, args, binds))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := runScheduler(runCtx, path)
+		if runCtx.Err() == nil {
+			t.Errorf("the scheduler stopped by itself: %v", err)
+			cancel()
 		}
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
 	})
 }
 
-func runScheduler(ctx context.Context, t *testing.T, config string) error {
+// writeConfig writes a scheduler configuration into the test's directory
+// and returns its path.
+func writeConfig(t *testing.T, config string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The scheduler's own Setup and Run, as its command calls them (the
-	// command itself installs a process-wide signal handler, once).
+	return path
+}
+
+// runScheduler runs kube-scheduler with the configuration file until ctx
+// ends: the scheduler's own Setup and Run, as its command calls them (the
+// command itself installs a process-wide signal handler, once).
+func runScheduler(ctx context.Context, config string) error {
 	opts := options.NewOptions()
-	opts.ConfigFile = path
+	opts.ConfigFile = config
 	opts.SecureServing.BindPort = 0
 	cc, sched, err := app.Setup(ctx, opts, app.WithPlugin(Name, New))
 	if err != nil {
 		return err
 	}
+	// Run registers the configuration under /configz, which is process-
+	// wide and refuses a second registration: without this a second
+	// scheduler in the process (go test -count=2) stopped at once, and the
+	// test waited for bindings that never came. kube-scheduler's own test
+	// server deletes it the same way.
+	defer configz.Delete("componentconfig")
 	return app.Run(ctx, cc, sched)
 }
 
@@ -109,7 +132,7 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 	kc := cp.Client()
 
 	t.Run("InvalidArgsStopTheScheduler", func(t *testing.T) {
-		err := runScheduler(ctx, t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 1s\n      placement:\n        sharePolicy: random", tesseraBinds))
+		err := runScheduler(ctx, writeConfig(t, schedulerConfig(cp.Kubeconfig, "      staleAfter: 1s\n      placement:\n        sharePolicy: random", tesseraBinds)))
 		if err == nil {
 			t.Fatal("the scheduler started with invalid args")
 		}

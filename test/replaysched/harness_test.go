@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-base/configz"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
@@ -295,13 +296,23 @@ func startScheduler(ctx context.Context, t *testing.T, kubeconfig string, batchi
 		t.Fatalf("score plugins %+v, want %s alone", pl.Score.Enabled, scheduler.Name)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cc, sched) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Run registers the configuration under /configz, which is
+		// process-wide and refuses a second registration: delete it, as
+		// kube-scheduler's own test server does, so that the next
+		// scheduler of the process can run.
+		defer configz.Delete("componentconfig")
+		err := app.Run(ctx, cc, sched)
+		if ctx.Err() == nil {
+			// The waits for bindings would only time out.
+			t.Errorf("the scheduler stopped by itself: %v", err)
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil && ctx.Err() == nil {
-			t.Errorf("scheduler: %v", err)
-		}
+		<-done
 	})
 }
 
