@@ -90,10 +90,11 @@ SKIP_NOTES = for t in prometheus promtool; do command -v $$t >/dev/null || \
 NORACE_PKGS := ./test/replaysched
 
 .PHONY: test
-test: build k8s-bins $(HELM) ## Run every test with the race detector (real etcd + kube-apiserver, the pinned helm and the built binaries included; no GPU needed); test/replaysched without it.
+test: build k8s-bins $(HELM) ## Run every test with the race detector (real etcd + kube-apiserver, the pinned helm and the built binaries included; no GPU needed); test/replaysched and scheduler_perf's 10-node smoke run (hack/schedperf-smoke.sh) without it.
 	export TESSERA_K8S_BIN_DIR=$(BIN) TESSERA_BIN_DIR=$(BIN) TESSERA_HELM=$(HELM); \
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -vxF "$$($(GO) list $(NORACE_PKGS))"); status=$$?; \
-	$(GO) test -count=1 $(NORACE_PKGS) || status=1; $(SKIP_NOTES); exit $$status
+	$(GO) test -count=1 $(NORACE_PKGS) || status=1; \
+	GO=$(GO) hack/schedperf-smoke.sh $(BIN) || status=1; $(SKIP_NOTES); exit $$status
 
 .PHONY: test-short
 test-short: ## Run the unit tests only (no control plane), without -race.
