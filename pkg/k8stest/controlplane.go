@@ -13,6 +13,7 @@
 package k8stest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -177,16 +178,25 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	caFile := filepath.Join(cp.DataDir, "certs", "apiserver.crt")
 	if err := cp.apiserver.waitReady(ctx, opts.ReadyTimeout, func(ctx context.Context) error {
 		if cp.client == nil { // the apiserver writes its self-signed cert shortly after start
-			ca, err := os.ReadFile(caFile)
+			ca, err := readCertificates(caFile)
 			if err != nil {
-				return fmt.Errorf("reading apiserver certificate: %w", err)
+				return err
 			}
 			cp.restConfig = adminRESTConfig(apiURL, ca, token)
-			if cp.client, err = kubernetes.NewForConfig(cp.restConfig); err != nil {
+			client, err := kubernetes.NewForConfig(cp.restConfig)
+			if err != nil {
 				return fmt.Errorf("creating client: %w", err)
 			}
+			cp.client = client
 		}
-		return apiserverReady(ctx, cp.client)
+		err := apiserverReady(ctx, cp.client)
+		var unknown x509.UnknownAuthorityError
+		if errors.As(err, &unknown) {
+			// Read the certificate again: this one is not the one the
+			// apiserver serves (it had not written it yet).
+			cp.client = nil
+		}
+		return err
 	}); err != nil {
 		return nil, err
 	}
@@ -317,6 +327,38 @@ func writeCredentials(dir string) (string, error) {
 		return "", fmt.Errorf("writing token file: %w", err)
 	}
 	return token, nil
+}
+
+// readCertificates reads the PEM certificates the apiserver writes into
+// file, and fails unless the whole file is complete certificates. The
+// apiserver writes the file in place (truncate, then write): read at the
+// wrong moment it was empty, and a client made with no CA data trusts the
+// system's roots instead, so that every readiness check failed on the
+// certificate until the deadline (a CI run, under load).
+func readCertificates(file string) ([]byte, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading apiserver certificate: %w", err)
+	}
+	rest, n := data, 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("apiserver certificate %s: a %s block, want certificates", file, block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return nil, fmt.Errorf("apiserver certificate %s: %w", file, err)
+		}
+		n++
+	}
+	if n == 0 || len(bytes.TrimSpace(rest)) > 0 {
+		return nil, fmt.Errorf("apiserver certificate %s is not written yet (%d certificates, %d bytes left over)", file, n, len(bytes.TrimSpace(rest)))
+	}
+	return data, nil
 }
 
 // tokenFileLine is the --token-auth-file line (token,user,uid,"groups") of the admin.

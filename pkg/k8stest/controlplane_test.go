@@ -2,9 +2,17 @@ package k8stest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io/fs"
+	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +218,55 @@ func TestAPIServerStopAndRestart(t *testing.T) {
 	}
 	if n, err := nodes.Get(ctx, "kept", metav1.GetOptions{}); err != nil || gpus(n) != 8 {
 		t.Fatalf("after the restart: %v, %v; want the node created before", n, err)
+	}
+}
+
+// TestReadCertificates: the apiserver's certificate file is accepted only
+// when it is whole, as read while the apiserver writes it it may not be.
+func TestReadCertificates(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost-ca"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, content, wantErr string
+	}{
+		{name: "one certificate", content: string(cert)},
+		{name: "a chain", content: string(cert) + string(cert)},
+		{name: "empty", content: "", wantErr: "not written yet"},
+		{name: "cut in the first certificate", content: string(cert[:len(cert)/2]), wantErr: "not written yet"},
+		{name: "cut in the second certificate", content: string(cert) + string(cert[:len(cert)/2]), wantErr: "not written yet"},
+		{name: "a key", content: string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})), wantErr: "want certificates"},
+		{name: "not a certificate", content: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})), wantErr: "apiserver certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "apiserver.crt")
+			if err := os.WriteFile(file, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readCertificates(file)
+			if tc.wantErr == "" {
+				if err != nil || string(got) != tc.content {
+					t.Fatalf("readCertificates = %d bytes, %v; want the file", len(got), err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), file) {
+				t.Fatalf("readCertificates: %v, want an error naming %s and containing %q", err, file, tc.wantErr)
+			}
+		})
+	}
+	if _, err := readCertificates(filepath.Join(t.TempDir(), "absent.crt")); err == nil {
+		t.Error("readCertificates of an absent file succeeded")
 	}
 }

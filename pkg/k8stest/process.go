@@ -49,10 +49,16 @@ func (p *process) waitReady(ctx context.Context, timeout time.Duration, check fu
 			return false, fmt.Errorf("exited before becoming ready: %s", p.cmd.ProcessState)
 		default:
 		}
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		last = check(ctx)
-		return last == nil, nil
+		err := check(checkCtx)
+		// A check cut short by the overall deadline says nothing about
+		// the child (it failed in the client's rate limiter): keep the
+		// one before, which does.
+		if err == nil || ctx.Err() == nil || last == nil {
+			last = err
+		}
+		return err == nil, nil
 	})
 	if err != nil && wait.Interrupted(err) && last != nil {
 		err = fmt.Errorf("%w; last check: %w", err, last)
