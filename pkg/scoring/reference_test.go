@@ -490,13 +490,9 @@ func TestSharedMemoMatchesFreshScores(t *testing.T) {
 				}
 			}
 			res := s.Score(m, r)
-			fresh := *m
-			fresh.best = nil
-			fresh.memo, fresh.memoRes, fresh.memoMore = nil, nil, lastMap[int32, memoFull]{}
-			fresh.whole, fresh.bestOK, fresh.migMemo, fresh.mVer = lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}, 0
 			cached := res
 			cached.Key, cached.ScarcityCost = 0, 0
-			if want := s.score(&fresh, r, nil); fmt.Sprint(want) != fmt.Sprint(cached) {
+			if want := s.score(uncached(m), r, nil); fmt.Sprint(want) != fmt.Sprint(cached) {
 				t.Fatalf("step %d, node %s, %+v: Score = %+v, fresh %+v", step, m.st.Name, r.Demand, cached, want)
 			}
 			if key, err := s.Rank(m, r); (err != nil) != (res.Err != nil) || err == nil && key != res.Key {
@@ -614,10 +610,7 @@ func TestSharedMemoKeysEveryStateField(t *testing.T) {
 				tc.change(t, s, b)
 			}
 			got := s.Score(b, r)
-			fresh := *b
-			fresh.memo, fresh.memoRes, fresh.memoMore = nil, nil, lastMap[int32, memoFull]{}
-			fresh.whole, fresh.bestOK, fresh.best, fresh.mVer = lastMap[wholeKey, wholeEntry]{}, false, nil, 0
-			want := s.score(&fresh, r, nil)
+			want := s.score(uncached(b), r, nil)
 			got.Key, got.ScarcityCost = 0, 0
 			resA.Key, resA.ScarcityCost = 0, 0
 			if fmt.Sprint(want) == fmt.Sprint(resA) {
@@ -628,6 +621,17 @@ func TestSharedMemoKeysEveryStateField(t *testing.T) {
 			}
 		})
 	}
+}
+
+// uncached is a copy of n sharing its state, with the node's caches empty
+// and the scorer's shared memo left alone (dropCaches empties that too),
+// for scoring n afresh.
+func uncached(n *NodeCache) *NodeCache {
+	fresh := *n
+	fresh.best = nil
+	fresh.memo, fresh.memoRes, fresh.memoMore = nil, nil, lastMap[int32, memoFull]{}
+	fresh.whole, fresh.bestOK, fresh.migMemo, fresh.mVer = lastMap[wholeKey, wholeEntry]{}, false, lastMap[migKey, migEntry]{}, 0
+	return &fresh
 }
 
 // assumeDemand takes d's pod on n with a.

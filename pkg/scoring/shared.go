@@ -52,7 +52,7 @@ func (s *Scorer) classOf(n *NodeCache) int32 {
 	if len(gs) == 0 || len(gs) > 64 {
 		return noClass
 	}
-	b := make([]byte, 0, 16+len(gs)*(16+8*len(gs)))
+	b := make([]byte, 0, 16+len(gs)*(16+12*len(gs)))
 	b = binary.AppendUvarint(b, uint64(len(gs)))
 	for i := range gs {
 		if gs[i].Mode != ModeWhole {
@@ -61,10 +61,13 @@ func (s *Scorer) classOf(n *NodeCache) int32 {
 		b = binary.AppendVarint(b, int64(n.prod[i]))
 		b = binary.AppendVarint(b, int64(gs[i].NUMANode))
 	}
+	// Every field of every link, whether scoring reads it today or not
+	// (NVSwitch it does not): a class must never join nodes that differ.
 	for _, row := range n.st.Topology.Links {
 		for _, l := range row {
 			b = binary.AppendVarint(b, int64(l.NVLinks))
 			b = binary.AppendVarint(b, int64(l.PCIe))
+			b = binary.AppendUvarint(b, boolBit(l.NVSwitch))
 		}
 	}
 	if id, ok := s.classes[string(b)]; ok {
@@ -76,6 +79,13 @@ func (s *Scorer) classOf(n *NodeCache) int32 {
 	id := int32(len(s.classes))
 	s.classes[string(b)] = id
 	return id
+}
+
+func boolBit(v bool) uint64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // sharedKeyOf is n's shared-memo key for r; ok is false when their scores
