@@ -51,6 +51,9 @@ type Plugin struct {
 
 	mu sync.RWMutex
 	c  *cluster
+	// rooms are the nodes' room for the resources PreFilter names no
+	// nodes for by advertising (see rooms); under mu.
+	rooms rooms
 
 	// nodeInfo reads a node from the cycle's snapshot (the handle's
 	// SnapshotSharedLister): Reserve takes the chosen node's free CPU and
@@ -163,9 +166,10 @@ type cycleData struct {
 	// pod and Tessera's Filter is skipped (see countable).
 	modes     []resMode
 	countable bool
-	// absent is how many nodes PreFilter's result left out (they
-	// advertise no such resource; see survey.preFilterResult).
-	absent int
+	// absent is how many nodes PreFilter's result left out because they
+	// advertise no such resource (see survey.preFilterResult), roomless how
+	// many it left out because they have too little of it free (see rooms).
+	absent, roomless int
 	// reqs are the compiled requests by how a node advertises the pod's
 	// resource (PreFilter compiles one per mode, under the plugin's write
 	// lock, so Filter reads them under the read lock).
@@ -231,6 +235,11 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	}
 	state.Write(stateKey, cd)
 	res := s.preFilterResult()
+	if res == nil {
+		if names, left := p.rooms.named(pod, d.Resource, d.Count, nodes); names != nil {
+			res, cd.roomless = &fwk.PreFilterResult{NodeNames: names}, left
+		}
+	}
 	if p.c.countable(cd) {
 		cd.countable = true
 		if res == nil {
@@ -479,6 +488,9 @@ func (p *Plugin) PostFilter(_ context.Context, state fwk.CycleState, _ *corev1.P
 	var words []string
 	if cd.absent > 0 {
 		words = append(words, fmt.Sprintf("%d node(s) advertise no %s", cd.absent, cd.d.Resource))
+	}
+	if cd.roomless > 0 {
+		words = append(words, fmt.Sprintf("%d node(s) have less than %d %s free", cd.roomless, cd.d.Count, cd.d.Resource))
 	}
 	if !cd.countable {
 		return nil, fwk.NewStatus(fwk.Unschedulable, words...)

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/component-base/metrics/testutil"
+	resourcehelper "k8s.io/component-helpers/resource"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -194,13 +196,16 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 	var reasons []string
 	for _, ni := range h.nodeInfos() {
 		if !res.AllNodes() && !res.NodeNames.Has(ni.Node().Name) {
-			// Left out by PreFilter: Filter would refuse the node as
-			// advertising no such resource, and so would counting.
-			if why := h.filterUnskipped(state, pod, ni); why.Code() != fwk.UnschedulableAndUnresolvable || !strings.HasPrefix(why.Message(), "node advertises no ") {
-				h.t.Errorf("pod %s: PreFilter left out node %s, which Filter would answer %v", pod.Name, ni.Node().Name, why)
+			// Left out by PreFilter: counting refuses the node for the
+			// pod's GPUs, and either Filter would refuse it as advertising
+			// no such resource or no preemption could give it room.
+			if !countingRefusesGPUs(pod, cd, ni) {
+				h.t.Errorf("pod %s: PreFilter left out node %s, which counting passes for %s", pod.Name, ni.Node().Name, cd.d.Resource)
 			}
-			if short := noderesources.Fits(pod, ni, nil, noderesources.ResourceRequestsOptions{}); len(short) == 0 {
-				h.t.Errorf("pod %s: PreFilter left out node %s, which counting passes", pod.Name, ni.Node().Name)
+			why := h.filterUnskipped(state, pod, ni)
+			advertisesNo := why.Code() == fwk.UnschedulableAndUnresolvable && strings.HasPrefix(why.Message(), "node advertises no ")
+			if !advertisesNo && preemptionCouldMakeRoom(pod, cd, ni) {
+				h.t.Errorf("pod %s: PreFilter left out node %s, where it could preempt a pod holding %s (Filter: %v)", pod.Name, ni.Node().Name, cd.d.Resource, why)
 			}
 			reasons = append(reasons, "node(s) didn't satisfy plugin(s) [TesseraGPU]")
 			continue
@@ -275,6 +280,33 @@ func (h *harness) schedule(pod *corev1.Pod) (string, *fwk.Status) {
 		}
 	}
 	return h.reserve(state, pod, best.Name)
+}
+
+// countingRefusesGPUs reports whether NodeResourcesFit's count refuses the
+// node for the pod's GPU resource.
+func countingRefusesGPUs(pod *corev1.Pod, cd *cycleData, ni fwk.NodeInfo) bool {
+	for _, short := range noderesources.Fits(pod, ni, nil, noderesources.ResourceRequestsOptions{}) {
+		if short.ResourceName == cd.d.Resource {
+			return true
+		}
+	}
+	return false
+}
+
+// preemptionCouldMakeRoom reports whether the pod could preempt, on the
+// node, a pod that holds its GPU resource: one of a lower priority, and the
+// pod's preemption policy allows it (DefaultPreemption's victims).
+func preemptionCouldMakeRoom(pod *corev1.Pod, cd *cycleData, ni fwk.NodeInfo) bool {
+	if pod.Spec.PreemptionPolicy != nil && *pod.Spec.PreemptionPolicy == corev1.PreemptNever {
+		return false
+	}
+	for _, pi := range ni.GetPods() {
+		q := resourcehelper.PodRequests(pi.GetPod(), resourcehelper.PodResourcesOptions{})[cd.d.Resource]
+		if !q.IsZero() && corev1helpers.PodPriority(pi.GetPod()) < corev1helpers.PodPriority(pod) {
+			return true
+		}
+	}
+	return false
 }
 
 // judges reports whether Tessera judges the node (a fresh GPUNode).
