@@ -12,6 +12,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -302,6 +304,30 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 			if err := kc.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+	// PreFilter names the few nodes with room (l40s-1 has 3 GPUs free,
+	// dgx-mig none once low-batch holds its last two): it must keep dgx-mig,
+	// where the pod can preempt low-batch, or preemption never sees it.
+	t.Run("a pod preempts a lower-priority GPU holder on a node PreFilter would leave out for room", func(t *testing.T) {
+		if _, err := kc.SchedulingV1().PriorityClasses().Create(ctx, &schedulingv1.PriorityClass{
+			ObjectMeta: metav1.ObjectMeta{Name: "tessera-test-low"}, Value: -100, Description: "preemptible batch",
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		low := newPod("low-batch").container("c", "nvidia.com/gpu=2").requireProducts(corev1.NodeSelectorOpIn, h100)
+		low.p.Spec.PriorityClassName = "tessera-test-low"
+		// No kubelet here to finish a graceful deletion.
+		low.p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+		if p := bound(t, create(t, low)); p.Spec.NodeName != "dgx-mig" {
+			t.Fatalf("low-batch on %s, want dgx-mig (the only H100s free)", p.Spec.NodeName)
+		}
+		p := bound(t, create(t, newPod("urgent").container("c", "nvidia.com/gpu=2").requireProducts(corev1.NodeSelectorOpIn, h100)))
+		if p.Spec.NodeName != "dgx-mig" {
+			t.Errorf("urgent on %s, want dgx-mig in low-batch's place", p.Spec.NodeName)
+		}
+		if _, err := kc.CoreV1().Pods("default").Get(ctx, "low-batch", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("low-batch: %v, want it preempted (not found)", err)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -155,8 +156,17 @@ func newPlugin(args Args, h fwk.Handle, clk clock.PassiveClock) (*Plugin, error)
 // Name implements fwk.Plugin.
 func (p *Plugin) Name() string { return Name }
 
-// cycleData is what PreFilter learns about a pod, for the rest of its cycle.
+// cycleData is what PreFilter learns about a pod, for the rest of its cycle:
+// the same for every copy of the cycle (cycleCore), and the pods a
+// preemption dry run removed from nodes in this copy (removed, by node
+// name; see RemovePod).
 type cycleData struct {
+	*cycleCore
+	removed map[string][]*corev1.Pod
+}
+
+// cycleCore is what PreFilter learns about a pod.
+type cycleCore struct {
 	d                  PodDemand
 	allowed, preferred []string
 	// resID is the pod's resource, interned (nodeEntry.mode).
@@ -184,9 +194,13 @@ type cycleData struct {
 	hint   map[resMode]string
 }
 
-// Clone shares the data: what changes after PreFilter changes under the
-// plugin's lock and is the same for every copy of the cycle.
-func (c *cycleData) Clone() fwk.StateData { return c }
+// Clone shares the core: what changes in it after PreFilter changes under
+// the plugin's lock and is the same for every copy of the cycle. The pods
+// removed are the copy's own (kube-scheduler's preemption dry runs clone
+// the cycle per node and run in parallel); their lists are copied on write.
+func (c *cycleData) Clone() fwk.StateData {
+	return &cycleData{cycleCore: c.cycleCore, removed: maps.Clone(c.removed)}
+}
 
 const stateKey fwk.StateKey = Name
 
@@ -213,7 +227,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
 	if d.Resource == "" {
-		state.Write(stateKey, &cycleData{d: d, reqs: map[resMode]*scoring.Request{}})
+		state.Write(stateKey, &cycleData{cycleCore: &cycleCore{d: d, reqs: map[resMode]*scoring.Request{}}})
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	if _, ok := IsMIGResource(d.Resource); ok && d.Count > 1 {
@@ -228,7 +242,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	if msg := s.refusal(&d, allowed); msg != "" {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, msg)
 	}
-	cd := &cycleData{d: d, resID: p.c.resID(d.Resource), allowed: allowed, preferred: preferred, modes: s.modes, absent: s.absent, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}}
+	cd := &cycleData{cycleCore: &cycleCore{d: d, resID: p.c.resID(d.Resource), allowed: allowed, preferred: preferred, modes: s.modes, absent: s.absent, reqs: map[resMode]*scoring.Request{}, hint: map[resMode]string{}}}
 	for _, mode := range s.modes {
 		// An error is Filter's to report, node by node.
 		_, _ = p.request(cd, mode)
@@ -283,10 +297,6 @@ func (c *cluster) countable(cd *cycleData) bool {
 	return true
 }
 
-// PreFilterExtensions implements fwk.PreFilterPlugin; Tessera has none
-// (preemption of GPU pods is judged by counting alone).
-func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
-
 // request compiles the pod's request for a node that advertises its
 // resource as mode. Call with the lock held.
 func (p *Plugin) request(cd *cycleData, mode resMode) (*scoring.Request, error) {
@@ -335,6 +345,9 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 	cd := getCycle(state)
 	if cd == nil || cd.d.Resource == "" || cd.countable {
 		return nil
+	}
+	if victims := cd.removed[ni.Node().Name]; len(victims) > 0 {
+		return p.filterWithout(ctx, cd, pod, ni, victims)
 	}
 	now := p.clock.Now()
 	p.mu.RLock()

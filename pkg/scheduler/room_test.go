@@ -194,7 +194,7 @@ func TestRoomsFollowTheNodeInfos(t *testing.T) {
 		got, left := r.named(probe, res, probeNeed, list())
 		want := sets.New[string]()
 		for _, ni := range nodes {
-			if free(ni) >= probeNeed || preemptionCouldMakeRoom(probe, &cycleData{d: PodDemand{Resource: res}}, ni) {
+			if free(ni) >= probeNeed || preemptionCouldMakeRoom(probe, &cycleData{cycleCore: &cycleCore{d: PodDemand{Resource: res}}}, ni) {
 				want.Insert(ni.Node().Name)
 			}
 		}
