@@ -567,10 +567,32 @@ func (s *Scorer) Rank(n *NodeCache, r *Request) (int64, error) {
 
 // Cached returns the node's cached Result of r when it is current (what
 // Score returns, less the scarcity cost and the key, which depend on the
-// whole cluster), and false when Score would compute it. It changes
+// whole cluster), or the shared memo's for the node's class and state in
+// this epoch (shared.go), and false when Score would compute it. It changes
 // nothing: calls may run concurrently with each other, not with the
-// Scorer's or the node's other methods.
+// Scorer's or the node's other methods. (pkg/scheduler's Filter asks it
+// under a read lock for every node it filters, and takes the write lock
+// when it says false: after a target refresh, for every node of a pod's
+// search until the shared memo answers for identical nodes.)
 func (s *Scorer) Cached(n *NodeCache, r *Request) (Result, bool) {
+	if res, ok := s.ownCached(n, r); ok {
+		return res, true
+	}
+	k, share := n.sharedKeyOf(r)
+	if !share {
+		return Result{}, false
+	}
+	ss, ok := s.sharedGet(k)
+	if !ok {
+		return Result{}, false
+	}
+	res := ss.res
+	res.losses = nil // the shared entry's: not the caller's to hold
+	return res, true
+}
+
+// ownCached is the node's own memo of r when it is current.
+func (s *Scorer) ownCached(n *NodeCache, r *Request) (Result, bool) {
 	var (
 		e   memoEntry
 		res *Result

@@ -442,7 +442,7 @@ func TestSharedMemoMatchesFreshScores(t *testing.T) {
 		a Assignment
 	}
 	var held []placed
-	hits, stale := 0, 0
+	hits, stale, sharedReads := 0, 0, 0
 	for step := range 4000 {
 		n := nodes[rng.IntN(len(nodes))]
 		r := pool[rng.IntN(len(pool))]
@@ -482,17 +482,31 @@ func TestSharedMemoMatchesFreshScores(t *testing.T) {
 		for _, i := range rng.Perm(len(nodes)) {
 			m := nodes[i]
 			if k, ok := m.sharedKeyOf(r); ok {
-				if _, cached := s.Cached(m, r); !cached {
+				if _, cached := s.ownCached(m, r); !cached {
 					stale++
 					if _, shared := s.sharedGet(k); shared {
 						hits++
 					}
 				}
 			}
+			want := s.score(uncached(m), r, nil)
+			// What Filter reads without changing anything: the node's
+			// memo or the shared one, when either answers.
+			_, own := s.ownCached(m, r)
+			if got, ok := s.Cached(m, r); ok {
+				want := want
+				want.losses, got.losses = nil, nil
+				if fmt.Sprint(want) != fmt.Sprint(got) {
+					t.Fatalf("step %d, node %s, %+v: Cached = %+v, fresh %+v", step, m.st.Name, r.Demand, got, want)
+				}
+				if !own {
+					sharedReads++
+				}
+			}
 			res := s.Score(m, r)
 			cached := res
 			cached.Key, cached.ScarcityCost = 0, 0
-			if want := s.score(uncached(m), r, nil); fmt.Sprint(want) != fmt.Sprint(cached) {
+			if fmt.Sprint(want) != fmt.Sprint(cached) {
 				t.Fatalf("step %d, node %s, %+v: Score = %+v, fresh %+v", step, m.st.Name, r.Demand, cached, want)
 			}
 			if key, err := s.Rank(m, r); (err != nil) != (res.Err != nil) || err == nil && key != res.Key {
@@ -505,6 +519,9 @@ func TestSharedMemoMatchesFreshScores(t *testing.T) {
 	// this test checked nothing it is named for.
 	if hits < 1000 {
 		t.Fatalf("%d of %d stale scores came from the shared memo, want at least 1,000", hits, stale)
+	}
+	if sharedReads < 1000 {
+		t.Fatalf("Cached answered %d times from the shared memo, want at least 1,000", sharedReads)
 	}
 	t.Logf("%d of %d stale scores of whole-GPU nodes and pods came from the shared memo", hits, stale)
 }
