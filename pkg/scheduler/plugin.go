@@ -448,8 +448,17 @@ func nvlinkVerdict(cd *cycleData, mode resMode, res scoring.Result) *fwk.Status 
 func (p *Plugin) refusal(cd *cycleData, mode resMode, e *nodeEntry) string {
 	st := e.cache.State()
 	if st.CPUFree < cd.d.CPU || st.MemFree < cd.d.Memory {
-		return "not enough free CPU or memory beside the free GPUs"
+		return noCPU
 	}
+	return p.hint(cd, mode)
+}
+
+// noCPU refuses a node whose GPUs would do but not its free CPU or memory.
+const noCPU = "not enough free CPU or memory beside the free GPUs"
+
+// hint is the cluster-wide part of a refusal for lack of free devices of
+// mode, computed once per pod from the model as it stands.
+func (p *Plugin) hint(cd *cycleData, mode resMode) string {
 	cd.hintMu.Lock()
 	defer cd.hintMu.Unlock()
 	if h, ok := cd.hint[mode]; ok {

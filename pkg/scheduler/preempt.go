@@ -83,7 +83,23 @@ func (p *Plugin) filterWithout(ctx context.Context, cd *cycleData, pod *corev1.P
 		}
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
-	logger := klog.FromContext(ctx)
+	res := p.scoreWithout(klog.FromContext(ctx), e, r, ni, victims)
+	if res.Err != nil {
+		klog.FromContext(ctx).V(5).Info("Node refused with the victims gone", "pod", klog.KObj(pod), "node", ni.Node().Name, "victims", len(victims), "reason", res.Err)
+		// Worded from the dry run's NodeInfo, and the cluster-wide hint
+		// from the model restored.
+		if cpu, mem := nodeInfoFree(ni); cpu < cd.d.CPU || mem < cd.d.Memory {
+			return fwk.NewStatus(fwk.Unschedulable, noCPU)
+		}
+		return fwk.NewStatus(fwk.Unschedulable, p.hint(cd, mode))
+	}
+	return nvlinkVerdict(cd, mode, res)
+}
+
+// scoreWithout scores r on the node with the victims' devices given back
+// and the dry run's free CPU and memory, and restores the node. Call with
+// the write lock held.
+func (p *Plugin) scoreWithout(logger klog.Logger, e *nodeEntry, r *scoring.Request, ni fwk.NodeInfo, victims []*corev1.Pod) scoring.Result {
 	var given []held
 	st := e.cache.State()
 	cpu0, mem0 := st.CPUFree, st.MemFree
@@ -109,12 +125,7 @@ func (p *Plugin) filterWithout(ctx context.Context, cd *cycleData, pod *corev1.P
 	}
 	cpu, mem := nodeInfoFree(ni)
 	_ = e.cache.SetFree(cpu, mem)
-	res := p.c.scorer.Score(e.cache, r)
-	if res.Err != nil {
-		logger.V(5).Info("Node refused with the victims gone", "pod", klog.KObj(pod), "node", ni.Node().Name, "victims", len(victims), "reason", res.Err)
-		return fwk.NewStatus(fwk.Unschedulable, p.refusal(cd, mode, e))
-	}
-	return nvlinkVerdict(cd, mode, res)
+	return p.c.scorer.Score(e.cache, r)
 }
 
 // held is what a pod holds on a node: its request and devices.

@@ -99,10 +99,13 @@ func (k roomKey) keeps(s *roomSlot) bool {
 // every node (see rooms), and how many nodes it leaves out. Call with the
 // plugin's write lock held.
 func (r *rooms) named(pod *corev1.Pod, res corev1.ResourceName, need int64, nodes []fwk.NodeInfo) (names sets.Set[string], left int) {
-	if need <= 0 || pod.Spec.SchedulingGroup != nil || len(nodes) == 0 {
+	if need <= 0 || len(nodes) == 0 {
 		return nil, 0
 	}
 	r.calls++
+	if pod.Spec.SchedulingGroup != nil {
+		return nil, 0
+	}
 	key := roomKey{need: need, prio: corev1helpers.PodPriority(pod)}
 	if pod.Spec.PreemptionPolicy != nil && *pod.Spec.PreemptionPolicy == corev1.PreemptNever {
 		key.prio = math.MinInt32
