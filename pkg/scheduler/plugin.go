@@ -363,16 +363,9 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 		return nil
 	}
 	p.c.index(ni.Node(), e)
-	mode, has := e.mode(cd)
-	if !has {
-		return advertisesNo(cd.d.Resource)
-	}
-	r, err := p.request(cd, mode)
-	if err != nil {
-		if errors.Is(err, errManySlices) {
-			return nil
-		}
-		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
+	mode, r, st, ok := p.nodeRequest(cd, e)
+	if !ok {
+		return st
 	}
 	p.syncFree(e, ni)
 	res := p.c.scorer.Score(e.cache, r)
@@ -381,6 +374,25 @@ func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.P
 		return fwk.NewStatus(fwk.Unschedulable, p.refusal(cd, mode, e))
 	}
 	return nvlinkVerdict(cd, mode, res)
+}
+
+// nodeRequest is the pod's compiled request on the node, by how the node
+// advertises the pod's resource; ok is false when the verdict is st without
+// scoring (nil: no verdict, a pod of several MIG slices, which counting
+// places). Call with the write lock held.
+func (p *Plugin) nodeRequest(cd *cycleData, e *nodeEntry) (mode resMode, r *scoring.Request, st *fwk.Status, ok bool) {
+	mode, has := e.mode(cd)
+	if !has {
+		return mode, nil, advertisesNo(cd.d.Resource), false
+	}
+	r, err := p.request(cd, mode)
+	if err != nil {
+		if errors.Is(err, errManySlices) {
+			return mode, nil, nil, false
+		}
+		return mode, nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error()), false
+	}
+	return mode, r, nil, true
 }
 
 // filterCached is Filter's verdict from what is already known — the node's

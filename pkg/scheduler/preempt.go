@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -72,16 +71,9 @@ func (p *Plugin) filterWithout(ctx context.Context, cd *cycleData, pod *corev1.P
 	if !p.c.freshEntry(e, p.clock.Now()) {
 		return nil
 	}
-	mode, has := e.mode(cd)
-	if !has {
-		return advertisesNo(cd.d.Resource)
-	}
-	r, err := p.request(cd, mode)
-	if err != nil {
-		if errors.Is(err, errManySlices) {
-			return nil
-		}
-		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
+	mode, r, st, ok := p.nodeRequest(cd, e)
+	if !ok {
+		return st
 	}
 	res := p.scoreWithout(klog.FromContext(ctx), e, r, ni, victims)
 	if res.Err != nil {

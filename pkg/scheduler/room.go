@@ -146,17 +146,17 @@ func (r *rooms) named(pod *corev1.Pod, res corev1.ResourceName, need int64, node
 // walk brings the slots up to the NodeInfos' generations, and every set
 // with them.
 func (x *roomIndex) walk(res corev1.ResourceName, nodes []fwk.NodeInfo) {
-	if len(x.slots) != len(nodes) || !x.sameNodes(nodes) {
-		x.slots = make([]roomSlot, len(nodes))
-		x.limit = roomLimit(len(nodes))
-		x.sets = nil
-		for i, ni := range nodes {
-			x.slots[i] = readRoom(res, ni)
-		}
+	if len(x.slots) != len(nodes) {
+		x.reset(res, nodes)
 		return
 	}
 	for i, ni := range nodes {
 		s := &x.slots[i]
+		if s.ni != ni {
+			// A node came or went: the list was rebuilt.
+			x.reset(res, nodes)
+			return
+		}
 		if s.gen == ni.GetGeneration() {
 			continue
 		}
@@ -186,14 +186,14 @@ func (x *roomIndex) walk(res corev1.ResourceName, nodes []fwk.NodeInfo) {
 	}
 }
 
-// sameNodes reports whether the slots follow nodes, NodeInfo by NodeInfo.
-func (x *roomIndex) sameNodes(nodes []fwk.NodeInfo) bool {
+// reset reads every node afresh and drops the sets.
+func (x *roomIndex) reset(res corev1.ResourceName, nodes []fwk.NodeInfo) {
+	x.slots = make([]roomSlot, len(nodes))
+	x.limit = roomLimit(len(nodes))
+	x.sets = nil
 	for i, ni := range nodes {
-		if x.slots[i].ni != ni {
-			return false
-		}
+		x.slots[i] = readRoom(res, ni)
 	}
-	return true
 }
 
 // set returns key's set, counting it from the slots when it is new.
