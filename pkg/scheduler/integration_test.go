@@ -319,6 +319,18 @@ func TestSchedulerPlacesMLOpsPods(t *testing.T) {
 		low.p.Spec.PriorityClassName = "tessera-test-low"
 		// No kubelet here to finish a graceful deletion.
 		low.p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](0)
+		// The API server's priority admission reads PriorityClasses from
+		// its informer: wait until a dry run of the pod is admitted.
+		probe := low.obj()
+		probe.UID = ""
+		probe.Spec.Containers[0].Image = "registry.example/ml:1"
+		probe.Spec.Containers[0].Resources.Limits = probe.Spec.Containers[0].Resources.Requests
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err := kc.CoreV1().Pods(probe.Namespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err == nil, nil
+		}); err != nil {
+			t.Fatalf("the API server does not admit a pod of priority class tessera-test-low: %v", err)
+		}
 		if p := bound(t, create(t, low)); p.Spec.NodeName != "dgx-mig" {
 			t.Fatalf("low-batch on %s, want dgx-mig (the only H100s free)", p.Spec.NodeName)
 		}
